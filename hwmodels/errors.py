@@ -1,0 +1,22 @@
+"""Typed errors for bad input. Every message is one line that says what to change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ClusterSimError(ValueError):
+    """Bad input from the user (config, name, size). The CLI prints it and exits 2."""
+
+
+class UnknownNameError(ClusterSimError):
+    """A catalogue lookup (GPU, node, link, model preset) found no such name."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str = "") -> None:
+        listed = ", ".join(sorted(choices))
+        msg = f"unknown {kind} {name!r}; choose one of: {listed}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+        self.kind = kind
+        self.name = name
