@@ -1,0 +1,19 @@
+"""clustersim's simulator package: models, configs, workloads and (soon) the SimPy engine.
+
+Public API: :func:`get_model`, :func:`load_config`, :func:`layer_cost_report`.
+"""
+
+from simulator.config import RunConfig, load_config
+from simulator.layer_costs import LayerCostReport, layer_cost_report
+from simulator.models import ModelSpec, from_hf_config, get_model, list_models
+
+__all__ = [
+    "LayerCostReport",
+    "ModelSpec",
+    "RunConfig",
+    "from_hf_config",
+    "get_model",
+    "layer_cost_report",
+    "list_models",
+    "load_config",
+]

@@ -1,0 +1,310 @@
+"""Kernel cost model: roofline x efficiency curves, held in a per-GPU profile.
+
+A profile holds the few parameters that turn a kernel's FLOPs and bytes into seconds. The
+datasheet profile is built from the catalogue's peaks plus global default curves; calibration
+(``clustersim calibrate``) fits the same parameters to measurements of a real GPU.
+
+Time of one kernel::
+
+    t_ideal   = max(flops / peak, bytes / bandwidth)             (the roofline)
+    fill      = t_ideal / (t_ideal + half_sat_s)                  (small problems under-fill the GPU)
+    t_device  = max(flops / (peak * eff_max * fill), bytes / (bandwidth * mem_eff * fill))
+    t         = max(floor_s, t_device)
+
+``floor_s`` is the host issue floor: PyTorch launches kernels asynchronously, so the host's
+per-kernel cost overlaps device work and a stream of kernels runs at whichever is slower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hwmodels.catalogue import get_gpu, get_link
+from hwmodels.dtypes import DTYPES, bytes_per_element, normalize_dtype
+from hwmodels.errors import ClusterSimError
+
+PROFILE_SCHEMA_VERSION = 1
+
+
+class Curve(BaseModel):
+    """Efficiency curve of one kernel family (see module docstring for the formula)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    eff_max: float = Field(gt=0, le=1, description="fraction of the dtype's dense peak reached by large problems")
+    half_sat_s: float = Field(ge=0, description="ideal (at-peak) time at which efficiency is half of eff_max")
+    mem_eff: float = Field(gt=0, le=1, description="fraction of HBM bandwidth reached when memory-bound")
+    floor_s: float = Field(ge=0, description="host issue floor: a kernel never costs less than this")
+    source: str = ""
+
+    def time(self, flops: float, nbytes: float, peak_flops: float, bw_bytes_s: float, floor: bool = True) -> float:
+        """Seconds for a kernel of ``flops`` and ``nbytes`` on a device with these peaks."""
+        t_ideal = max(flops / peak_flops, nbytes / bw_bytes_s)
+        if t_ideal <= 0.0:
+            return self.floor_s if floor else 0.0
+        fill = t_ideal / (t_ideal + self.half_sat_s)
+        t_dev = max(flops / (peak_flops * self.eff_max), nbytes / (bw_bytes_s * self.mem_eff)) / fill
+        return max(self.floor_s, t_dev) if floor else t_dev
+
+
+class PowerParams(BaseModel):
+    """v0 power model parameters (see :mod:`hwmodels.power`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    idle_w: float = Field(gt=0, description="board power with nothing running, clocks idle")
+    active_idle_w: float = Field(gt=0, description="board power between kernels, clocks up (just after load)")
+    compute_dynamic_w: float = Field(ge=0, description="power above active idle of a fully busy SM array at max clock")
+    memory_dynamic_w: float = Field(ge=0, description="power above active idle at full HBM bandwidth")
+    power_limit_w: float = Field(gt=0)
+    max_sm_clock_mhz: float = Field(gt=0)
+    clock_power_exponent: float = Field(default=3.0, gt=0, description="P_dyn ~ f^k (V scales with f)")
+    source: str = ""
+
+
+Family = Literal["gemm", "attn_fwd", "attn_bwd", "attn_decode", "membound"]
+
+
+class Profile(BaseModel):
+    """Everything the cost model knows about one GPU: peaks, efficiency curves, power."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = PROFILE_SCHEMA_VERSION
+    gpu: str
+    kind: Literal["datasheet", "calibrated"] = "datasheet"
+    source: str
+    peak_tflops: dict[str, float]
+    memory_bandwidth_gbps: float = Field(gt=0)
+    host_link_gbps: float = Field(gt=0, description="achievable pinned host<->device bandwidth per direction")
+    curves: dict[str, Curve]
+    gemm_by_dtype: dict[str, Curve] = Field(default_factory=dict, description="per-dtype GEMM overrides")
+    power: PowerParams
+    meta: dict[str, object] = Field(default_factory=dict, description="provenance: driver, date, fit errors")
+
+    # ---- helpers -------------------------------------------------------------------------
+    def peak_flops(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype``; a one-line error if this GPU has no such unit."""
+        key = normalize_dtype(dtype)
+        peak = self.peak_tflops.get(key)
+        if not peak:
+            have = ", ".join(k for k, v in self.peak_tflops.items() if v)
+            raise ClusterSimError(f"{self.gpu} has no {key} units; use one of: {have}")
+        return peak * 1e12
+
+    @property
+    def bandwidth_bytes_s(self) -> float:
+        return self.memory_bandwidth_gbps * 1e9
+
+    def curve(self, family: Family, dtype: str | None = None) -> Curve:
+        if family == "gemm" and dtype is not None:
+            override = self.gemm_by_dtype.get(normalize_dtype(dtype))
+            if override is not None:
+                return override
+        return self.curves[family]
+
+    # ---- kernels -------------------------------------------------------------------------
+    def gemm_time(self, M: int, N: int, K: int, dtype: str = "bf16", floor: bool = True) -> float:
+        """Seconds for ``y[M,N] = x[M,K] @ W[N,K].T`` (an ``nn.Linear``)."""
+        _check_sizes(M=M, N=N, K=K)
+        b = bytes_per_element(dtype)
+        flops = 2.0 * M * N * K
+        nbytes = b * (M * K + N * K + M * N)
+        return self.curve("gemm", dtype).time(flops, nbytes, self.peak_flops(dtype), self.bandwidth_bytes_s, floor)
+
+    def attention_prefill_time(
+        self,
+        batch: int,
+        q_len: int,
+        heads: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype: str = "bf16",
+        *,
+        kv_len: int | None = None,
+        v_head_dim: int | None = None,
+        causal: bool = True,
+        backward: bool = False,
+        floor: bool = True,
+    ) -> float:
+        """Seconds for flash-style attention over ``q_len`` new tokens against ``kv_len`` keys.
+
+        With ``kv_len > q_len`` (a chunk after a cached prefix) each causal query sees the prefix
+        plus the tokens before it. ``backward`` gives the backward pass alone (2.5x the forward
+        FLOPs: flash attention recomputes the scores and does four more matmuls).
+        """
+        kv_len = q_len if kv_len is None else kv_len
+        _check_sizes(batch=batch, q_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+        if kv_len < q_len:
+            raise ClusterSimError(f"kv_len={kv_len} must be >= q_len={q_len}")
+        dv = v_head_dim or head_dim
+        keys_per_query = (kv_len - (q_len - 1) / 2.0) if causal else float(kv_len)
+        flops = 2.0 * batch * heads * q_len * keys_per_query * (head_dim + dv)
+        b = bytes_per_element(dtype)
+        nbytes = b * batch * (q_len * heads * (head_dim + dv) + kv_len * kv_heads * (head_dim + dv))
+        family: Family = "attn_bwd" if backward else "attn_fwd"
+        if backward:
+            flops *= 2.5
+            nbytes *= 2.0
+        return self.curve(family).time(flops, nbytes, self.peak_flops(dtype), self.bandwidth_bytes_s, floor)
+
+    def attention_decode_time(
+        self,
+        batch: int,
+        kv_len: int | Sequence[int],
+        heads: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype: str = "bf16",
+        *,
+        kv_dtype: str | None = None,
+        v_head_dim: int | None = None,
+        floor: bool = True,
+    ) -> float:
+        """Seconds for one query token per sequence against its cached keys/values.
+
+        ``kv_len`` is one length for all ``batch`` sequences, or one length per sequence (a mixed
+        serving batch): the kernel streams every cached byte, so the sum is what matters.
+        """
+        lens = [kv_len] * batch if isinstance(kv_len, int) else list(kv_len)
+        if len(lens) != batch:
+            raise ClusterSimError(f"kv_len has {len(lens)} entries but batch={batch}")
+        _check_sizes(batch=batch, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+        if any(n <= 0 for n in lens):
+            raise ClusterSimError("every kv_len must be a positive integer")
+        total = float(sum(lens))
+        dv = v_head_dim or head_dim
+        kv_b = bytes_per_element(kv_dtype or dtype)
+        flops = 2.0 * heads * total * (head_dim + dv)
+        nbytes = kv_b * total * kv_heads * (head_dim + dv) + bytes_per_element(dtype) * batch * heads * (head_dim + dv)
+        return self.curve("attn_decode").time(flops, nbytes, self.peak_flops(dtype), self.bandwidth_bytes_s, floor)
+
+    def memory_op_time(self, nbytes: float, floor: bool = True) -> float:
+        """Seconds for a memory-bound kernel that reads plus writes ``nbytes`` of HBM."""
+        if nbytes < 0:
+            raise ClusterSimError(f"nbytes must be >= 0, got {nbytes}")
+        return self.curves["membound"].time(0.0, nbytes, 1.0, self.bandwidth_bytes_s, floor)
+
+    def host_copy_time(self, nbytes: float) -> float:
+        """Seconds to copy ``nbytes`` between pinned host memory and the GPU (one direction)."""
+        if nbytes < 0:
+            raise ClusterSimError(f"nbytes must be >= 0, got {nbytes}")
+        return nbytes / (self.host_link_gbps * 1e9)
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int | float) or value <= 0 or int(value) != value:
+            raise ClusterSimError(f"{name} must be a positive integer, got {value!r}")
+
+
+# ---- building and loading profiles ---------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict:
+    text = resources.files("hwmodels").joinpath("data/profile_defaults.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def datasheet_profile(gpu: str) -> Profile:
+    """The profile built from the catalogue's datasheet peaks and the global default curves."""
+    spec = get_gpu(gpu)
+    d = _defaults()
+    pw = d["power"]
+    active_idle = spec.idle_w + pw["active_idle_extra_frac_tdp"] * spec.tdp_w
+    dynamic = max(spec.tdp_w - active_idle, 1.0)
+    host = get_link(spec.pcie)
+    return Profile(
+        gpu=spec.id,
+        kind="datasheet",
+        source=f"datasheet peaks of {spec.id} (hwmodels/data/gpus.yaml) x global default curves "
+        "(hwmodels/data/profile_defaults.yaml)",
+        peak_tflops={dt: spec.peak_tflops(dt) for dt in DTYPES if spec.supports(dt)},
+        memory_bandwidth_gbps=spec.memory_bandwidth_gbps,
+        host_link_gbps=host.bandwidth_gbps * d["host_link_efficiency"],
+        curves={name: Curve(**c) for name, c in d["curves"].items()},
+        power=PowerParams(
+            idle_w=spec.idle_w,
+            active_idle_w=active_idle,
+            compute_dynamic_w=dynamic,
+            memory_dynamic_w=pw["memory_dynamic_frac"] * dynamic,
+            power_limit_w=spec.tdp_w,
+            max_sm_clock_mhz=spec.boost_clock_mhz,
+            clock_power_exponent=pw["clock_power_exponent"],
+            source=pw["source"],
+        ),
+    )
+
+
+def _profiles_dir() -> Path:
+    return Path(str(resources.files("hwmodels").joinpath("profiles")))
+
+
+def calibrated_profile_path(gpu: str) -> Path | None:
+    """Path of the shipped calibrated profile for ``gpu``, if one exists."""
+    path = _profiles_dir() / f"{get_gpu(gpu).id}.json"
+    return path if path.is_file() else None
+
+
+def read_profile(path: str | Path) -> Profile:
+    """Load and validate a profile JSON file; a foreign schema version or corrupt file is refused."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClusterSimError(f"cannot read profile {path}: {exc}; re-run `clustersim calibrate`") from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != PROFILE_SCHEMA_VERSION:
+        raise ClusterSimError(
+            f"profile {path} has schema_version={version!r}, this clustersim reads {PROFILE_SCHEMA_VERSION}; "
+            "re-fit it with `clustersim fit RAW.json`"
+        )
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ClusterSimError(f"profile {path} is invalid at {loc}: {first['msg']}") from None
+
+
+def write_profile(profile: Profile, path: str | Path) -> Path:
+    """Write ``profile`` as JSON atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(profile.model_dump_json(indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def load_profile(name_or_path: str | Path | None = None, *, gpu: str | None = None) -> Profile:
+    """Resolve a profile the way every command does.
+
+    ``name_or_path`` may be a profile JSON path, a GPU id (its calibrated profile when one is
+    shipped, else its datasheet profile), or ``"datasheet"`` / ``None`` together with ``gpu``.
+    """
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    if name_or_path is not None and (Path(name_or_path).suffix == ".json" or Path(name_or_path).is_file()):
+        return read_profile(name_or_path)
+    if name_or_path == "datasheet":
+        if gpu is None:
+            raise ClusterSimError("profile 'datasheet' needs a GPU; pass gpu=...")
+        return datasheet_profile(gpu)
+    target = gpu if name_or_path is None else str(name_or_path)
+    if target is None:
+        raise ClusterSimError("load_profile needs a GPU id or a profile path")
+    calibrated = calibrated_profile_path(target)
+    return read_profile(calibrated) if calibrated else datasheet_profile(target)

@@ -1,0 +1,222 @@
+"""The ``clustersim`` command line.
+
+Every subcommand shares one shape: an optional YAML config path, ``--set key=value`` overrides
+and ``--json`` for machine output. Bad input prints one line saying what to change and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hwmodels.catalogue import list_gpus, list_links, list_nodes
+from hwmodels.errors import ClusterSimError
+from simulator.textfmt import fmt, table
+
+EXIT_USAGE = 2
+
+
+def default_config_path() -> Path:
+    """The bundled quickstart config used when no CONFIG is given."""
+    return Path(str(resources.files("simulator").joinpath("examples/quickstart.yaml")))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+# ---- catalogue listings --------------------------------------------------------------------
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    rows = [g.to_row() for g in list_gpus()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    cols = [
+        ("id", "GPU"),
+        ("bf16_tflops", "bf16 TFLOP/s"),
+        ("fp8_tflops", "fp8 TFLOP/s"),
+        ("fp32_tflops", "fp32 TFLOP/s"),
+        ("memory_gb", "memory GB"),
+        ("memory_bandwidth_gbps", "HBM GB/s"),
+        ("nvlink_bandwidth_gbps", "NVLink GB/s"),
+        ("tdp_w", "TDP W"),
+        ("idle_w", "idle W"),
+    ]
+    print(table(rows, cols))
+    print("\nDense peaks (no sparsity). Sources per figure: hwmodels/data/gpus.yaml; `--json` for all fields.")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from simulator.models import list_models
+
+    rows = [m.to_summary() for m in list_models()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        r["total_b"] = r["total_params"] / 1e9
+        r["active_b"] = r["active_params"] / 1e9
+        r["kv_kib"] = r["kv_cache_bytes_per_token"] / 1024
+    cols = [
+        ("name", "model"),
+        ("total_b", "params B"),
+        ("active_b", "active B"),
+        ("num_layers", "layers"),
+        ("hidden_size", "hidden"),
+        ("attention_kind", "attention"),
+        ("kv_kib", "KV KiB/token (bf16)"),
+    ]
+    print(table(rows, cols))
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    rows = [n.model_dump() for n in list_nodes()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    cols = [
+        ("id", "node"),
+        ("gpu", "GPU"),
+        ("gpus_per_node", "GPUs"),
+        ("intra_link", "intra-node"),
+        ("nics_per_node", "NICs"),
+        ("nic_link", "NIC"),
+        ("host_power_w", "host W"),
+    ]
+    print(table(rows, cols))
+    links = [lk.model_dump() for lk in list_links()]
+    print()
+    print(
+        table(
+            links,
+            [
+                ("id", "link"),
+                ("kind", "kind"),
+                ("bandwidth_gbps", "GB/s per dir"),
+                ("efficiency", "NCCL efficiency"),
+                ("latency_us", "latency us"),
+            ],
+        )
+    )
+    return 0
+
+
+# ---- costs ---------------------------------------------------------------------------------
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    from simulator.config import load_config
+    from simulator.layer_costs import layer_cost_report
+
+    cfg = load_config(args.config or default_config_path(), args.set)
+    report = layer_cost_report(cfg, args.profile)
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(
+        f"{report.model} on {report.gpu} ({report.profile} profile), TP={report.tp} EP={report.ep}, "
+        f"micro-batch {report.micro_batch} x {report.seq_len} tokens, {report.precision}"
+    )
+    print(f"\nLayer {report.layer}, one micro-batch on one rank:")
+    rows = [r.model_dump() for r in report.ops]
+    print(
+        table(
+            rows,
+            [
+                ("name", "op"),
+                ("shape", "shape"),
+                ("gflop", "GFLOP"),
+                ("mbytes", "MB"),
+                ("forward_ms", "fwd ms"),
+                ("backward_ms", "bwd ms"),
+                ("tflops", "TFLOP/s"),
+                ("bound", "bound"),
+            ],
+        )
+    )
+    print(f"\nlayer forward {fmt(report.layer_forward_ms)} ms, backward {fmt(report.layer_backward_ms)} ms")
+    print(
+        f"model forward+backward per micro-batch: {fmt(report.model_forward_ms + report.model_backward_ms)} ms "
+        f"(compute and TP/EP communication, no pipeline or data-parallel cost)"
+    )
+    print(
+        f"throughput {fmt(report.tokens_per_s_per_gpu)} tokens/s/GPU, {fmt(report.tflops_per_gpu)} model TFLOP/s "
+        f"per GPU, MFU {report.mfu:.1%}"
+    )
+    print(
+        f"weights {fmt(report.weights_gb_per_gpu)} GB per GPU; KV cache {fmt(report.kv_cache_bytes_per_token)} "
+        f"bytes/token (bf16)"
+    )
+    return 0
+
+
+# ---- entry ---------------------------------------------------------------------------------
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config (default: the bundled quickstart example)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set parallel.tp=4 (repeatable)",
+    )
+    p.add_argument(
+        "--profile",
+        default=None,
+        help="hardware profile: a GPU's calibrated profile by default, 'datasheet', or a path",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clustersim",
+        description="Simulate and cost large-model training and inference on GPU clusters.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+        "gpus": ("list the GPU catalogue (peaks, memory, bandwidth, power)", cmd_gpus),
+        "models": ("list the model presets (total and active parameters)", cmd_models),
+        "nodes": ("list node presets and network links", cmd_nodes),
+    }
+    for name, (help_, fn) in commands.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=fn)
+    p = sub.add_parser(
+        "costs",
+        help="per-kernel cost of a model's layers on a GPU (the quickstart job)",
+        description="Per-kernel FLOPs, bytes, time and bound of one layer, and the model's "
+        "compute-only throughput for one micro-batch.",
+    )
+    _add_config_args(p)
+    p.set_defaults(func=cmd_costs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for bad input, with a one-line message)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ClusterSimError as exc:
+        print(f"clustersim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

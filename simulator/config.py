@@ -1,0 +1,168 @@
+"""Run configuration: pydantic models loaded from YAML, with ``--set key=value`` overrides.
+
+The shape every command shares::
+
+    model: gpt3-175b                      # preset, path to a HF config.json, or inline spec
+    cluster: {gpu: a100-sxm4-80gb, num_gpus: 1024, node: dgx-a100}
+    parallel: {tp: 8, pp: 8, dp: 16, ...}
+    training: {seq_len: 2048, global_batch: 1536, micro_batch: 1, precision: bf16}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hwmodels.catalogue import get_gpu
+from hwmodels.errors import ClusterSimError
+from hwmodels.topology import ClusterSpec
+from simulator.models import ModelSpec, get_model
+
+
+class ParallelSpec(BaseModel):
+    """How the work is split: tensor, pipeline, data, context and expert parallel degrees."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tp: int = Field(default=1, gt=0)
+    pp: int = Field(default=1, gt=0)
+    dp: int = Field(default=1, gt=0)
+    cp: int = Field(default=1, gt=0)
+    ep: int = Field(default=1, gt=0)
+    sp: bool = False
+    vpp: int = Field(default=1, gt=0)
+    zero: int = Field(default=0, ge=0, le=3)
+    schedule: Literal["gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe"] = "1f1b"
+
+
+class TrainingSpec(BaseModel):
+    """Batch shape and numerics of a training step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq_len: int = Field(default=2048, gt=0)
+    global_batch: int = Field(default=1, gt=0)
+    micro_batch: int = Field(default=1, gt=0)
+    recompute: Literal["none", "selective", "full"] = "selective"
+    precision: Literal["bf16", "fp16", "fp8"] = "bf16"
+    tokens: float | None = Field(default=None, gt=0, description="token budget for time_to_train_days")
+
+
+class RunConfig(BaseModel):
+    """A model on a cluster with a parallel plan and a batch shape."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    parallel: ParallelSpec = ParallelSpec()
+    training: TrainingSpec = TrainingSpec()
+    seed: int = 0
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _resolve_model(cls, v: Any) -> ModelSpec:
+        return v if isinstance(v, ModelSpec) else get_model(v)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        m, p, t = self.model, self.parallel, self.training
+        if m.num_attention_heads % p.tp:
+            raise ClusterSimError(f"parallel.tp={p.tp} does not divide num_attention_heads={m.num_attention_heads}")
+        if m.kv_heads % p.tp and p.tp % m.kv_heads:
+            raise ClusterSimError(f"parallel.tp={p.tp} and num_kv_heads={m.kv_heads}: one must divide the other")
+        world = p.tp * p.pp * p.dp * p.cp
+        if world != self.cluster.num_gpus:
+            raise ClusterSimError(
+                f"parallel tp*pp*dp*cp = {p.tp}*{p.pp}*{p.dp}*{p.cp} = {world} must equal "
+                f"cluster.num_gpus={self.cluster.num_gpus}"
+            )
+        if p.ep > 1 and (p.dp * p.cp * p.tp) % p.ep:
+            raise ClusterSimError(
+                f"parallel.ep={p.ep} must divide dp*cp*tp={p.dp * p.cp * p.tp} (experts fold into them)"
+            )
+        if m.num_layers % (p.pp * p.vpp):
+            raise ClusterSimError(
+                f"num_layers={m.num_layers} does not split over pp*vpp={p.pp}*{p.vpp}; pick pp and vpp that divide it"
+            )
+        if p.vpp > 1 and p.schedule != "interleaved":
+            raise ClusterSimError(f"parallel.vpp={p.vpp} needs parallel.schedule=interleaved")
+        if t.global_batch % (t.micro_batch * p.dp):
+            raise ClusterSimError(
+                f"training.global_batch={t.global_batch} is not divisible by micro_batch*dp={t.micro_batch * p.dp}"
+            )
+        if t.seq_len % p.cp:
+            raise ClusterSimError(f"training.seq_len={t.seq_len} is not divisible by parallel.cp={p.cp}")
+        if t.precision == "fp8" and not get_gpu(self.cluster.gpu).supports("fp8"):
+            raise ClusterSimError(
+                f"training.precision=fp8 needs FP8 tensor cores, which {self.cluster.gpu} lacks; use bf16"
+            )
+        return self
+
+
+def _coerce(text: str) -> Any:
+    """Parse an override value as YAML so ``tp=8`` is an int and ``sp=true`` a bool."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a nested dict (a copy)."""
+    out = yaml.safe_load(yaml.safe_dump(data)) if data else {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ClusterSimError(f"--set {item!r} is not key=value (e.g. --set parallel.tp=8)")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None or isinstance(child, str):
+                child = {} if child is None else child
+                if isinstance(child, str):
+                    raise ClusterSimError(f"--set {key}: {part!r} is a name, not a section")
+                node[part] = child
+            node = child
+        node[parts[-1]] = _coerce(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ClusterSimError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ClusterSimError(f"config {path} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ClusterSimError(f"config {path} must be a YAML mapping with keys model, cluster, ...")
+    return data
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line from a pydantic error: the field path and what is wrong."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; check the spelling"
+    return f"{loc}: {msg}" if err["loc"] else msg
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a YAML path or dict plus overrides."""
+    data = source if isinstance(source, dict) else read_yaml(source)
+    data = apply_overrides(data, overrides)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ClusterSimError(validation_message(exc)) from None

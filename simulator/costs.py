@@ -1,0 +1,75 @@
+"""Costs: the seconds an op takes on a given GPU profile and cluster (forward and backward).
+
+The single place where workload ops meet the hardware models. Backward of a GEMM is two GEMMs
+of the same FLOPs (input gradient and weight gradient); backward of attention is the flash
+backward; a collective's backward is its transpose (all-gather <-> reduce-scatter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwmodels import collectives
+from hwmodels.profile import Profile
+from hwmodels.topology import CommGroup
+from simulator.workload import Op
+
+_BACKWARD_COLLECTIVE = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather"}
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """An op with its forward and backward time on one rank."""
+
+    op: Op
+    forward_s: float
+    backward_s: float
+    bound: str  # what limits the forward kernel: compute, memory, network or launch
+
+
+def comm_time(kind: str, nbytes: float, group: CommGroup) -> float:
+    """Seconds for a collective of ``kind`` moving a ``nbytes`` buffer over ``group``."""
+    fn = {
+        "all_reduce": collectives.all_reduce_time,
+        "all_gather": collectives.all_gather_time,
+        "reduce_scatter": collectives.reduce_scatter_time,
+    }.get(kind)
+    if fn is not None:
+        return fn(nbytes, group)
+    if kind == "all_to_all":
+        return collectives.all_to_all_time(nbytes, group)
+    return collectives.send_recv_time(nbytes, group)
+
+
+def _bound(op: Op, t: float, profile: Profile, dtype: str) -> str:
+    if op.kind == "comm":
+        return "network"
+    floor = profile.curve("gemm" if op.kind == "gemm" else ("attn_fwd" if op.kind == "attn" else "membound")).floor_s
+    if t <= floor * op.count * 1.0000001:
+        return "launch"
+    if op.kind == "mem":
+        return "memory"
+    t_c = op.flops / profile.peak_flops(dtype)
+    t_m = op.bytes / profile.bandwidth_bytes_s
+    return "compute" if t_c >= t_m else "memory"
+
+
+def op_cost(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str = "bf16") -> OpCost:
+    """Forward and backward seconds of ``op`` on one rank."""
+    if op.kind == "gemm":
+        M, N, K = op.gemm  # type: ignore[misc]
+        fwd = profile.gemm_time(M, N, K, dtype) * op.count
+        bwd = (profile.gemm_time(M, K, N, dtype) + profile.gemm_time(N, K, M, dtype)) * op.count
+    elif op.kind == "attn":
+        a = op.attn
+        args = (a["batch"], a["q_len"], a["heads"], a["kv_heads"], a["head_dim"], dtype)
+        fwd = profile.attention_prefill_time(*args, kv_len=a["kv_len"], v_head_dim=a["v_head_dim"])
+        bwd = profile.attention_prefill_time(*args, kv_len=a["kv_len"], v_head_dim=a["v_head_dim"], backward=True)
+    elif op.kind == "mem":
+        fwd = profile.memory_op_time(op.bytes)
+        bwd = 2.0 * fwd  # gradient of an elementwise op reads the saved input and the incoming gradient
+    else:
+        group = groups[op.group or "tp"]
+        fwd = comm_time(op.collective or "send_recv", op.bytes, group)
+        bwd = comm_time(_BACKWARD_COLLECTIVE.get(op.collective or "", op.collective or "send_recv"), op.bytes, group)
+    return OpCost(op=op, forward_s=fwd, backward_s=bwd, bound=_bound(op, fwd, profile, dtype))

@@ -1,0 +1,176 @@
+"""Workload builder: a model layer + a parallel plan -> the ops one rank runs, with FLOPs and bytes.
+
+Ops are plain records; :mod:`simulator.costs` turns them into seconds with a hardware profile.
+Shapes follow Megatron-LM: column-parallel QKV/up projections and row-parallel output/down
+projections split over TP, so each TP rank sees every token and ``1/tp`` of the hidden units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hwmodels.dtypes import bytes_per_element
+from simulator.models import ModelSpec
+
+OpKind = Literal["gemm", "attn", "mem", "comm"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel (or collective) of a layer's forward pass on one rank."""
+
+    name: str
+    kind: OpKind
+    flops: float = 0.0
+    bytes: float = 0.0
+    gemm: tuple[int, int, int] | None = None  # (M, N, K) of y[M,N] = x[M,K] @ W[N,K].T
+    attn: dict[str, int] = field(default_factory=dict)  # batch, q_len, kv_len, heads, kv_heads, head_dim, v_head_dim
+    collective: str | None = None  # all_reduce | all_gather | reduce_scatter | all_to_all
+    group: str | None = None  # tp | ep | cp
+    count: int = 1  # identical kernels run back to back (e.g. local experts)
+
+
+def _gemm(name: str, M: int, N: int, K: int, b: float, count: int = 1) -> Op:
+    return Op(
+        name=name,
+        kind="gemm",
+        flops=2.0 * M * N * K * count,
+        bytes=b * (M * K + N * K + M * N) * count,
+        gemm=(M, N, K),
+        count=count,
+    )
+
+
+def _mem(name: str, nbytes: float) -> Op:
+    return Op(name=name, kind="mem", bytes=nbytes)
+
+
+def _tp_comm(name: str, nbytes: float, tp: int, sp: bool) -> list[Op]:
+    """The TP collective after a row-parallel GEMM: all-reduce, or reduce-scatter with SP."""
+    if tp == 1:
+        return []
+    kind = "reduce_scatter" if sp else "all_reduce"
+    return [Op(name=name, kind="comm", bytes=nbytes, collective=kind, group="tp")]
+
+
+def attention_ops(model: ModelSpec, batch: int, seq: int, tp: int, dtype: str, sp: bool = False) -> list[Op]:
+    """Forward ops of one attention block (norm, projections, core, output, TP collective)."""
+    b = bytes_per_element(dtype)
+    T, h = batch * seq, model.hidden_size
+    heads = model.num_attention_heads // tp
+    kv_heads = max(1, model.kv_heads // tp)
+    act = T * h * b
+    ops: list[Op] = [_mem("attn_norm", 2 * act / (tp if sp else 1))]
+    if sp and tp > 1:
+        ops.append(Op(name="sp_all_gather_attn", kind="comm", bytes=act, collective="all_gather", group="tp"))
+    if model.mla is not None:
+        mla = model.mla
+        qk_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+        if mla.q_lora_rank:
+            ops.append(_gemm("q_down", T, mla.q_lora_rank, h, b))
+            ops.append(_gemm("q_up", T, heads * qk_dim, mla.q_lora_rank, b))
+        else:
+            ops.append(_gemm("q_proj", T, heads * qk_dim, h, b))
+        ops.append(_gemm("kv_down", T, mla.kv_lora_rank + mla.qk_rope_head_dim, h, b))
+        ops.append(_gemm("kv_up", T, heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank, b))
+        hd, vd, kvh = qk_dim, mla.v_head_dim, heads
+    else:
+        hd = vd = model.head_size
+        kvh = kv_heads
+        ops.append(_gemm("qkv_proj", T, (heads + 2 * kv_heads) * hd, h, b))
+    core = dict(batch=batch, q_len=seq, kv_len=seq, heads=heads, kv_heads=kvh, head_dim=hd, v_head_dim=vd)
+    attn_flops = 2.0 * batch * heads * seq * (seq + 1) / 2.0 * (hd + vd)
+    attn_bytes = b * batch * seq * (heads + kvh) * (hd + vd)
+    ops.append(Op(name="attn_core", kind="attn", flops=attn_flops, bytes=attn_bytes, attn=core))
+    ops.append(_gemm("attn_out_proj", T, h, heads * vd, b))
+    ops.extend(_tp_comm("tp_attn_out", act, tp, sp))
+    ops.append(_mem("attn_residual", 3 * act / (tp if sp else 1)))
+    return ops
+
+
+def _mlp_gemms(prefix: str, T: int, h: int, ffn: int, gated: bool, b: float, count: int = 1) -> list[Op]:
+    up = 2 * ffn if gated else ffn
+    return [
+        _gemm(f"{prefix}_up", T, up, h, b, count),
+        _mem(f"{prefix}_act", b * T * (up + ffn) * count),
+        _gemm(f"{prefix}_down", T, h, ffn, b, count),
+    ]
+
+
+def mlp_ops(
+    model: ModelSpec, layer: int, batch: int, seq: int, tp: int, ep: int, dtype: str, sp: bool = False
+) -> list[Op]:
+    """Forward ops of one MLP block: dense, or MoE (router, dispatch, experts, combine)."""
+    b = bytes_per_element(dtype)
+    T, h = batch * seq, model.hidden_size
+    act = T * h * b
+    gated = model.mlp == "swiglu"
+    ops: list[Op] = [_mem("mlp_norm", 2 * act / (tp if sp else 1))]
+    if sp and tp > 1:
+        ops.append(Op(name="sp_all_gather_mlp", kind="comm", bytes=act, collective="all_gather", group="tp"))
+    if not model.is_moe_layer(layer):
+        ops.extend(_mlp_gemms("mlp", T, h, model.ffn_hidden_size // tp, gated, b))
+    else:
+        moe = model.moe
+        assert moe is not None
+        routed_tokens = T * moe.top_k  # token copies sent to experts across the EP group
+        local_experts = max(1, moe.num_experts // ep)
+        # the EP group's ep*T*top_k token copies spread evenly over the experts (balanced routing)
+        tokens_per_expert = max(1, round(routed_tokens * ep / moe.num_experts))
+        ops.append(_gemm("router", T, moe.num_experts, h, b))
+        if ep > 1:
+            ops.append(
+                Op(
+                    name="moe_dispatch",
+                    kind="comm",
+                    bytes=routed_tokens * h * b,
+                    collective="all_to_all",
+                    group="ep",
+                )
+            )
+        ffn = moe.expert_ffn_hidden_size // tp
+        ops.extend(_mlp_gemms("expert", tokens_per_expert, h, ffn, gated, b, count=local_experts))
+        if ep > 1:
+            ops.append(
+                Op(
+                    name="moe_combine",
+                    kind="comm",
+                    bytes=routed_tokens * h * b,
+                    collective="all_to_all",
+                    group="ep",
+                )
+            )
+        if moe.num_shared_experts:
+            shared = (moe.shared_expert_ffn_hidden_size or moe.num_shared_experts * moe.expert_ffn_hidden_size) // tp
+            ops.extend(_mlp_gemms("shared_expert", T, h, shared, gated, b))
+    ops.extend(_tp_comm("tp_mlp_out", act, tp, sp))
+    ops.append(_mem("mlp_residual", 3 * act / (tp if sp else 1)))
+    return ops
+
+
+def layer_ops(
+    model: ModelSpec,
+    layer: int,
+    batch: int,
+    seq: int,
+    *,
+    tp: int = 1,
+    ep: int = 1,
+    dtype: str = "bf16",
+    sp: bool = False,
+) -> list[Op]:
+    """Forward ops of transformer layer ``layer`` for ``batch`` sequences of ``seq`` tokens on one rank."""
+    return attention_ops(model, batch, seq, tp, dtype, sp) + mlp_ops(model, layer, batch, seq, tp, ep, dtype, sp)
+
+
+def head_ops(model: ModelSpec, batch: int, seq: int, *, tp: int = 1, dtype: str = "bf16") -> list[Op]:
+    """Forward ops of the output head: final norm, vocabulary projection (split over TP), loss."""
+    b = bytes_per_element(dtype)
+    T = batch * seq
+    vocab = -(-model.vocab_size // tp)
+    return [
+        _mem("final_norm", 2 * T * model.hidden_size * b),
+        _gemm("lm_head", T, vocab, model.hidden_size, b),
+        _mem("cross_entropy", 3 * T * vocab * 4.0),  # logits upcast to fp32, softmax, grad
+    ]

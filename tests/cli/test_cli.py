@@ -1,0 +1,91 @@
+"""The clustersim CLI: listings, the quickstart job, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from simulator.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gpus_json_lists_the_catalogue(capsys) -> None:
+    code, out, _ = run(capsys, "gpus", "--json")
+    rows = json.loads(out)
+    ids = {r["id"] for r in rows}
+    assert code == 0 and {"a100-sxm4-80gb", "h100-sxm5-80gb", "t4-16gb", "l4-24gb", "h200-sxm-141gb"} <= ids
+    h100 = next(r for r in rows if r["id"] == "h100-sxm5-80gb")
+    for key in ("bf16_tflops", "memory_gb", "memory_bandwidth_gbps", "tdp_w"):
+        assert h100[key] > 0
+
+
+def test_models_json_lists_every_preset_with_counts(capsys) -> None:
+    code, out, _ = run(capsys, "models", "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) >= 20
+    for r in rows:
+        assert r["total_params"] >= r["active_params"] > 0
+    v3 = next(r for r in rows if r["name"] == "deepseek-v3")
+    assert v3["total_params"] == pytest.approx(671e9, rel=0.01)
+
+
+def test_tables_are_readable(capsys) -> None:
+    for cmd in ("gpus", "models", "nodes"):
+        code, out, _ = run(capsys, cmd)
+        assert code == 0 and len(out.splitlines()) > 5
+
+
+def test_costs_quickstart_prints_a_summary(capsys) -> None:
+    code, out, _ = run(capsys, "costs")
+    assert code == 0
+    assert "llama3-8b on h100-sxm5-80gb" in out and "MFU" in out and "tokens/s/GPU" in out
+
+
+def test_costs_json_and_overrides(capsys) -> None:
+    code, out, _ = run(capsys, "costs", "--json", "--set", "parallel.tp=4", "--set", "parallel.dp=2")
+    data = json.loads(out)
+    assert code == 0 and data["tp"] == 4 and data["tokens_per_s_per_gpu"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["costs", "--set", "cluster.gpu=h100-sxm9"], "unknown GPU 'h100-sxm9'"),
+        (["costs", "--set", "model=llama9"], "unknown model preset 'llama9'"),
+        (["costs", "--set", "training.seq_len=-4"], "training.seq_len"),
+        (
+            ["costs", "--set", "parallel.tp=3", "--set", "parallel.dp=1", "--set", "cluster.num_gpus=3"],
+            "tp=3 does not divide",
+        ),
+        (["costs", "/nonexistent.yaml"], "cannot read config"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, argv, needle) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_console_script_has_no_traceback_on_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator", "costs", "--set", "cluster.gpu=nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("clustersim: error: cluster.gpu: unknown GPU") and "Traceback" not in proc.stderr
+
+
+def test_import_does_not_pull_torch_or_streamlit() -> None:
+    code = "import simulator, hwmodels, sys; print('torch' in sys.modules, 'streamlit' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
