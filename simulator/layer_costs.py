@@ -105,6 +105,17 @@ def representative_layer(cfg: RunConfig) -> int:
     return next((i for i in range(m.num_layers) if m.is_moe_layer(i)), 0)
 
 
+def weights_per_gpu(cfg: RunConfig) -> float:
+    """Bytes of weights one GPU holds: everything split over TP and PP, routed experts also over EP.
+
+    Weights are kept in the training precision's 16-bit format (fp8 training keeps bf16 masters).
+    """
+    m, p = cfg.model, cfg.parallel
+    experts = m.routed_expert_params
+    dense = m.total_params - experts
+    return bytes_per_element("bf16") * (dense / (p.tp * p.pp) + experts / (p.tp * p.pp * p.ep))
+
+
 def layer_cost_report(cfg: RunConfig, profile: Profile | str | None = None) -> LayerCostReport:
     """Cost every op of the model's layers for one micro-batch on one rank (TP/EP applied, no PP)."""
     prof = load_profile(profile, gpu=cfg.cluster.gpu) if not isinstance(profile, Profile) else profile
@@ -158,6 +169,6 @@ def layer_cost_report(cfg: RunConfig, profile: Profile | str | None = None) -> L
         tokens_per_s_per_gpu=tokens_per_s_gpu,
         tflops_per_gpu=achieved / 1e12,
         mfu=achieved / prof.peak_flops(dtype),
-        weights_gb_per_gpu=m.total_params * bytes_per_element(dtype) / (p.tp * max(1, p.ep)) / 1e9,
+        weights_gb_per_gpu=weights_per_gpu(cfg) / 1e9,
         kv_cache_bytes_per_token=m.kv_cache_bytes_per_token("bf16"),
     )

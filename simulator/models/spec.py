@@ -295,6 +295,13 @@ class ModelSpec(BaseModel):
         shared = self._mlp_params(moe.shared_ffn_hidden_size)
         return self._norm_params(self.hidden_size) + routed + shared + self._router_params()
 
+    @property
+    def routed_expert_params(self) -> int:
+        """All routed-expert weights of the model: the part expert parallelism shards."""
+        if self.moe is None:
+            return 0
+        return self.num_moe_layers * self.moe.num_experts * self._mlp_params(self.moe.expert_ffn_hidden_size)
+
     def embedding_params(self) -> int:
         """Token embedding plus the learned position table (when position='learned')."""
         positions = self.max_seq_len if self.position == "learned" else 0
@@ -326,6 +333,15 @@ class ModelSpec(BaseModel):
         """Parameters touched per token: as total, but only top_k routed experts per MoE layer."""
         moe_block = self.moe_active_layer_params() if self.is_moe else 0
         return self.embedding_params() + self._layer_sum(moe_block) + self.output_params()
+
+    @property
+    def active_params_non_embedding(self) -> int:
+        """Active parameters without the input-embedding table (a lookup, not compute).
+
+        DeepSeek's "activated parameters" follow this convention (V3's README_WEIGHTS: 36.7B), while
+        Mistral's 12.9B for Mixtral counts the embedding too; both are reported.
+        """
+        return self.active_params - self.embedding_params()
 
     # ----------------------------------------------------------------------------- FLOPs
     def _active_matmul_params(self) -> int:
@@ -495,6 +511,7 @@ class ModelSpec(BaseModel):
             "name": self.name,
             "total_params": self.total_params,
             "active_params": self.active_params,
+            "active_params_non_embedding": self.active_params_non_embedding,
             "num_layers": self.num_layers,
             "hidden_size": self.hidden_size,
             "heads": self.num_attention_heads,
