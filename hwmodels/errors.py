@@ -20,3 +20,15 @@ class UnknownNameError(ClusterSimError):
         super().__init__(msg)
         self.kind = kind
         self.name = name
+
+
+def first_validation_error(exc: Exception) -> str:
+    """One line from a pydantic ``ValidationError``: 'field.path: message' of the first problem."""
+    errors = exc.errors()  # type: ignore[attr-defined]
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; check the spelling"
+    line = f"{loc}: {msg}" if loc else msg
+    return line + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")

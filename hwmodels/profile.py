@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hwmodels.catalogue import get_gpu, get_link
 from hwmodels.dtypes import DTYPES, bytes_per_element, normalize_dtype
-from hwmodels.errors import ClusterSimError
+from hwmodels.errors import ClusterSimError, first_validation_error
 
 PROFILE_SCHEMA_VERSION = 1
 
@@ -273,9 +273,7 @@ def read_profile(path: str | Path) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        raise ClusterSimError(f"profile {path} is invalid at {loc}: {first['msg']}") from None
+        raise ClusterSimError(f"profile {path} is invalid: {first_validation_error(exc)}") from None
 
 
 def write_profile(profile: Profile, path: str | Path) -> Path:

@@ -41,6 +41,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     cols = [
         ("id", "GPU"),
         ("bf16_tflops", "bf16 TFLOP/s"),
+        ("fp16_tflops", "fp16 TFLOP/s"),
         ("fp8_tflops", "fp8 TFLOP/s"),
         ("fp32_tflops", "fp32 TFLOP/s"),
         ("memory_gb", "memory GB"),
@@ -64,11 +65,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         r["total_b"] = r["total_params"] / 1e9
         r["active_b"] = r["active_params"] / 1e9
+        r["active_ne_b"] = r["active_params_non_embedding"] / 1e9
         r["kv_kib"] = r["kv_cache_bytes_per_token"] / 1024
     cols = [
         ("name", "model"),
         ("total_b", "params B"),
         ("active_b", "active B"),
+        ("active_ne_b", "active B w/o embedding"),
         ("num_layers", "layers"),
         ("hidden_size", "hidden"),
         ("attention_kind", "attention"),

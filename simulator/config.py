@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwmodels.catalogue import get_gpu
-from hwmodels.errors import ClusterSimError
+from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.models import ModelSpec, get_model
 
@@ -148,16 +148,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validation_message(exc: ValidationError) -> str:
-    """One line from a pydantic error: the field path and what is wrong."""
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "config"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key; check the spelling"
-    return f"{loc}: {msg}" if err["loc"] else msg
-
-
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
     """Build a validated :class:`RunConfig` from a YAML path or dict plus overrides."""
     data = source if isinstance(source, dict) else read_yaml(source)
@@ -165,4 +155,4 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ClusterSimError(validation_message(exc)) from None
+        raise ClusterSimError(first_validation_error(exc)) from None

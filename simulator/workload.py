@@ -7,7 +7,7 @@ projections split over TP, so each TP rank sees every token and ``1/tp`` of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from hwmodels.dtypes import bytes_per_element
@@ -119,31 +119,17 @@ def mlp_ops(
         # the EP group's ep*T*top_k token copies spread evenly over the experts (balanced routing)
         tokens_per_expert = max(1, round(routed_tokens * ep / moe.num_experts))
         ops.append(_gemm("router", T, moe.num_experts, h, b))
+        dispatch = Op(
+            name="moe_dispatch", kind="comm", bytes=routed_tokens * h * b, collective="all_to_all", group="ep"
+        )
         if ep > 1:
-            ops.append(
-                Op(
-                    name="moe_dispatch",
-                    kind="comm",
-                    bytes=routed_tokens * h * b,
-                    collective="all_to_all",
-                    group="ep",
-                )
-            )
+            ops.append(dispatch)
         ffn = moe.expert_ffn_hidden_size // tp
         ops.extend(_mlp_gemms("expert", tokens_per_expert, h, ffn, gated, b, count=local_experts))
         if ep > 1:
-            ops.append(
-                Op(
-                    name="moe_combine",
-                    kind="comm",
-                    bytes=routed_tokens * h * b,
-                    collective="all_to_all",
-                    group="ep",
-                )
-            )
+            ops.append(replace(dispatch, name="moe_combine"))
         if moe.num_shared_experts:
-            shared = (moe.shared_expert_ffn_hidden_size or moe.num_shared_experts * moe.expert_ffn_hidden_size) // tp
-            ops.extend(_mlp_gemms("shared_expert", T, h, shared, gated, b))
+            ops.extend(_mlp_gemms("shared_expert", T, h, moe.shared_ffn_hidden_size // tp, gated, b))
     ops.extend(_tp_comm("tp_mlp_out", act, tp, sp))
     ops.append(_mem("mlp_residual", 3 * act / (tp if sp else 1)))
     return ops

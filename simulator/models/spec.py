@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from hwmodels.dtypes import bytes_per_element
-from hwmodels.errors import ClusterSimError
+from hwmodels.errors import ClusterSimError, first_validation_error
 
 Recompute = Literal["none", "selective", "full"]
 _RECOMPUTE = ("none", "selective", "full")
@@ -523,19 +523,9 @@ class ModelSpec(BaseModel):
         }
 
 
-def _first_error(err: ValidationError) -> str:
-    """One line from a pydantic error: 'field.path: message' of the first problem."""
-    errors = err.errors()
-    first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    line = f"{loc}: {msg}" if loc else msg
-    return line + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-
-
 def validate_spec(data: dict[str, Any], where: str) -> ModelSpec:
     """Build a ModelSpec from a mapping, turning validation errors into one-line ClusterSimErrors."""
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as err:
-        raise ClusterSimError(f"{where}: {_first_error(err)}") from None
+        raise ClusterSimError(f"{where}: {first_validation_error(err)}") from None
