@@ -23,12 +23,19 @@ class OpCost:
 
     op: Op
     forward_s: float
-    backward_s: float
+    backward_s: float  # input gradient + weight gradient
     bound: str  # what limits the forward kernel: compute, memory, network or launch
+    backward_weight_s: float = 0.0  # the weight-gradient part (zero-bubble schedules defer it)
+
+    @property
+    def backward_input_s(self) -> float:
+        return self.backward_s - self.backward_weight_s
 
 
 def comm_time(kind: str, nbytes: float, group: CommGroup) -> float:
     """Seconds for a collective of ``kind`` moving a ``nbytes`` buffer over ``group``."""
+    if kind == "ring_exchange":  # context-parallel ring attention: cp-1 neighbour hops
+        return (group.size - 1) * collectives.send_recv_time(nbytes, group)
     fn = {
         "all_reduce": collectives.all_reduce_time,
         "all_gather": collectives.all_gather_time,
@@ -56,15 +63,19 @@ def _bound(op: Op, t: float, profile: Profile, dtype: str) -> str:
 
 def op_cost(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str = "bf16") -> OpCost:
     """Forward and backward seconds of ``op`` on one rank."""
+    wgrad = 0.0
     if op.kind == "gemm":
         M, N, K = op.gemm  # type: ignore[misc]
         fwd = profile.gemm_time(M, N, K, dtype) * op.count
-        bwd = (profile.gemm_time(M, K, N, dtype) + profile.gemm_time(N, K, M, dtype)) * op.count
+        wgrad = profile.gemm_time(N, K, M, dtype) * op.count
+        bwd = profile.gemm_time(M, K, N, dtype) * op.count + wgrad
     elif op.kind == "attn":
         a = op.attn
+        split = a.get("split", 1)  # context parallelism: each rank does 1/cp of the causal work
         args = (a["batch"], a["q_len"], a["heads"], a["kv_heads"], a["head_dim"], dtype)
-        fwd = profile.attention_prefill_time(*args, kv_len=a["kv_len"], v_head_dim=a["v_head_dim"])
+        fwd = profile.attention_prefill_time(*args, kv_len=a["kv_len"], v_head_dim=a["v_head_dim"]) / split
         bwd = profile.attention_prefill_time(*args, kv_len=a["kv_len"], v_head_dim=a["v_head_dim"], backward=True)
+        bwd /= split
     elif op.kind == "mem":
         fwd = profile.memory_op_time(op.bytes)
         bwd = 2.0 * fwd  # gradient of an elementwise op reads the saved input and the incoming gradient
@@ -72,4 +83,4 @@ def op_cost(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str =
         group = groups[op.group or "tp"]
         fwd = comm_time(op.collective or "send_recv", op.bytes, group)
         bwd = comm_time(_BACKWARD_COLLECTIVE.get(op.collective or "", op.collective or "send_recv"), op.bytes, group)
-    return OpCost(op=op, forward_s=fwd, backward_s=bwd, bound=_bound(op, fwd, profile, dtype))
+    return OpCost(op=op, forward_s=fwd, backward_s=bwd, bound=_bound(op, fwd, profile, dtype), backward_weight_s=wgrad)

@@ -125,9 +125,9 @@ def layer_cost_report(cfg: RunConfig, profile: Profile | str | None = None) -> L
     groups = {
         "tp": cluster.comm_group(p.tp),
         "ep": cluster.comm_group(p.ep, stride=p.tp),
-        "cp": cluster.comm_group(p.cp),
+        "cp": cluster.comm_group(p.cp, stride=p.tp),
     }
-    mb, seq = t.micro_batch, t.seq_len // p.cp
+    mb, seq = t.micro_batch, t.seq_len
 
     def cost(ops: list[Op]) -> list[OpCost]:
         return [op_cost(op, prof, groups, dtype) for op in ops]
@@ -137,10 +137,10 @@ def layer_cost_report(cfg: RunConfig, profile: Profile | str | None = None) -> L
     for i in range(m.num_layers):
         kind = m.is_moe_layer(i)
         if kind not in layer_costs:
-            layer_costs[kind] = cost(layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, dtype=dtype, sp=p.sp))
+            layer_costs[kind] = cost(layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp))
         fwd += sum(c.forward_s for c in layer_costs[kind])
         bwd += sum(c.backward_s for c in layer_costs[kind])
-    head = cost(head_ops(m, mb, seq, tp=p.tp, dtype=dtype))
+    head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype))
     fwd += sum(c.forward_s for c in head)
     bwd += sum(c.backward_s for c in head)
 

@@ -54,9 +54,17 @@ def _tp_comm(name: str, nbytes: float, tp: int, sp: bool) -> list[Op]:
     return [Op(name=name, kind="comm", bytes=nbytes, collective=kind, group="tp")]
 
 
-def attention_ops(model: ModelSpec, batch: int, seq: int, tp: int, dtype: str, sp: bool = False) -> list[Op]:
-    """Forward ops of one attention block (norm, projections, core, output, TP collective)."""
+def attention_ops(
+    model: ModelSpec, batch: int, seq: int, tp: int, dtype: str, sp: bool = False, cp: int = 1
+) -> list[Op]:
+    """Forward ops of one attention block (norm, projections, core, output, TP collective).
+
+    ``seq`` is the full sequence; with context parallelism ``cp`` each rank holds ``seq/cp`` tokens,
+    computes its (load-balanced) share of causal attention against all keys, and passes K/V blocks
+    around a ring (Liu et al., ring attention) that overlaps with the attention compute.
+    """
     b = bytes_per_element(dtype)
+    full_seq, seq = seq, seq // cp
     T, h = batch * seq, model.hidden_size
     heads = model.num_attention_heads // tp
     kv_heads = max(1, model.kv_heads // tp)
@@ -79,10 +87,15 @@ def attention_ops(model: ModelSpec, batch: int, seq: int, tp: int, dtype: str, s
         hd = vd = model.head_size
         kvh = kv_heads
         ops.append(_gemm("qkv_proj", T, (heads + 2 * kv_heads) * hd, h, b))
-    core = dict(batch=batch, q_len=seq, kv_len=seq, heads=heads, kv_heads=kvh, head_dim=hd, v_head_dim=vd)
-    attn_flops = 2.0 * batch * heads * seq * (seq + 1) / 2.0 * (hd + vd)
+    core = dict(
+        batch=batch, q_len=full_seq, kv_len=full_seq, heads=heads, kv_heads=kvh, head_dim=hd, v_head_dim=vd, split=cp
+    )
+    attn_flops = 2.0 * batch * heads * full_seq * (full_seq + 1) / 2.0 * (hd + vd) / cp
     attn_bytes = b * batch * seq * (heads + kvh) * (hd + vd)
     ops.append(Op(name="attn_core", kind="attn", flops=attn_flops, bytes=attn_bytes, attn=core))
+    if cp > 1:
+        kv_block = b * batch * seq * kvh * (hd + vd)
+        ops.append(Op(name="cp_ring_kv", kind="comm", bytes=kv_block, collective="ring_exchange", group="cp"))
     ops.append(_gemm("attn_out_proj", T, h, heads * vd, b))
     ops.extend(_tp_comm("tp_attn_out", act, tp, sp))
     ops.append(_mem("attn_residual", 3 * act / (tp if sp else 1)))
@@ -143,11 +156,20 @@ def layer_ops(
     *,
     tp: int = 1,
     ep: int = 1,
+    cp: int = 1,
     dtype: str = "bf16",
     sp: bool = False,
 ) -> list[Op]:
     """Forward ops of transformer layer ``layer`` for ``batch`` sequences of ``seq`` tokens on one rank."""
-    return attention_ops(model, batch, seq, tp, dtype, sp) + mlp_ops(model, layer, batch, seq, tp, ep, dtype, sp)
+    attn = attention_ops(model, batch, seq, tp, dtype, sp, cp)
+    return attn + mlp_ops(model, layer, batch, seq // cp, tp, ep, dtype, sp)
+
+
+def embedding_ops(model: ModelSpec, batch: int, seq: int, *, dtype: str = "bf16") -> list[Op]:
+    """Forward ops of the input embedding: a gather of ``batch*seq`` rows (plus learned positions)."""
+    b = bytes_per_element(dtype)
+    rows = 2 if model.position == "learned" else 1
+    return [_mem("embedding", b * batch * seq * model.hidden_size * (rows + 1))]
 
 
 def head_ops(model: ModelSpec, batch: int, seq: int, *, tp: int = 1, dtype: str = "bf16") -> list[Op]:
