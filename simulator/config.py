@@ -49,6 +49,13 @@ class TrainingSpec(BaseModel):
     recompute: Literal["none", "selective", "full"] = "selective"
     precision: Literal["bf16", "fp16", "fp8"] = "bf16"
     tokens: float | None = Field(default=None, gt=0, description="token budget for time_to_train_days")
+    overlap_grad_reduce: bool = Field(
+        default=True, description="launch DP gradient reduction per bucket during the last backward (Megatron/DDP)"
+    )
+    overlap_param_gather: bool = Field(
+        default=True, description="ZeRO-1/2: hide the post-optimizer parameter all-gather under the next forward"
+    )
+    bucket_mparams: float = Field(default=40.0, gt=0, description="DP gradient bucket size, millions of parameters")
 
 
 class RunConfig(BaseModel):

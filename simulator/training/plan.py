@@ -1,0 +1,202 @@
+"""Per-chunk phase costs: what one model chunk costs one rank per micro-batch.
+
+A *chunk* is a contiguous slice of layers that one pipeline rank runs for a micro-batch (one per
+rank, ``vpp`` per rank with interleaving, two with DualPipe). Its cost is split by phase (forward,
+backward-input, backward-weight) and, inside each phase, into compute and the blocking
+communication that sits on the compute stream (TP, EP, CP, ZeRO-3), so the engine can lay out the
+schedule and the metrics can say where the time went.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hwmodels.profile import Profile
+from hwmodels.topology import Cluster, CommGroup
+from simulator.config import RunConfig
+from simulator.costs import OpCost, comm_time, op_cost
+from simulator.workload import Op, embedding_ops, head_ops, layer_ops
+
+COMM_KINDS = ("tp", "cp", "ep", "dp", "pp")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Seconds of one phase of a chunk: compute plus blocking communication by kind."""
+
+    compute_s: float = 0.0
+    comm_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + sum(self.comm_s.values())
+
+    def __add__(self, other: Phase) -> Phase:
+        comm = dict(self.comm_s)
+        for k, v in other.comm_s.items():
+            comm[k] = comm.get(k, 0.0) + v
+        return Phase(self.compute_s + other.compute_s, comm)
+
+    def scaled(self, factor: float) -> Phase:
+        return Phase(self.compute_s * factor, {k: v * factor for k, v in self.comm_s.items()})
+
+
+@dataclass(frozen=True)
+class ChunkCost:
+    """One chunk's per-micro-batch cost on one rank."""
+
+    layers: tuple[int, ...]
+    first: bool
+    last: bool
+    forward: Phase
+    backward: Phase  # input gradients, including any recomputation
+    weight: Phase  # weight gradients (deferred by zero-bubble schedules)
+    params: float  # parameters of this chunk held by one rank (DP gradient volume)
+    send_bytes: float  # activation (and gradient) bytes passed to the neighbouring chunk
+    recompute_flops: float  # extra forward FLOPs recomputed in the backward pass (for HFU)
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The communication groups of one rank, placed Megatron-style (TP fastest, then CP, DP, PP)."""
+
+    tp: CommGroup
+    cp: CommGroup
+    ep: CommGroup
+    dp: CommGroup
+    pp: CommGroup
+    grad: CommGroup  # gradients reduce over data- and context-parallel ranks together
+
+    @classmethod
+    def of(cls, cfg: RunConfig, cluster: Cluster) -> Groups:
+        p = cfg.parallel
+        return cls(
+            tp=cluster.comm_group(p.tp),
+            cp=cluster.comm_group(p.cp, stride=p.tp),
+            ep=cluster.comm_group(p.ep, stride=p.tp * p.cp),
+            dp=cluster.comm_group(p.dp, stride=p.tp * p.cp),
+            pp=cluster.comm_group(2, stride=p.tp * p.cp * p.dp) if p.pp > 1 else cluster.comm_group(1),
+            grad=cluster.comm_group(p.dp * p.cp, stride=p.tp),
+        )
+
+    def as_dict(self) -> dict[str, CommGroup]:
+        return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp}
+
+
+def _phases(costs: list[OpCost], cp: int) -> tuple[Phase, Phase, Phase, float]:
+    """Forward, backward-input and backward-weight phases of a list of op costs, and attn-core fwd time."""
+    f_comp = b_comp = w_comp = attn = 0.0
+    f_comm: dict[str, float] = {}
+    b_comm: dict[str, float] = {}
+    ring = 0.0
+    for c in costs:
+        op = c.op
+        if op.kind != "comm":
+            f_comp += c.forward_s
+            b_comp += c.backward_input_s
+            w_comp += c.backward_weight_s
+            if op.kind == "attn":
+                attn += c.forward_s
+            continue
+        if op.collective == "ring_exchange":
+            ring += c.forward_s
+            continue
+        kind = op.group or "tp"
+        f_comm[kind] = f_comm.get(kind, 0.0) + c.forward_s
+        b_comm[kind] = b_comm.get(kind, 0.0) + c.backward_s
+    if cp > 1:  # ring attention overlaps the K/V exchange with the attention blocks it feeds
+        f_comm["cp"] = max(0.0, ring - attn)
+        b_comm["cp"] = max(0.0, 2.0 * ring - 2.5 * attn)
+    return Phase(f_comp, f_comm), Phase(b_comp, b_comm), Phase(w_comp), attn
+
+
+def _layer_params(cfg: RunConfig, layer: int) -> float:
+    """Parameters of ``layer`` held by one rank: /tp, routed experts also /ep."""
+    m, p = cfg.model, cfg.parallel
+    total = m.params_per_layer(layer)
+    if not m.is_moe_layer(layer):
+        return total / p.tp
+    routed = m.routed_expert_params / max(1, m.num_moe_layers)
+    return (total - routed) / p.tp + routed / (p.tp * p.ep)
+
+
+def chunk_layers(num_layers: int, num_chunks: int) -> list[tuple[int, ...]]:
+    """Split layers into ``num_chunks`` contiguous, equal slices (the config checks divisibility)."""
+    per = num_layers // num_chunks
+    return [tuple(range(i * per, (i + 1) * per)) for i in range(num_chunks)]
+
+
+def chunk_costs(
+    cfg: RunConfig, profile: Profile, cluster: Cluster, *, num_chunks: int, include_comm: bool = True
+) -> list[ChunkCost]:
+    """Costs of the model split into ``num_chunks`` pipeline chunks, in model order."""
+    m, p, t = cfg.model, cfg.parallel, cfg.training
+    groups = Groups.of(cfg, cluster).as_dict()
+    dtype = t.precision
+    mb, seq = t.micro_batch, t.seq_len
+
+    def cost(ops: list[Op]) -> tuple[Phase, Phase, Phase, float]:
+        return _phases([op_cost(op, profile, groups, dtype) for op in ops], p.cp)
+
+    per_kind: dict[bool, tuple[Phase, Phase, Phase, float]] = {}
+    flops_per_kind: dict[bool, float] = {}
+    for i in range(m.num_layers):
+        kind = m.is_moe_layer(i)
+        if kind not in per_kind:
+            ops = layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp)
+            per_kind[kind] = cost(ops)
+            flops_per_kind[kind] = sum(op.flops for op in ops if op.kind in ("gemm", "attn"))
+    embed = cost(embedding_ops(m, mb, seq // p.cp, dtype=dtype))
+    head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype))
+    head_params = m.output_params() / p.tp
+    embed_params = m.embedding_params() / p.tp
+    send = mb * (seq // p.cp) * m.hidden_size * 2.0 / p.tp  # Megatron scatter/gather: 1/tp per rank
+
+    chunks = []
+    slices = chunk_layers(m.num_layers, num_chunks)
+    for idx, layers in enumerate(slices):
+        fwd = bwd = wgt = Phase()
+        recompute = Phase()
+        recompute_flops = 0.0
+        params = sum(_layer_params(cfg, i) for i in layers)
+        for i in layers:
+            f, b, w, attn = per_kind[m.is_moe_layer(i)]
+            fwd, bwd, wgt = fwd + f, bwd + b, wgt + w
+            if t.recompute == "selective":
+                recompute = recompute + Phase(attn)
+                recompute_flops += _attn_flops(cfg)
+            elif t.recompute == "full":
+                recompute = recompute + f
+                recompute_flops += flops_per_kind[m.is_moe_layer(i)]
+        first, last = idx == 0, idx == len(slices) - 1
+        if first:
+            fwd, bwd = fwd + embed[0], bwd + embed[1]
+            params += embed_params
+        if last:
+            fwd, bwd, wgt = fwd + head[0], bwd + head[1], wgt + head[2]
+            params += head_params if not (m.tied_embeddings and num_chunks == 1) else 0.0
+        bwd = recompute + bwd
+        if p.zero == 3:
+            fwd, bwd = _zero3_exposure(fwd, bwd, wgt, params, groups["dp"])
+        if not include_comm:
+            fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
+        chunks.append(ChunkCost(layers, first, last, fwd, bwd, wgt, params, send, recompute_flops))
+    return chunks
+
+
+def _attn_flops(cfg: RunConfig) -> float:
+    """Forward FLOPs of one layer's attention core on one rank (what selective recompute redoes)."""
+    m, p, t = cfg.model, cfg.parallel, cfg.training
+    ops = layer_ops(m, 0, t.micro_batch, t.seq_len, tp=p.tp, cp=p.cp, dtype=t.precision, sp=p.sp)
+    return sum(op.flops for op in ops if op.kind == "attn")
+
+
+def _zero3_exposure(fwd: Phase, bwd: Phase, wgt: Phase, params: float, dp: CommGroup) -> tuple[Phase, Phase]:
+    """ZeRO-3: parameters are all-gathered before the forward and again before the backward, and
+    gradients reduce-scattered after it; prefetching hides the part that fits under compute."""
+    nbytes = 2.0 * params  # the gathered 16-bit parameters of this chunk (this TP rank's share)
+    ag = comm_time("all_gather", nbytes, dp)
+    rs = comm_time("reduce_scatter", nbytes, dp)  # 16-bit gradients (DeepSpeed's default)
+    f_exposed = max(0.0, ag - fwd.total_s)
+    b_exposed = max(0.0, ag + rs - (bwd.total_s + wgt.total_s))
+    return fwd + Phase(0.0, {"dp": f_exposed}), bwd + Phase(0.0, {"dp": b_exposed})

@@ -1,0 +1,67 @@
+"""TrainingResult: what a simulated training step tells the user, plus its timeline."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.timeline import Timeline
+
+
+class MemoryReport(BaseModel):
+    """Per-GPU memory of the fullest pipeline rank, GB (1e9 bytes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    peak: float
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    buffers: float
+    fragmentation: float
+    capacity: float
+    stage: int = Field(description="pipeline rank with the highest peak")
+    inflight_microbatches: float = Field(description="peak micro-batches of activations held on that rank")
+
+
+class TrainingResult(BaseModel):
+    """Predicted performance, memory and time breakdown of one training step."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    model: str
+    gpu: str
+    num_gpus: int
+    profile: str
+    schedule: str
+    num_microbatches: int
+    step_time_s: float
+    pipeline_time_s: float = Field(description="forward/backward phase of the step, before gradient sync")
+    tokens_per_s: float
+    tokens_per_s_per_gpu: float
+    tflops_per_gpu: float = Field(description="model FLOPs (no recompute) per second per GPU, in TFLOP/s")
+    mfu: float
+    hfu: float
+    bubble_fraction: float
+    exposed_comm_s: dict[str, float]
+    optimizer_s: float
+    memory_per_gpu_gb: MemoryReport
+    fits_in_memory: bool
+    time_to_train_days: float | None = None
+    timeline: Timeline | None = Field(default=None, exclude=True, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result (the timeline is exported separately with ``--trace``)."""
+        return json.loads(self.model_dump_json())
+
+    def to_frame(self) -> Any:
+        """One-row DataFrame of the scalar metrics (pandas imported here only)."""
+        import pandas as pd
+
+        flat = {k: v for k, v in self.to_dict().items() if not isinstance(v, dict)}
+        flat.update({f"exposed_{k}_s": v for k, v in self.exposed_comm_s.items()})
+        flat.update({f"memory_{k}_gb": v for k, v in self.memory_per_gpu_gb.model_dump().items()})
+        return pd.DataFrame([flat])

@@ -1,0 +1,223 @@
+"""simulate_training: config -> chunk costs -> pipeline engine -> gradient sync -> metrics.
+
+Only one pipeline is simulated (DP replicas are symmetric); after its forward/backward phase each
+rank reduces its gradients over the DP group bucket by bucket (overlapped with the last backward
+when ``training.overlap_grad_reduce``), steps the optimizer and, with ZeRO-1/2, gathers the
+updated parameters. The step ends when the slowest rank is done.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwmodels.profile import Profile, load_profile
+from simulator.config import RunConfig, load_config
+from simulator.costs import comm_time
+from simulator.timeline import Timeline
+from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
+from simulator.training.memory import memory_breakdown, usable_memory_bytes
+from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs
+from simulator.training.result import MemoryReport, TrainingResult
+from simulator.training.schedules import Layout, make_layout
+
+#: Adam step HBM traffic per parameter: fp32 grad read (4), master/exp_avg/exp_avg_sq read+write
+#: (24) and the 16-bit weight written back (2).
+ADAM_BYTES_PER_PARAM = 30.0
+
+
+def grad_comm_bytes(precision: str) -> float:
+    """Bytes per gradient element on the wire: Megatron reduces bf16 grads in fp32, fp16 runs in fp16."""
+    return 2.0 if precision == "fp16" else 4.0
+
+
+@dataclass
+class RankTail:
+    """A rank's step after its pipeline phase: gradient sync, optimizer step, parameter gather."""
+
+    pipeline_end: float
+    dp_end: float = 0.0
+    optimizer_s: float = 0.0
+    gather_s: float = 0.0
+    events: list[tuple] = field(default_factory=list)
+
+    @property
+    def end(self) -> float:
+        return max(self.pipeline_end, self.dp_end) + self.optimizer_s + self.gather_s
+
+    @property
+    def exposed_dp_s(self) -> float:
+        return max(0.0, self.dp_end - self.pipeline_end) + self.gather_s
+
+
+def rank_positions(layout: Layout, rank: int) -> list[int]:
+    """Route positions (model chunks) held by ``rank``, by local chunk index."""
+    if layout.dual:
+        return [rank, layout.pp - 1 - rank]
+    return [c * layout.pp + rank for c in range(layout.vpp)]
+
+
+def _bucket_events(
+    cfg: RunConfig, rank: int, stats: RankStats, chunks: list[ChunkCost], positions: list[int], groups: Groups
+) -> tuple[float, list[tuple]]:
+    """DP gradient reduction, bucket by bucket as each chunk's last gradients appear."""
+    p, t = cfg.parallel, cfg.training
+    per_bucket = max(t.bucket_mparams * 1e6, 1e6 * p.dp)
+    gbytes = grad_comm_bytes(t.precision)
+    kind = "all_reduce" if p.zero == 0 else "reduce_scatter"
+    clock, events = 0.0, []
+    ready_list: list[tuple[float, float, int, int, int]] = []
+    for local, pos in enumerate(positions):
+        start, end = stats.grad_done.get(local, (stats.last_end_s, stats.last_end_s))
+        if not t.overlap_grad_reduce:
+            start = end = stats.last_end_s
+        n = max(1, math.ceil(chunks[pos].params / per_bucket))
+        secs = comm_time(kind, chunks[pos].params * gbytes / n, groups.grad)
+        ready_list += [(start + (i + 1) / n * (end - start), secs, local, i, n) for i in range(n)]
+    for ready, secs, local, i, n in sorted(ready_list):
+        clock = max(clock, ready)
+        events.append((clock, clock + secs, rank, "dp", f"grad {kind} {i + 1}/{n}", "DP", -1, local))
+        clock += secs
+    return clock, events
+
+
+def _rank_tail(
+    cfg: RunConfig,
+    rank: int,
+    stats: RankStats,
+    chunks: list[ChunkCost],
+    layout: Layout,
+    groups: Groups,
+    profile: Profile,
+    comm: bool,
+) -> RankTail:
+    p, t = cfg.parallel, cfg.training
+    positions = rank_positions(layout, rank)
+    tail = RankTail(pipeline_end=stats.last_end_s, dp_end=stats.last_end_s)
+    if comm and p.zero < 3 and p.dp * p.cp > 1:
+        tail.dp_end, tail.events = _bucket_events(cfg, rank, stats, chunks, positions, groups)
+    if comm and p.pp > 1 and cfg.model.tied_embeddings and rank in (0, p.pp - 1):
+        # first and last stage hold copies of the tied word embedding: sum their gradients
+        emb = cfg.model.vocab_size * cfg.model.hidden_size / p.tp * grad_comm_bytes(t.precision)
+        secs = comm_time("all_reduce", emb, groups.pp)
+        start = max(tail.dp_end, stats.last_end_s)
+        tail.events.append((start, start + secs, rank, "dp", "embedding grad all_reduce", "DP", -1, 0))
+        tail.dp_end = start + secs
+    params = sum(chunks[pos].params for pos in positions)
+    shard = params / (p.dp * p.cp) if p.zero >= 1 else params
+    tail.optimizer_s = profile.memory_op_time(ADAM_BYTES_PER_PARAM * shard)
+    opt_start = max(tail.pipeline_end, tail.dp_end)
+    tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
+    if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:
+        tail.gather_s = comm_time("all_gather", 2.0 * params, groups.grad)
+        g0 = opt_start + tail.optimizer_s
+        tail.events.append((g0, g0 + tail.gather_s, rank, "dp", "param all_gather", "DP", -1, 0))
+    return tail
+
+
+def _bubble_fraction(run: PipelineRun) -> float:
+    """Idle time of the ranks inside the pipeline phase relative to their busy time (mean over ranks).
+
+    For 1F1B with uniform stages this is (pp-1)/m; interleaving divides it by vpp.
+    """
+    span = run.end_s - min(r.first_start_s or 0.0 for r in run.ranks)
+    busy = [r.busy_s for r in run.ranks]
+    idle = [span - b for b in busy]
+    return sum(idle) / sum(busy) if sum(busy) > 0 else 0.0
+
+
+def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryReport, bool]:
+    capacity = usable_memory_bytes(cfg.cluster.gpu)
+    copies = 2.0 if layout.dual else 1.0  # DualPipe keeps two copies of the parameters
+    best = None
+    for rank, st in enumerate(run.ranks):
+        mem = memory_breakdown(cfg, rank, st.peak_inflight)
+        static = (mem.weights + mem.gradients + mem.optimizer) * (copies - 1.0)
+        total = mem.total + static * 1.08
+        if best is None or total > best[0]:
+            best = (total, rank, mem, static, st.peak_inflight)
+    assert best is not None
+    total, rank, mem, static, inflight = best
+    gb = 1e9
+    report = MemoryReport(
+        peak=total / gb,
+        weights=mem.weights * copies / gb,
+        gradients=mem.gradients * copies / gb,
+        optimizer=mem.optimizer * copies / gb,
+        activations=mem.activations / gb,
+        buffers=mem.buffers / gb,
+        fragmentation=(mem.fragmentation + static * 0.08) / gb,
+        capacity=capacity / gb,
+        stage=rank,
+        inflight_microbatches=inflight,
+    )
+    return report, total <= capacity
+
+
+def simulate_training(
+    config: RunConfig | dict[str, Any] | str | Path,
+    profile: Profile | str | None = None,
+    *,
+    overrides: list[str] | None = None,
+    include_comm: bool = True,
+) -> TrainingResult:
+    """Simulate one training step of ``config`` and return its metrics and timeline.
+
+    ``profile`` picks the hardware profile (default: the GPU's calibrated profile when shipped,
+    else its datasheet profile). ``include_comm=False`` makes every transfer free, which isolates
+    the schedule (used to check bubble fractions against theory).
+    """
+    cfg = (
+        config
+        if isinstance(config, RunConfig) and not overrides
+        else load_config(config.model_dump() if isinstance(config, RunConfig) else config, overrides)
+    )
+    prof = load_profile(profile, gpu=cfg.cluster.gpu)
+    cluster = cfg.cluster.resolve()
+    p, t, m = cfg.parallel, cfg.training, cfg.model
+    num_mb = t.global_batch // (t.micro_batch * p.dp)
+    layout = make_layout(p.schedule, p.pp, p.vpp, num_mb)
+    groups = Groups.of(cfg, cluster)
+    chunks = chunk_costs(cfg, prof, cluster, num_chunks=layout.positions, include_comm=include_comm)
+    p2p = comm_time("send_recv", chunks[0].send_bytes, groups.pp) if include_comm and p.pp > 1 else 0.0
+    run = PipelineEngine(layout, chunks, p.schedule, p2p).run()
+
+    tails = [_rank_tail(cfg, r, st, chunks, layout, groups, prof, include_comm) for r, st in enumerate(run.ranks)]
+    step = max(tail.end for tail in tails)
+    critical = max(range(p.pp), key=lambda r: tails[r].end)
+    crit = run.ranks[critical]
+    exposed = {k: 0.0 for k in COMM_KINDS}
+    exposed.update({k: v for k, v in crit.comm_s.items()})
+    exposed["pp"] = crit.pp_wait_s
+    exposed["dp"] = exposed.get("dp", 0.0) + tails[critical].exposed_dp_s
+
+    tokens = t.global_batch * t.seq_len
+    model_flops = m.flops_per_token(t.seq_len, training=True) * tokens
+    recompute_flops = sum(c.recompute_flops for c in chunks) * num_mb * p.tp * p.cp * p.dp
+    peak = prof.peak_flops(t.precision)
+    memory, fits = _memory(cfg, run, layout)
+    events = run.events + [e for tail in tails for e in tail.events]
+    return TrainingResult(
+        model=m.name,
+        gpu=cluster.gpu.id,
+        num_gpus=cluster.num_gpus,
+        profile=prof.kind,
+        schedule=p.schedule,
+        num_microbatches=num_mb,
+        step_time_s=step,
+        pipeline_time_s=run.end_s,
+        tokens_per_s=tokens / step,
+        tokens_per_s_per_gpu=tokens / step / cluster.num_gpus,
+        tflops_per_gpu=model_flops / step / cluster.num_gpus / 1e12,
+        mfu=model_flops / step / cluster.num_gpus / peak,
+        hfu=(model_flops + recompute_flops) / step / cluster.num_gpus / peak,
+        bubble_fraction=_bubble_fraction(run),
+        exposed_comm_s=exposed,
+        optimizer_s=tails[critical].optimizer_s,
+        memory_per_gpu_gb=memory,
+        fits_in_memory=fits,
+        time_to_train_days=(t.tokens / (tokens / step) / 86400.0) if t.tokens else None,
+        timeline=Timeline(tuple(sorted(events))),
+    )
