@@ -217,6 +217,16 @@ def _defaults() -> dict:
     return yaml.safe_load(text)
 
 
+def _curves_for(gpu_id: str, defaults: dict) -> dict[str, Curve]:
+    """Global default curves, with any GPU-family override (``gpu_overrides`` in the defaults file)."""
+    curves = {name: dict(c) for name, c in defaults["curves"].items()}
+    for ov in defaults.get("gpu_overrides", []):
+        if gpu_id.startswith(ov["match"]):
+            for name, fields in ov["curves"].items():
+                curves[name].update(fields, source=f"{curves[name]['source']}; {ov['source']}")
+    return {name: Curve(**c) for name, c in curves.items()}
+
+
 def datasheet_profile(gpu: str) -> Profile:
     """The profile built from the catalogue's datasheet peaks and the global default curves."""
     spec = get_gpu(gpu)
@@ -233,7 +243,7 @@ def datasheet_profile(gpu: str) -> Profile:
         peak_tflops={dt: spec.peak_tflops(dt) for dt in DTYPES if spec.supports(dt)},
         memory_bandwidth_gbps=spec.memory_bandwidth_gbps,
         host_link_gbps=host.bandwidth_gbps * d["host_link_efficiency"],
-        curves={name: Curve(**c) for name, c in d["curves"].items()},
+        curves=_curves_for(spec.id, d),
         power=PowerParams(
             idle_w=spec.idle_w,
             active_idle_w=active_idle,

@@ -21,9 +21,17 @@ from simulator.textfmt import fmt, table
 EXIT_USAGE = 2
 
 
+def example_path(name: str) -> Path:
+    """A config bundled with the package (simulator/examples/NAME)."""
+    return Path(str(resources.files("simulator").joinpath(f"examples/{name}")))
+
+
 def default_config_path() -> Path:
-    """The bundled quickstart config used when no CONFIG is given."""
-    return Path(str(resources.files("simulator").joinpath("examples/quickstart.yaml")))
+    """The bundled config `costs` uses when no CONFIG is given."""
+    return example_path("quickstart.yaml")
+
+
+DEFAULT_TRAIN_CONFIG = "gpt3-175b-a100.yaml"
 
 
 def _print_json(data: Any) -> None:
@@ -162,6 +170,106 @@ def cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- train ---------------------------------------------------------------------------------
+
+
+def _train_summary(r: Any, cfg: Any) -> str:
+    p, t = cfg.parallel, cfg.training
+    mem = r.memory_per_gpu_gb
+    plan = f"TP{p.tp} PP{p.pp} DP{p.dp}" + (f" CP{p.cp}" if p.cp > 1 else "") + (f" EP{p.ep}" if p.ep > 1 else "")
+    plan += f"{' VPP' + str(p.vpp) if p.vpp > 1 else ''}, {p.schedule}, ZeRO-{p.zero}, recompute {t.recompute}"
+    comm = " | ".join(f"{k} {fmt(v)} s" for k, v in r.exposed_comm_s.items())
+    fits = "fits" if r.fits_in_memory else "DOES NOT FIT"
+    rows = [
+        ("plan", plan),
+        (
+            "batch",
+            f"{r.num_microbatches} micro-batches of {t.micro_batch} x {t.seq_len} tokens per step, {t.precision}",
+        ),
+        (
+            "step time",
+            f"{fmt(r.step_time_s)} s (pipeline {fmt(r.pipeline_time_s)} s, optimizer {fmt(r.optimizer_s)} s)",
+        ),
+        ("throughput", f"{fmt(r.tokens_per_s)} tokens/s ({fmt(r.tokens_per_s_per_gpu)} tokens/s/GPU)"),
+        ("compute", f"{fmt(r.tflops_per_gpu)} model TFLOP/s per GPU, MFU {r.mfu:.1%}, HFU {r.hfu:.1%}"),
+        ("pipeline bubble", f"{r.bubble_fraction:.1%} of busy time"),
+        ("exposed comm", comm),
+        (
+            "memory per GPU",
+            f"{fmt(mem.peak)} of {fmt(mem.capacity)} GB on stage {mem.stage} -> {fits} (weights {fmt(mem.weights)}, "
+            f"grads {fmt(mem.gradients)}, optimizer {fmt(mem.optimizer)}, activations {fmt(mem.activations)}, "
+            f"buffers {fmt(mem.buffers)}, fragmentation {fmt(mem.fragmentation)} GB)",
+        ),
+    ]
+    if r.time_to_train_days is not None:
+        rows.append(("time to train", f"{fmt(r.time_to_train_days)} days for {fmt(t.tokens / 1e9)}B tokens"))
+    head = f"{r.model} on {r.num_gpus:,} x {r.gpu} ({r.profile} profile)"
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([head] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from simulator.config import load_config
+    from simulator.training import simulate_training
+
+    cfg = load_config(args.config or example_path(DEFAULT_TRAIN_CONFIG), args.set)
+    result = simulate_training(cfg, args.profile)
+    if args.trace:
+        path = result.timeline.write_chrome_trace(args.trace)
+        if not args.json:
+            print(f"wrote Chrome trace of one step to {path} (open in https://ui.perfetto.dev)", file=sys.stderr)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(_train_summary(result, cfg))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from simulator import validation as V
+
+    runners = {
+        "megatron-table1": lambda: V.megatron_table1(args.profile, args.rows),
+        "megatron-table2": lambda: V.megatron_table2(args.profile),
+        "vtrain-single": lambda: V.vtrain_single(args.profile, args.rows),
+        "vtrain-multi": lambda: V.vtrain_multi(args.profile, args.rows),
+    }
+    tables = args.table or list(runners)
+    report = {}
+    for name in tables:
+        comps = runners[name]()
+        report[name] = {
+            "summary": V.summary(comps),
+            "rows": [
+                {"label": c.label, "published": c.published, "predicted": c.predicted, "unit": c.unit, "error": c.error}
+                for c in comps
+            ],
+        }
+        if args.json:
+            continue
+        print(f"\n{name} ({len(comps)} rows, {comps[0].unit})")
+        shown = comps if args.all or len(comps) <= 20 else sorted(comps, key=lambda c: -abs(c.error))[:10]
+        if shown is not comps:
+            print("(the 10 largest errors; --all prints every row)")
+        print(
+            table(
+                [
+                    {"label": c.label, "published": c.published, "predicted": c.predicted, "error": f"{c.error:+.1%}"}
+                    for c in shown
+                ],
+                [("label", "row"), ("published", "published"), ("predicted", "predicted"), ("error", "error")],
+            )
+        )
+        s = report[name]["summary"]
+        print(
+            f"MAPE {s['mape']:.1%}, max |error| {s['max_abs_error']:.1%}, mean signed error "
+            f"{s['mean_signed_error']:+.1%}"
+        )
+    if args.json:
+        _print_json(report)
+    return 0
+
+
 # ---- entry ---------------------------------------------------------------------------------
 
 
@@ -205,6 +313,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_costs)
+    p = sub.add_parser(
+        "train",
+        help="simulate one training step (default: GPT-3 175B on 1,024 A100)",
+        description="Simulate one training step: step time, throughput, MFU, bubble, exposed "
+        "communication and memory per GPU.",
+    )
+    _add_config_args(p)
+    p.add_argument("--trace", metavar="OUT.json", help="write a Chrome trace of the step (Perfetto, chrome://tracing)")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser(
+        "validate",
+        help="compare predictions with published measurements",
+        description="Simulate every row of the published training tables and print the errors.",
+    )
+    p.add_argument("what", choices=["training"], help="which validation suite")
+    p.add_argument(
+        "--table",
+        action="append",
+        choices=["megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi"],
+        help="only these tables (repeatable)",
+    )
+    p.add_argument("--rows", type=int, default=None, help="only the first N rows of each table")
+    p.add_argument("--all", action="store_true", help="print every row, not just the largest errors")
+    p.add_argument("--profile", default=None, help="hardware profile (default: the GPU's own)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_validate)
     return parser
 
 

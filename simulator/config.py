@@ -55,6 +55,21 @@ class TrainingSpec(BaseModel):
     overlap_param_gather: bool = Field(
         default=True, description="ZeRO-1/2: hide the post-optimizer parameter all-gather under the next forward"
     )
+    flash_attention: bool = Field(
+        default=True, description="fused flash attention; false = Megatron's pre-2022 unfused softmax path"
+    )
+    host_s_per_layer: float = Field(
+        default=0.0,
+        ge=0,
+        description="host (Python/launch) time per transformer layer forward in an eager framework; a phase costs "
+        "max(device time, host time) since launches are asynchronous; 0 = never host-bound (CUDA graphs)",
+    )
+    collective_call_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="extra cost of each blocking in-layer collective call in an eager framework (launch and "
+        "host synchronisation of the group), on top of the NCCL cost model",
+    )
     bucket_mparams: float = Field(default=40.0, gt=0, description="DP gradient bucket size, millions of parameters")
 
 

@@ -64,7 +64,12 @@ def _bound(op: Op, t: float, profile: Profile, dtype: str) -> str:
 def op_cost(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str = "bf16") -> OpCost:
     """Forward and backward seconds of ``op`` on one rank."""
     wgrad = 0.0
-    if op.kind == "gemm":
+    if op.kind == "gemm" and op.batched:  # one kernel over all count matrices; both operands are activations
+        M, N, K = op.gemm  # type: ignore[misc]
+        c = op.count
+        fwd = profile.gemm_time(c * M, N, K, dtype)
+        bwd = profile.gemm_time(c * M, K, N, dtype) + profile.gemm_time(c * N, K, M, dtype)
+    elif op.kind == "gemm":
         M, N, K = op.gemm  # type: ignore[misc]
         fwd = profile.gemm_time(M, N, K, dtype) * op.count
         wgrad = profile.gemm_time(N, K, M, dtype) * op.count

@@ -28,10 +28,11 @@ class Op:
     attn: dict[str, int] = field(default_factory=dict)  # batch, q_len, kv_len, heads, kv_heads, head_dim, v_head_dim
     collective: str | None = None  # all_reduce | all_gather | reduce_scatter | all_to_all
     group: str | None = None  # tp | ep | cp
-    count: int = 1  # identical kernels run back to back (e.g. local experts)
+    count: int = 1  # identical GEMMs: run back to back (local experts) or as one batched kernel
+    batched: bool = False  # the count GEMMs are one batched kernel (attention scores per head)
 
 
-def _gemm(name: str, M: int, N: int, K: int, b: float, count: int = 1) -> Op:
+def _gemm(name: str, M: int, N: int, K: int, b: float, count: int = 1, batched: bool = False) -> Op:
     return Op(
         name=name,
         kind="gemm",
@@ -39,6 +40,7 @@ def _gemm(name: str, M: int, N: int, K: int, b: float, count: int = 1) -> Op:
         bytes=b * (M * K + N * K + M * N) * count,
         gemm=(M, N, K),
         count=count,
+        batched=batched,
     )
 
 
@@ -55,7 +57,7 @@ def _tp_comm(name: str, nbytes: float, tp: int, sp: bool) -> list[Op]:
 
 
 def attention_ops(
-    model: ModelSpec, batch: int, seq: int, tp: int, dtype: str, sp: bool = False, cp: int = 1
+    model: ModelSpec, batch: int, seq: int, tp: int, dtype: str, sp: bool = False, cp: int = 1, flash: bool = True
 ) -> list[Op]:
     """Forward ops of one attention block (norm, projections, core, output, TP collective).
 
@@ -87,12 +89,22 @@ def attention_ops(
         hd = vd = model.head_size
         kvh = kv_heads
         ops.append(_gemm("qkv_proj", T, (heads + 2 * kv_heads) * hd, h, b))
-    core = dict(
-        batch=batch, q_len=full_seq, kv_len=full_seq, heads=heads, kv_heads=kvh, head_dim=hd, v_head_dim=vd, split=cp
-    )
-    attn_flops = 2.0 * batch * heads * full_seq * (full_seq + 1) / 2.0 * (hd + vd) / cp
-    attn_bytes = b * batch * seq * (heads + kvh) * (hd + vd)
-    ops.append(Op(name="attn_core", kind="attn", flops=attn_flops, bytes=attn_bytes, attn=core))
+    if flash:
+        core = dict(
+            batch=batch,
+            q_len=full_seq,
+            kv_len=full_seq,
+            heads=heads,
+            kv_heads=kvh,
+            head_dim=hd,
+            v_head_dim=vd,
+            split=cp,
+        )
+        attn_flops = 2.0 * batch * heads * full_seq * (full_seq + 1) / 2.0 * (hd + vd) / cp
+        attn_bytes = b * batch * seq * (heads + kvh) * (hd + vd)
+        ops.append(Op(name="attn_core", kind="attn", flops=attn_flops, bytes=attn_bytes, attn=core))
+    else:
+        ops.extend(unfused_attention_ops(batch * heads, seq, hd, vd, b))
     if cp > 1:
         kv_block = b * batch * seq * kvh * (hd + vd)
         ops.append(Op(name="cp_ring_kv", kind="comm", bytes=kv_block, collective="ring_exchange", group="cp"))
@@ -100,6 +112,21 @@ def attention_ops(
     ops.extend(_tp_comm("tp_attn_out", act, tp, sp))
     ops.append(_mem("attn_residual", 3 * act / (tp if sp else 1)))
     return ops
+
+
+#: Bytes per attention-score element of Megatron's unfused path: fused scale-mask-softmax reads and
+#: writes 16-bit scores (4) and dropout reads and writes them and stores a 1-byte mask (5).
+UNFUSED_SCORE_BYTES = 9.0
+
+
+def unfused_attention_ops(heads: int, seq: int, hd: int, vd: int, b: float) -> list[Op]:
+    """Attention as Megatron-LM ran it before flash attention: batched QK^T and PV GEMMs over every
+    head (the full s x s scores, causal mask or not) and a memory-bound softmax + dropout between."""
+    return [
+        _gemm("attn_scores", seq, seq, hd, b, count=heads, batched=True),
+        _mem("attn_softmax_dropout", UNFUSED_SCORE_BYTES * heads * seq * seq),
+        _gemm("attn_context", seq, vd, seq, b, count=heads, batched=True),
+    ]
 
 
 def _mlp_gemms(prefix: str, T: int, h: int, ffn: int, gated: bool, b: float, count: int = 1) -> list[Op]:
@@ -159,9 +186,10 @@ def layer_ops(
     cp: int = 1,
     dtype: str = "bf16",
     sp: bool = False,
+    flash: bool = True,
 ) -> list[Op]:
     """Forward ops of transformer layer ``layer`` for ``batch`` sequences of ``seq`` tokens on one rank."""
-    attn = attention_ops(model, batch, seq, tp, dtype, sp, cp)
+    attn = attention_ops(model, batch, seq, tp, dtype, sp, cp, flash)
     return attn + mlp_ops(model, layer, batch, seq // cp, tp, ep, dtype, sp)
 
 

@@ -214,12 +214,15 @@ class PipelineEngine:
         forwards = [t for t in todo if t[0] == "F"]
         backs = [t for t in todo if t[0] == "B"]
         weights: list[Task] = []
-        limit = (lay.pp + 1) if lay.dual else (lay.pp - rank)
-        inflight = 0
+        # 1F1B's activation budget per direction: a rank at route position k keeps at most pp - k in flight
+        inflight = {0: 0, 1: 0}
+
+        def allowed(t: Task) -> bool:
+            return inflight[lay.direction(t[1])] < lay.pp - t[2]
+
         while forwards or backs or weights:
             b = next((t for t in self._heads(backs) if self.ready(t)), None)
-            f_heads = self._heads(forwards) if inflight < limit else []
-            f = next((t for t in f_heads if self.ready(t)), None)
+            f = next((t for t in self._heads(forwards) if allowed(t) and self.ready(t)), None)
             if lay.dual and b is not None and f is not None and lay.direction(b[1]) != lay.direction(f[1]):
                 pair = self.phase_of(f) + self.phase_of(b)
                 hidden = Phase(pair.compute_s, {k: max(0.0, v - pair.compute_s) for k, v in pair.comm_s.items()})
@@ -227,16 +230,18 @@ class PipelineEngine:
                 forwards.remove(f)
                 backs.remove(b)
                 weights.append(("W", b[1], b[2]))
+                inflight[lay.direction(f[1])] += 1
+                inflight[lay.direction(b[1])] -= 1
                 continue
             if b is not None:
                 yield from self.execute(rank, [b], self.phase_of(b))
                 backs.remove(b)
                 weights.append(("W", b[1], b[2]))
-                inflight -= 1
+                inflight[lay.direction(b[1])] -= 1
             elif f is not None:
                 yield from self.execute(rank, [f], self.phase_of(f))
                 forwards.remove(f)
-                inflight += 1
+                inflight[lay.direction(f[1])] += 1
             elif weights:
                 w = weights.pop(0)
                 yield from self.execute(rank, [w], self.phase_of(w))
@@ -251,4 +256,7 @@ class PipelineEngine:
                 proc = self.dynamic_rank(rank)
             self.env.process(proc)
         self.env.run()
+        missing = [t for t, ev in self.done.items() if not ev.triggered]
+        if missing:  # a schedule that deadlocks is a bug in the schedule, not a user error
+            raise RuntimeError(f"{self.schedule} schedule deadlocked with {len(missing)} tasks left, e.g. {missing[0]}")
         return PipelineRun(events=self.events, ranks=self.stats)

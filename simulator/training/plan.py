@@ -18,6 +18,7 @@ from simulator.costs import OpCost, comm_time, op_cost
 from simulator.workload import Op, embedding_ops, head_ops, layer_ops
 
 COMM_KINDS = ("tp", "cp", "ep", "dp", "pp")
+_UNFUSED_CORE = ("attn_scores", "attn_softmax_dropout", "attn_context")
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Groups:
         return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp}
 
 
-def _phases(costs: list[OpCost], cp: int) -> tuple[Phase, Phase, Phase, float]:
+def _phases(costs: list[OpCost], cp: int, call_s: float = 0.0) -> tuple[Phase, Phase, Phase, float]:
     """Forward, backward-input and backward-weight phases of a list of op costs, and attn-core fwd time."""
     f_comp = b_comp = w_comp = attn = 0.0
     f_comm: dict[str, float] = {}
@@ -95,15 +96,15 @@ def _phases(costs: list[OpCost], cp: int) -> tuple[Phase, Phase, Phase, float]:
             f_comp += c.forward_s
             b_comp += c.backward_input_s
             w_comp += c.backward_weight_s
-            if op.kind == "attn":
+            if op.kind == "attn" or op.name in _UNFUSED_CORE:
                 attn += c.forward_s
             continue
         if op.collective == "ring_exchange":
             ring += c.forward_s
             continue
         kind = op.group or "tp"
-        f_comm[kind] = f_comm.get(kind, 0.0) + c.forward_s
-        b_comm[kind] = b_comm.get(kind, 0.0) + c.backward_s
+        f_comm[kind] = f_comm.get(kind, 0.0) + c.forward_s + call_s
+        b_comm[kind] = b_comm.get(kind, 0.0) + c.backward_s + call_s
     if cp > 1:  # ring attention overlaps the K/V exchange with the attention blocks it feeds
         f_comm["cp"] = max(0.0, ring - attn)
         b_comm["cp"] = max(0.0, 2.0 * ring - 2.5 * attn)
@@ -136,16 +137,18 @@ def chunk_costs(
     mb, seq = t.micro_batch, t.seq_len
 
     def cost(ops: list[Op]) -> tuple[Phase, Phase, Phase, float]:
-        return _phases([op_cost(op, profile, groups, dtype) for op in ops], p.cp)
+        return _phases([op_cost(op, profile, groups, dtype) for op in ops], p.cp, t.collective_call_s)
 
     per_kind: dict[bool, tuple[Phase, Phase, Phase, float]] = {}
     flops_per_kind: dict[bool, float] = {}
+    attn_flops_per_kind: dict[bool, float] = {}
     for i in range(m.num_layers):
         kind = m.is_moe_layer(i)
         if kind not in per_kind:
-            ops = layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp)
+            ops = layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention)
             per_kind[kind] = cost(ops)
             flops_per_kind[kind] = sum(op.flops for op in ops if op.kind in ("gemm", "attn"))
+            attn_flops_per_kind[kind] = sum(op.flops for op in ops if op.kind == "attn" or op.name in _UNFUSED_CORE)
     embed = cost(embedding_ops(m, mb, seq // p.cp, dtype=dtype))
     head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype))
     head_params = m.output_params() / p.tp
@@ -164,7 +167,7 @@ def chunk_costs(
             fwd, bwd, wgt = fwd + f, bwd + b, wgt + w
             if t.recompute == "selective":
                 recompute = recompute + Phase(attn)
-                recompute_flops += _attn_flops(cfg)
+                recompute_flops += attn_flops_per_kind[m.is_moe_layer(i)]
             elif t.recompute == "full":
                 recompute = recompute + f
                 recompute_flops += flops_per_kind[m.is_moe_layer(i)]
@@ -176,6 +179,8 @@ def chunk_costs(
             fwd, bwd, wgt = fwd + head[0], bwd + head[1], wgt + head[2]
             params += head_params if not (m.tied_embeddings and num_chunks == 1) else 0.0
         bwd = recompute + bwd
+        if t.host_s_per_layer > 0:
+            fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, len(layers) * t.host_s_per_layer, t.recompute == "full")
         if p.zero == 3:
             fwd, bwd = _zero3_exposure(fwd, bwd, wgt, params, groups["dp"])
         if not include_comm:
@@ -184,11 +189,16 @@ def chunk_costs(
     return chunks
 
 
-def _attn_flops(cfg: RunConfig) -> float:
-    """Forward FLOPs of one layer's attention core on one rank (what selective recompute redoes)."""
-    m, p, t = cfg.model, cfg.parallel, cfg.training
-    ops = layer_ops(m, 0, t.micro_batch, t.seq_len, tp=p.tp, cp=p.cp, dtype=t.precision, sp=p.sp)
-    return sum(op.flops for op in ops if op.kind == "attn")
+def _host_floor(phase: Phase, host_s: float) -> Phase:
+    """A phase cannot finish before the host has issued its kernels: stretch its compute if needed."""
+    return Phase(max(phase.compute_s, host_s - sum(phase.comm_s.values())), phase.comm_s)
+
+
+def _host_bound(fwd: Phase, bwd: Phase, wgt: Phase, host_fwd_s: float, full_recompute: bool) -> tuple[Phase, ...]:
+    """Eager-mode host cost: forward 1x, input-gradient backward 1x (+1x forward when recomputing), weight
+    gradients 1x the per-layer forward host time (backward issues about twice the forward's kernels)."""
+    b_host = host_fwd_s * (2.0 if full_recompute else 1.0)
+    return _host_floor(fwd, host_fwd_s), _host_floor(bwd, b_host), _host_floor(wgt, host_fwd_s)
 
 
 def _zero3_exposure(fwd: Phase, bwd: Phase, wgt: Phase, params: float, dp: CommGroup) -> tuple[Phase, Phase]:
