@@ -106,9 +106,9 @@ class RunConfig(BaseModel):
             raise ClusterSimError(
                 f"parallel.ep={p.ep} must divide dp*cp*tp={p.dp * p.cp * p.tp} (experts fold into them)"
             )
-        if m.num_layers % (p.pp * p.vpp):
+        if m.num_layers < p.pp * p.vpp:
             raise ClusterSimError(
-                f"num_layers={m.num_layers} does not split over pp*vpp={p.pp}*{p.vpp}; pick pp and vpp that divide it"
+                f"num_layers={m.num_layers} cannot be split over pp*vpp={p.pp}*{p.vpp} chunks; use fewer stages"
             )
         if p.vpp > 1 and p.schedule != "interleaved":
             raise ClusterSimError(f"parallel.vpp={p.vpp} needs parallel.schedule=interleaved")

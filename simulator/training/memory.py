@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError
 from simulator.config import RunConfig
+from simulator.training.plan import chunk_layers
 
 WEIGHT_BYTES = 2.0  # bf16/fp16 model weights
 FP8_WEIGHT_BYTES = 1.0  # TransformerEngine's fp8 copy of each GEMM weight (precision=fp8)
@@ -140,12 +141,8 @@ def stage_layers(cfg: RunConfig, stage: int) -> list[int]:
     """
     _check_stage(cfg, stage)
     p = cfg.parallel
-    per_chunk = cfg.model.num_layers // (p.pp * p.vpp)
-    layers: list[int] = []
-    for v in range(p.vpp):
-        chunk = stage + v * p.pp
-        layers.extend(range(chunk * per_chunk, (chunk + 1) * per_chunk))
-    return layers
+    chunks = chunk_layers(cfg.model.num_layers, p.pp * p.vpp)
+    return [layer for v in range(p.vpp) for layer in chunks[stage + v * p.pp]]
 
 
 def _is_first(cfg: RunConfig, stage: int) -> bool:

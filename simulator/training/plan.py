@@ -81,7 +81,7 @@ class Groups:
         )
 
     def as_dict(self) -> dict[str, CommGroup]:
-        return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp}
+        return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp, "grad": self.grad}
 
 
 def _phases(costs: list[OpCost], cp: int, call_s: float = 0.0) -> tuple[Phase, Phase, Phase, float]:
@@ -122,9 +122,18 @@ def _layer_params(cfg: RunConfig, layer: int) -> float:
 
 
 def chunk_layers(num_layers: int, num_chunks: int) -> list[tuple[int, ...]]:
-    """Split layers into ``num_chunks`` contiguous, equal slices (the config checks divisibility)."""
-    per = num_layers // num_chunks
-    return [tuple(range(i * per, (i + 1) * per)) for i in range(num_chunks)]
+    """Split layers into ``num_chunks`` contiguous slices, as equal as possible.
+
+    When they do not divide, the first chunks take one layer more and the last (which also runs the
+    output head) fewer, as Llama 3's 126 layers on 16 stages did.
+    """
+    per, extra = divmod(num_layers, num_chunks)
+    out, start = [], 0
+    for i in range(num_chunks):
+        n = per + (1 if i < extra else 0)
+        out.append(tuple(range(start, start + n)))
+        start += n
+    return out
 
 
 def chunk_costs(
@@ -182,7 +191,8 @@ def chunk_costs(
         if t.host_s_per_layer > 0:
             fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, len(layers) * t.host_s_per_layer, t.recompute == "full")
         if p.zero == 3:
-            fwd, bwd = _zero3_exposure(fwd, bwd, wgt, params, groups["dp"])
+            gbytes = 2.0 if t.precision == "fp16" else 4.0  # as simulate.grad_comm_bytes
+            fwd, bwd = _zero3_exposure(fwd, bwd, wgt, params, groups["grad"], gbytes, t.overlap_grad_reduce)
         if not include_comm:
             fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
         chunks.append(ChunkCost(layers, first, last, fwd, bwd, wgt, params, send, recompute_flops))
@@ -201,12 +211,21 @@ def _host_bound(fwd: Phase, bwd: Phase, wgt: Phase, host_fwd_s: float, full_reco
     return _host_floor(fwd, host_fwd_s), _host_floor(bwd, b_host), _host_floor(wgt, host_fwd_s)
 
 
-def _zero3_exposure(fwd: Phase, bwd: Phase, wgt: Phase, params: float, dp: CommGroup) -> tuple[Phase, Phase]:
-    """ZeRO-3: parameters are all-gathered before the forward and again before the backward, and
-    gradients reduce-scattered after it; prefetching hides the part that fits under compute."""
-    nbytes = 2.0 * params  # the gathered 16-bit parameters of this chunk (this TP rank's share)
-    ag = comm_time("all_gather", nbytes, dp)
-    rs = comm_time("reduce_scatter", nbytes, dp)  # 16-bit gradients (DeepSpeed's default)
+def _zero3_exposure(
+    fwd: Phase, bwd: Phase, wgt: Phase, params: float, dp: CommGroup, grad_bytes: float, overlap_rs: bool
+) -> tuple[Phase, Phase]:
+    """ZeRO-3 (Rajbhandari et al. 2020): every micro-batch all-gathers the chunk's parameters before
+    its forward and again before its backward, then reduce-scatters the gradients.
+
+    The gathers are prefetched, so only what does not fit under the phase's compute is exposed; the
+    reduce-scatter overlaps the backward only with ``overlap_grad_reduce`` (DeepSpeed's
+    ``overlap_comm``, off by default). ZeRO-3 gathers each parameter from every rank that owns a
+    shard, so the traffic to off-node owners goes through the rank's own NIC share (the
+    ``all_to_all`` pattern), not through an NVLink-aggregated ring.
+    """
+    ag = comm_time("all_to_all", 2.0 * params, dp)
+    rs = comm_time("all_to_all", grad_bytes * params, dp)
     f_exposed = max(0.0, ag - fwd.total_s)
-    b_exposed = max(0.0, ag + rs - (bwd.total_s + wgt.total_s))
+    b_compute = bwd.total_s + wgt.total_s
+    b_exposed = max(0.0, ag + rs - b_compute) if overlap_rs else max(0.0, ag - b_compute) + rs
     return fwd + Phase(0.0, {"dp": f_exposed}), bwd + Phase(0.0, {"dp": b_exposed})

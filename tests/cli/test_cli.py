@@ -89,3 +89,30 @@ def test_import_does_not_pull_torch_or_streamlit() -> None:
     code = "import simulator, hwmodels, sys; print('torch' in sys.modules, 'streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+def test_train_default_prints_a_summary(capsys) -> None:
+    code, out, _ = run(capsys, "train")
+    assert code == 0
+    for needle in ("step time", "MFU", "pipeline bubble", "exposed comm", "memory per GPU", "time to train"):
+        assert needle in out
+
+
+def test_train_json_and_trace(capsys, tmp_path) -> None:
+    trace = tmp_path / "step.json"
+    code, out, _ = run(
+        capsys, "train", "--json", "--set", "parallel.pp=16", "--set", "parallel.dp=8", "--trace", str(trace)
+    )
+    data = json.loads(out)
+    assert code == 0 and data["step_time_s"] > 0 and "memory_per_gpu_gb" in data
+    assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_train_bad_plan_exits_2(capsys) -> None:
+    code, _, err = run(capsys, "train", "--set", "parallel.pp=3")
+    assert code == 2 and "must equal cluster.num_gpus" in err
+
+
+def test_validate_training_prints_errors(capsys) -> None:
+    code, out, _ = run(capsys, "validate", "training", "--table", "megatron-table2")
+    assert code == 0 and "MAPE" in out and "ptdp" in out

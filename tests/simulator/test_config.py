@@ -43,7 +43,7 @@ def test_overrides_create_sections_and_parse_yaml_scalars() -> None:
             ["parallel.tp=5", "parallel.dp=1", "cluster.num_gpus=40", "cluster.node=null"],
             "tp=5 does not divide",
         ),
-        (["parallel.pp=7", "parallel.dp=16", "cluster.num_gpus=896"], "num_layers=96 does not split"),
+        (["parallel.pp=128", "parallel.dp=1", "cluster.num_gpus=1024"], "num_layers=96 cannot be split"),
         (["training.global_batch=1000"], "not divisible by micro_batch*dp"),
         (["training.precision=fp8"], "a100-sxm4-80gb lacks"),
         (["cluster.gpu=b300"], "unknown GPU 'b300'"),

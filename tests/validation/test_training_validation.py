@@ -1,0 +1,58 @@
+"""Training predictions against published measurements; every error is printed.
+
+Acceptance (training issue): Megatron SC'21 Table 1 MAE <= 5% with no row worse than 10%;
+vTrain single-node and multi-node MAPE <= 10%; Table 2's ZeRO-3 vs PTD-P ordering and scaling trend.
+One hardware profile for every row; the few global parameters are listed in the README.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator import validation as V
+
+
+def _report(name: str, comps: list[V.Comparison], show: int = 12) -> dict:
+    s = V.summary(comps)
+    print(
+        f"\n{name}: {s['rows']} rows, MAPE {s['mape']:.2%}, max {s['max_abs_error']:.2%}, "
+        f"bias {s['mean_signed_error']:+.2%}"
+    )
+    for c in sorted(comps, key=lambda c: -abs(c.error))[:show]:
+        print(f"  {c.label:55s} published {c.published:10.1f}  predicted {c.predicted:10.1f}  {c.error:+.1%}")
+    return s
+
+
+@pytest.fixture(scope="module")
+def table2() -> list[V.Comparison]:
+    return V.megatron_table2()
+
+
+def test_megatron_table1_weak_scaling() -> None:
+    s = _report("Megatron SC'21 Table 1 (TFLOP/s per GPU)", V.megatron_table1())
+    assert s["mape"] <= 0.05
+    assert s["max_abs_error"] <= 0.10
+
+
+def test_megatron_table2_ordering_and_trend(table2) -> None:
+    _report("Megatron SC'21 Table 2 (TFLOP/s per GPU)", table2)
+    by = {c.label: c.predicted for c in table2}
+    for size, gpus in [("174.6", (384, 768, 1536)), ("529.6", (640, 1120, 2240))]:
+        z = [by[f"zero3 {size}B {g} GPUs"] for g in gpus]
+        assert z[0] > z[1] > z[2], "ZeRO-3 throughput per GPU must fall as GPUs are added"
+    for size, gpus in [("174.6", (384, 768, 1536)), ("529.6", (560, 1120, 2240))]:
+        p = [by[f"ptdp {size}B {g} GPUs"] for g in gpus]
+        assert p[0] >= p[1] >= p[2] and p[2] > 0.85 * p[0], "PTD-P scales nearly linearly"
+    for size, gpus in [("174.6", (384, 768, 1536)), ("529.6", (1120, 2240))]:
+        for g in gpus:
+            assert by[f"ptdp {size}B {g} GPUs"] > by[f"zero3 {size}B {g} GPUs"]
+
+
+def test_vtrain_single_node() -> None:
+    s = _report("vTrain single-node (iteration ms)", V.vtrain_single())
+    assert s["mape"] <= 0.10
+
+
+def test_vtrain_multi_node() -> None:
+    s = _report("vTrain multi-node (iteration ms)", V.vtrain_multi())
+    assert s["mape"] <= 0.10
