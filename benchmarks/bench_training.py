@@ -59,11 +59,15 @@ def sweep_rate() -> tuple[int, float]:
 
 
 def main() -> None:
-    for name, cfg in [("GPT-3 175B, 1,024 A100, TP8 PP8 DP16 interleaved, 64 micro-batches", GPT3_1024),
-                      ("Llama-3 405B, 16,384 H100, TP8 PP16 DP128 interleaved, 16 micro-batches", LLAMA3_16K)]:
+    for name, cfg in [
+        ("GPT-3 175B, 1,024 A100, TP8 PP8 DP16 interleaved, 64 micro-batches", GPT3_1024),
+        ("Llama-3 405B, 16,384 H100, TP8 PP16 DP128 interleaved, 16 micro-batches", LLAMA3_16K),
+    ]:
         secs, r = timed(cfg)
-        print(f"{name}: {secs * 1e3:.0f} ms per simulated step (median of 5); "
-              f"step {r.step_time_s:.2f} s, MFU {r.mfu:.1%}, {len(r.timeline)} timeline events")
+        print(
+            f"{name}: {secs * 1e3:.0f} ms per simulated step (median of 5); "
+            f"step {r.step_time_s:.2f} s, MFU {r.mfu:.1%}, {len(r.timeline)} timeline events"
+        )
     n, secs = sweep_rate()
     print(f"plan sweep: {n} GPT-3 plans in {secs:.1f} s = {n / secs:.1f} configurations/s (one core)")
 
