@@ -87,6 +87,9 @@ class Profile(BaseModel):
     peak_tflops: dict[str, float]
     memory_bandwidth_gbps: float = Field(gt=0)
     host_link_gbps: float = Field(gt=0, description="achievable pinned host<->device bandwidth per direction")
+    iteration_overhead_s: float = Field(
+        default=0.0, ge=0, description="serving engine CPU time per iteration (scheduling, sampling, I/O)"
+    )
     curves: dict[str, Curve]
     gemm_by_dtype: dict[str, Curve] = Field(default_factory=dict, description="per-dtype GEMM overrides")
     power: PowerParams
@@ -243,6 +246,7 @@ def datasheet_profile(gpu: str) -> Profile:
         peak_tflops={dt: spec.peak_tflops(dt) for dt in DTYPES if spec.supports(dt)},
         memory_bandwidth_gbps=spec.memory_bandwidth_gbps,
         host_link_gbps=host.bandwidth_gbps * d["host_link_efficiency"],
+        iteration_overhead_s=d["iteration_overhead_s"],
         curves=_curves_for(spec.id, d),
         power=PowerParams(
             idle_w=spec.idle_w,

@@ -1,0 +1,331 @@
+"""Serving configuration: model, replicas, batching policy, KV cache, traffic and SLO.
+
+Policies and distributions are tagged unions (``kind: continuous``), validated by pydantic; every
+cross-field problem is a one-line ``ClusterSimError`` naming the field to change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hwmodels.catalogue import get_gpu
+from hwmodels.errors import ClusterSimError, first_validation_error
+from simulator.config import apply_overrides, read_yaml
+from simulator.models import ModelSpec, get_model
+
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- traffic -------------------------------------------------------------------------------------
+class PoissonArrivals(BaseModel):
+    """Memoryless arrivals at ``rate_per_s`` (exponential gaps)."""
+
+    model_config = _STRICT
+    kind: Literal["poisson"] = "poisson"
+    rate_per_s: float = Field(gt=0)
+
+
+class GammaArrivals(BaseModel):
+    """Bursty arrivals: gamma-distributed gaps with mean 1/rate and coefficient of variation ``cv``."""
+
+    model_config = _STRICT
+    kind: Literal["gamma"] = "gamma"
+    rate_per_s: float = Field(gt=0)
+    cv: float = Field(default=2.0, gt=0, description="1 = Poisson, > 1 burstier")
+
+
+class FixedArrivals(BaseModel):
+    """One request every 1/rate seconds."""
+
+    model_config = _STRICT
+    kind: Literal["fixed"] = "fixed"
+    rate_per_s: float = Field(gt=0)
+
+
+class TraceArrivals(BaseModel):
+    """Arrival times replayed from ``workload.trace`` (optionally time-scaled to a target rate)."""
+
+    model_config = _STRICT
+    kind: Literal["trace"] = "trace"
+    rate_per_s: float | None = Field(default=None, gt=0, description="rescale the trace to this mean rate")
+
+
+Arrivals = Annotated[PoissonArrivals | GammaArrivals | FixedArrivals | TraceArrivals, Field(discriminator="kind")]
+
+
+class FixedLengths(BaseModel):
+    model_config = _STRICT
+    kind: Literal["fixed"] = "fixed"
+    prompt_tokens: int = Field(gt=0)
+    output_tokens: int = Field(gt=0)
+
+
+class UniformLengths(BaseModel):
+    model_config = _STRICT
+    kind: Literal["uniform"] = "uniform"
+    prompt_min: int = Field(gt=0)
+    prompt_max: int = Field(gt=0)
+    output_min: int = Field(gt=0)
+    output_max: int = Field(gt=0)
+
+
+class LognormalLengths(BaseModel):
+    """Log-normal lengths (median and log-space sigma), clipped to [1, max]; fit to a trace with
+    ``simulator.serving.workload.fit_lognormal``."""
+
+    model_config = _STRICT
+    kind: Literal["lognormal"] = "lognormal"
+    prompt_median: float = Field(gt=0)
+    prompt_sigma: float = Field(default=1.0, ge=0)
+    output_median: float = Field(gt=0)
+    output_sigma: float = Field(default=1.0, ge=0)
+    max_prompt: int = Field(default=32768, gt=0)
+    max_output: int = Field(default=4096, gt=0)
+
+
+class ZipfLengths(BaseModel):
+    """Heavy-tailed (Zipf) lengths with exponent ``a`` > 1, clipped to [1, max]."""
+
+    model_config = _STRICT
+    kind: Literal["zipf"] = "zipf"
+    prompt_a: float = Field(gt=1)
+    output_a: float = Field(gt=1)
+    prompt_scale: int = Field(default=64, gt=0, description="tokens per Zipf rank")
+    output_scale: int = Field(default=16, gt=0)
+    max_prompt: int = Field(default=32768, gt=0)
+    max_output: int = Field(default=4096, gt=0)
+
+
+class TraceLengths(BaseModel):
+    """Prompt and output lengths taken from ``workload.trace`` (row by row, or sampled)."""
+
+    model_config = _STRICT
+    kind: Literal["trace"] = "trace"
+    sample: bool = Field(default=False, description="sample rows with replacement instead of replaying them")
+
+
+Lengths = Annotated[
+    FixedLengths | UniformLengths | LognormalLengths | ZipfLengths | TraceLengths, Field(discriminator="kind")
+]
+
+
+class TraceSpec(BaseModel):
+    """A request trace file: CSV or JSONL with arrival time, prompt and output tokens.
+
+    ``preset`` maps the columns of known public traces (azure: TIMESTAMP, ContextTokens,
+    GeneratedTokens; splitwise: same as azure; vidur: arrived_at, num_prefill_tokens,
+    num_decode_tokens); ``columns`` maps our names to any other file's columns.
+    """
+
+    model_config = _STRICT
+    path: str
+    format: Literal["auto", "csv", "jsonl"] = "auto"
+    preset: Literal["none", "azure", "splitwise", "vidur"] = "none"
+    columns: dict[str, str] = Field(default_factory=dict, description="arrival_s/prompt_tokens/output_tokens -> column")
+    max_rows: int | None = Field(default=None, gt=0)
+
+
+class SessionSpec(BaseModel):
+    """Multi-turn conversations: each session has ``turns`` requests; a turn's prompt is the whole
+    conversation so far (earlier prompts and answers) plus its new message."""
+
+    model_config = _STRICT
+    turns: int = Field(default=4, gt=0)
+    think_time_s: float = Field(default=10.0, ge=0, description="user pause between an answer and the next turn")
+
+
+class WorkloadSpec(BaseModel):
+    """Traffic: how many requests, when they arrive, how long they are."""
+
+    model_config = _STRICT
+    num_requests: int = Field(default=1000, gt=0)
+    arrivals: Arrivals = PoissonArrivals(rate_per_s=4.0)
+    lengths: Lengths = LognormalLengths(prompt_median=512, prompt_sigma=0.8, output_median=128, output_sigma=0.8)
+    trace: TraceSpec | None = None
+    sessions: SessionSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkloadSpec:
+        uses_trace = self.arrivals.kind == "trace" or self.lengths.kind == "trace"
+        if uses_trace and self.trace is None:
+            raise ClusterSimError("workload.arrivals/lengths kind 'trace' needs workload.trace.path")
+        if isinstance(self.lengths, UniformLengths):
+            ln = self.lengths
+            if ln.prompt_min > ln.prompt_max or ln.output_min > ln.output_max:
+                raise ClusterSimError("workload.lengths: *_min must be <= *_max")
+        return self
+
+
+# ---- batching policies ---------------------------------------------------------------------------
+class StaticBatching(BaseModel):
+    """Request-level batching: wait for ``batch_size`` requests (or ``max_wait_s``), prefill them
+    together, decode until the whole batch is done; nobody joins a running batch."""
+
+    model_config = _STRICT
+    kind: Literal["static"] = "static"
+    batch_size: int = Field(default=8, gt=0)
+    max_wait_s: float = Field(default=0.5, ge=0)
+
+
+class BucketedBatching(BaseModel):
+    """Dynamic length-bucketed batching: requests wait in ``num_buckets`` bins of ``bucket_width``
+    prompt tokens; a bin runs as a static batch once it holds ``min_batch`` requests (up to
+    ``max_batch``) or its oldest request has waited ``max_wait_s``."""
+
+    model_config = _STRICT
+    kind: Literal["bucketed"] = "bucketed"
+    bucket_width: int = Field(default=256, gt=0)
+    num_buckets: int = Field(default=8, gt=0)
+    min_batch: int = Field(default=4, gt=0)
+    max_batch: int = Field(default=32, gt=0)
+    max_wait_s: float = Field(default=0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> BucketedBatching:
+        if self.min_batch > self.max_batch:
+            raise ClusterSimError(f"batching.min_batch={self.min_batch} exceeds max_batch={self.max_batch}")
+        return self
+
+
+class ContinuousBatching(BaseModel):
+    """Iteration-level batching (Orca, vLLM): finished sequences leave and waiting ones join every
+    iteration; a new request's whole prompt is prefilled in one iteration (prefills first)."""
+
+    model_config = _STRICT
+    kind: Literal["continuous"] = "continuous"
+    max_num_seqs: int = Field(default=256, gt=0)
+    max_num_batched_tokens: int = Field(default=8192, gt=0)
+
+
+class ChunkedPrefill(BaseModel):
+    """Sarathi-Serve: each iteration has a ``token_budget``; running decodes take one token each and
+    the rest of the budget prefills waiting prompts in chunks, so long prompts never stall decodes."""
+
+    model_config = _STRICT
+    kind: Literal["chunked"] = "chunked"
+    max_num_seqs: int = Field(default=256, gt=0)
+    token_budget: int = Field(default=512, gt=0)
+
+
+class DisaggregatedServing(BaseModel):
+    """Separate prefill and decode pools (Splitwise, DistServe): prompts run on prefill replicas, the
+    KV cache moves over ``link`` to a decode replica, which batches decodes continuously."""
+
+    model_config = _STRICT
+    kind: Literal["disaggregated"] = "disaggregated"
+    prefill_replicas: int = Field(default=1, gt=0)
+    decode_replicas: int = Field(default=1, gt=0)
+    max_num_seqs: int = Field(default=256, gt=0)
+    max_num_batched_tokens: int = Field(default=8192, gt=0)
+    link: str = Field(default="ib-ndr", description="link class for the KV transfer (`clustersim nodes`)")
+
+
+Batching = Annotated[
+    StaticBatching | BucketedBatching | ContinuousBatching | ChunkedPrefill | DisaggregatedServing,
+    Field(discriminator="kind"),
+]
+
+
+# ---- KV cache ------------------------------------------------------------------------------------
+class RetentionSpec(BaseModel):
+    """Structured KV retention for long conversations: keep the last ``keep_last_turns`` turns in
+    full, only the ``key_token_fraction`` most-attended tokens of turns up to ``drop_after_turns``
+    back, and drop older turns (the source material's scheme, so its saving can be measured)."""
+
+    model_config = _STRICT
+    keep_last_turns: int = Field(default=16, gt=0)
+    key_token_fraction: float = Field(default=0.1, ge=0, le=1)
+    drop_after_turns: int = Field(default=64, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RetentionSpec:
+        if self.drop_after_turns < self.keep_last_turns:
+            raise ClusterSimError("kv.retention.drop_after_turns must be >= keep_last_turns")
+        return self
+
+
+class KVSpec(BaseModel):
+    """Paged KV cache and its tiers."""
+
+    model_config = _STRICT
+    block_size: int = Field(default=16, gt=0, description="tokens per KV block (vLLM default 16)")
+    dtype: Literal["bf16", "fp16", "fp8", "int4"] = "bf16"
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="share of HBM the engine may use")
+    preemption: Literal["recompute", "swap"] = "recompute"
+    host_gb: float = Field(default=0.0, ge=0, description="host-DRAM KV tier per replica (0 = none)")
+    nvme_gb: float = Field(default=0.0, ge=0, description="local NVMe KV tier per replica (0 = none)")
+    nvme_gbps: float = Field(default=6.0, gt=0, description="NVMe read/write GB/s (PCIe Gen4 x4 SSD: ~6-7)")
+    prefix_caching: bool = False
+    retention: RetentionSpec | None = None
+
+
+class SLOSpec(BaseModel):
+    """Latency targets a request must meet to count toward goodput."""
+
+    model_config = _STRICT
+    ttft_s: float = Field(default=2.0, gt=0)
+    tpot_s: float = Field(default=0.1, gt=0)
+
+
+class ServingConfig(BaseModel):
+    """A model served on N replicas of TP x PP GPUs, with a batching policy and traffic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    model: ModelSpec
+    gpu: str
+    node: str | None = None
+    tp: int = Field(default=1, gt=0)
+    pp: int = Field(default=1, gt=0)
+    replicas: int = Field(default=1, gt=0)
+    weight_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    router: Literal["round_robin", "least_outstanding", "kv_aware"] = "least_outstanding"
+    batching: Batching = ContinuousBatching()
+    kv: KVSpec = KVSpec()
+    workload: WorkloadSpec = WorkloadSpec()
+    slo: SLOSpec = SLOSpec()
+    seed: int = 0
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _resolve_model(cls, v: Any) -> ModelSpec:
+        return v if isinstance(v, ModelSpec) else get_model(v)
+
+    @field_validator("gpu")
+    @classmethod
+    def _canonical_gpu(cls, v: str) -> str:
+        return get_gpu(v).id
+
+    @model_validator(mode="after")
+    def _check(self) -> ServingConfig:
+        m = self.model
+        if m.num_attention_heads % self.tp:
+            raise ClusterSimError(f"tp={self.tp} does not divide num_attention_heads={m.num_attention_heads}")
+        if m.num_layers % self.pp:
+            raise ClusterSimError(f"pp={self.pp} does not divide num_layers={m.num_layers}")
+        if self.weight_dtype == "fp8" and not get_gpu(self.gpu).supports("fp8"):
+            raise ClusterSimError(f"weight_dtype=fp8 needs FP8 units, which {self.gpu} lacks; use int8 or bf16")
+        return self
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def num_gpus(self) -> int:
+        b = self.batching
+        pools = b.prefill_replicas + b.decode_replicas if isinstance(b, DisaggregatedServing) else self.replicas
+        return pools * self.gpus_per_replica
+
+
+def load_serving_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> ServingConfig:
+    """Build a validated :class:`ServingConfig` from a YAML path or dict plus ``--set`` overrides."""
+    data = source if isinstance(source, dict) else read_yaml(source)
+    data = apply_overrides(data, overrides)
+    try:
+        return ServingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ClusterSimError(first_validation_error(exc)) from None

@@ -1,0 +1,261 @@
+"""Cost of one serving-engine iteration: a mixed batch of prefill chunks and decodes.
+
+Per transformer layer on one TP rank: the projection and MLP GEMMs over all the iteration's tokens
+(their weights are read once per iteration, which is what makes small decode batches
+memory-bound), attention for each prefill chunk against its context and one decode-attention
+kernel streaming every decode's KV cache (each context length counts, not their mean), the TP
+all-reduces, and the elementwise ops; then the LM head for the sequences that emit a token, and a
+per-iteration CPU overhead (scheduling, sampling) from the profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hwmodels.catalogue import get_gpu
+from hwmodels.collectives import all_reduce_time
+from hwmodels.dtypes import bytes_per_element
+from hwmodels.errors import ClusterSimError
+from hwmodels.profile import Curve, Profile, load_profile
+from hwmodels.topology import ClusterSpec, CommGroup
+from simulator.models import ModelSpec, get_model
+
+#: GEMM compute dtype for each weight format: fp8 and int8 run on their tensor cores (W8A8),
+#: int4 is weight-only (dequantised to bf16 in the kernel).
+_COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16"}
+
+
+@dataclass(frozen=True, eq=False)
+class IterationModel:
+    """Everything needed to cost iterations of one replica, precomputed once."""
+
+    model: ModelSpec
+    profile: Profile
+    tp: int
+    pp: int
+    weight_dtype: str
+    kv_dtype: str
+    tp_group: CommGroup
+    overhead: bool = True
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _memo(self, key: tuple, fn, *args) -> float:
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = fn(*args)
+        return value
+
+    # ---- per-token-count costs (cached: iterations repeat the same token counts) ----------------
+    def _gemm(self, M: int, N: int, K: int, floor: bool | None = None) -> float:
+        compute = _COMPUTE_DTYPE[self.weight_dtype]
+        curve: Curve = self.profile.curve("gemm", compute)
+        flops = 2.0 * M * N * K
+        nbytes = 2.0 * (M * K + M * N) + bytes_per_element(self.weight_dtype) * N * K
+        use_floor = self.overhead if floor is None else floor
+        return curve.time(flops, nbytes, self.profile.peak_flops(compute), self.profile.bandwidth_bytes_s, use_floor)
+
+    def dense_layer_s(self, tokens: int) -> float:
+        """A layer's token-parallel work (everything but attention) for ``tokens`` tokens."""
+        return self._memo(("dense", tokens), self._dense_layer_s, tokens)
+
+    def _dense_layer_s(self, tokens: int) -> float:
+        m, tp = self.model, self.tp
+        h = m.hidden_size
+        t = 0.0
+        if m.mla is not None:
+            mla = m.mla
+            heads = m.num_attention_heads // tp
+            if mla.q_lora_rank:
+                t += self._gemm(tokens, mla.q_lora_rank, h) + self._gemm(
+                    tokens, heads * mla.qk_head_dim, mla.q_lora_rank
+                )
+            else:
+                t += self._gemm(tokens, heads * mla.qk_head_dim, h)
+            t += self._gemm(tokens, mla.kv_lora_rank + mla.qk_rope_head_dim, h)
+            t += self._gemm(tokens, heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank)
+            t += self._gemm(tokens, h, heads * mla.v_head_dim)
+        else:
+            heads = m.num_attention_heads // tp
+            kvh = max(1, m.kv_heads // tp)
+            t += self._gemm(tokens, (heads + 2 * kvh) * m.head_size, h)
+            t += self._gemm(tokens, h, heads * m.head_size)
+        t += self._mlp_s(tokens)
+        act = 2.0 * tokens * h
+        t += (
+            self.profile.memory_op_time(2 * act, self.overhead) * 2
+            + self.profile.memory_op_time(3 * act, self.overhead) * 2
+        )
+        if tp > 1:
+            t += 2 * all_reduce_time(act, self.tp_group)
+        return t
+
+    def _mlp_s(self, tokens: int) -> float:
+        m, tp = self.model, self.tp
+        h = m.hidden_size
+        up = 3 if m.mlp == "swiglu" else 2
+        moe = m.moe
+        if moe is None:
+            ffn = m.ffn_hidden_size // tp
+            return self._gemm(tokens, (up - 1) * ffn, h) + self._gemm(tokens, h, ffn)
+        # experts actually touched this iteration read their weights; tokens spread over them
+        touched = min(moe.num_experts, tokens * moe.top_k)
+        per_expert = max(1, round(tokens * moe.top_k / touched))
+        ffn = moe.expert_ffn_hidden_size // tp
+        t = self._gemm(tokens, moe.num_experts, h)
+        # fused MoE kernels run all touched experts as one grouped GEMM per projection
+        grouped = touched * (self._gemm(per_expert, (up - 1) * ffn, h, False) + self._gemm(per_expert, h, ffn, False))
+        floor = 2 * self.profile.curve("gemm").floor_s if self.overhead else 0.0
+        t += max(floor, grouped)
+        if moe.num_shared_experts:
+            sffn = moe.shared_ffn_hidden_size // tp
+            t += self._gemm(tokens, (up - 1) * sffn, h) + self._gemm(tokens, h, sffn)
+        return t
+
+    def is_moe_layer_mix(self) -> tuple[int, int]:
+        m = self.model
+        return m.num_dense_layers, m.num_moe_layers
+
+    def prefill_attention_s(self, q_len: int, kv_len: int) -> float:
+        return self._memo(("prefill", q_len, kv_len), self._prefill_attention_s, q_len, kv_len)
+
+    def _prefill_attention_s(self, q_len: int, kv_len: int) -> float:
+        m = self.model
+        heads = m.num_attention_heads // self.tp
+        if m.mla is not None:
+            return self.profile.attention_prefill_time(
+                1,
+                q_len,
+                heads,
+                heads,
+                m.mla.qk_head_dim,
+                kv_len=kv_len,
+                v_head_dim=m.mla.v_head_dim,
+                floor=self.overhead,
+            )
+        kvh = max(1, m.kv_heads // self.tp)
+        return self.profile.attention_prefill_time(
+            1, q_len, heads, kvh, m.head_size, kv_len=kv_len, floor=self.overhead
+        )
+
+    def decode_attention_s(self, total_context: int, batch: int) -> float:
+        m = self.model
+        heads = m.num_attention_heads // self.tp
+        if m.mla is not None:  # absorbed MLA: one shared latent (+ rope key) per token
+            mla = m.mla
+            return self.profile.attention_decode_time(
+                batch,
+                [max(1, total_context // batch)] * batch,
+                heads,
+                1,
+                mla.kv_lora_rank + mla.qk_rope_head_dim,
+                kv_dtype=self.kv_dtype,
+                v_head_dim=mla.kv_lora_rank,
+                floor=self.overhead,
+            )
+        kvh = max(1, m.kv_heads // self.tp)
+        lens = [max(1, total_context // batch)] * batch
+        return self.profile.attention_decode_time(
+            batch, lens, heads, kvh, m.head_size, kv_dtype=self.kv_dtype, floor=self.overhead
+        )
+
+    def head_s(self, rows: int) -> float:
+        return self._memo(("head", rows), self._head_s, rows)
+
+    def _head_s(self, rows: int) -> float:
+        m = self.model
+        vocab = -(-m.vocab_size // self.tp)
+        return self._gemm(rows, vocab, m.hidden_size) + self.profile.memory_op_time(4.0 * rows * vocab, self.overhead)
+
+    # ---- one iteration ---------------------------------------------------------------------------
+    def time(
+        self, prefill: Sequence[tuple[int, int]], decode_contexts: Sequence[int], samples: int | None = None
+    ) -> float:
+        """Seconds for one iteration.
+
+        ``prefill``: (chunk tokens, tokens already in the KV cache before the chunk) per prefilling
+        sequence; ``decode_contexts``: context length of each decoding sequence; ``samples``: how
+        many sequences emit a token (default: every decode and every prefill).
+        """
+        tokens = sum(c for c, _ in prefill) + len(decode_contexts)
+        if tokens == 0:
+            return 0.0
+        layers = self.model.num_layers
+        t = self.dense_layer_s(tokens) * layers
+        if prefill:
+            t += layers * sum(self.prefill_attention_s(c, ctx + c) for c, ctx in prefill)
+        if decode_contexts:
+            t += layers * self.decode_attention_s(
+                int(sum(decode_contexts)) + len(decode_contexts), len(decode_contexts)
+            )
+        rows = len(decode_contexts) + len(prefill) if samples is None else samples
+        if rows:
+            t += self.head_s(rows)
+        if self.overhead:
+            t += self.profile.iteration_overhead_s
+        return t  # with PP the stages run one after another for a single iteration's latency
+
+
+def iteration_model(
+    model: ModelSpec | str,
+    gpu: str,
+    tp: int = 1,
+    pp: int = 1,
+    *,
+    profile: Profile | str | None = None,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    node: str | None = None,
+    launch_overhead: bool = True,
+) -> IterationModel:
+    """Build the per-replica iteration cost model (the engine builds one per replica type)."""
+    spec = model if isinstance(model, ModelSpec) else get_model(model)
+    gpu_id = get_gpu(gpu).id
+    if spec.num_attention_heads % tp:
+        raise ClusterSimError(f"tp={tp} does not divide num_attention_heads={spec.num_attention_heads}")
+    cluster = ClusterSpec(gpu=gpu_id, num_gpus=tp * pp, node=node).resolve()
+    return IterationModel(
+        model=spec,
+        profile=load_profile(profile, gpu=gpu_id),
+        tp=tp,
+        pp=pp,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+        tp_group=cluster.comm_group(tp),
+        overhead=launch_overhead,
+    )
+
+
+def predict_iteration_time(
+    model: ModelSpec | str,
+    gpu: str,
+    tp: int = 1,
+    prefill_tokens: Sequence[int] | Sequence[tuple[int, int]] = (),
+    decode_contexts: Sequence[int] = (),
+    launch_overhead: bool = True,
+    profile: Profile | str | None = None,
+    *,
+    pp: int = 1,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> float:
+    """Seconds for one engine iteration with these prefill chunks and decode contexts.
+
+    ``prefill_tokens`` holds chunk lengths (a fresh prompt each) or (chunk, cached-context) pairs;
+    ``decode_contexts`` the KV length of each decoding sequence. ``launch_overhead=False`` leaves
+    out the host and launch terms, as when an engine replays CUDA graphs.
+    """
+    chunks = [(int(p), 0) if isinstance(p, int | float) else (int(p[0]), int(p[1])) for p in prefill_tokens]
+    if any(c <= 0 or ctx < 0 for c, ctx in chunks) or any(int(d) <= 0 for d in decode_contexts):
+        raise ClusterSimError("prefill chunk lengths and decode contexts must be positive token counts")
+    im = iteration_model(
+        model,
+        gpu,
+        tp,
+        pp,
+        profile=profile,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+        launch_overhead=launch_overhead,
+    )
+    return im.time(chunks, [int(d) for d in decode_contexts])

@@ -1,0 +1,136 @@
+"""simulate_serving: config -> requests -> replicas (SimPy) -> per-request latencies -> metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from hwmodels.catalogue import get_link
+from hwmodels.dtypes import bytes_per_element
+from hwmodels.errors import ClusterSimError
+from hwmodels.profile import Profile
+from simulator.serving.config import (
+    BucketedBatching,
+    ChunkedPrefill,
+    DisaggregatedServing,
+    ServingConfig,
+    StaticBatching,
+    load_serving_config,
+)
+from simulator.serving.engine import ServingEngine
+from simulator.serving.iteration import IterationModel, iteration_model
+from simulator.serving.kv import KVCache
+from simulator.serving.result import ServingResult, build_result
+from simulator.serving.workload import generate_requests
+from simulator.training.memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
+
+
+def kv_bytes_per_token_per_gpu(cfg: ServingConfig) -> float:
+    """KV bytes one token occupies on each GPU of a replica (heads split over TP, layers over PP).
+
+    MLA's compressed latent is shared by all heads, so every TP rank keeps it whole; GQA with fewer
+    KV heads than TP ranks replicates a head per rank.
+    """
+    m, b = cfg.model, bytes_per_element(cfg.kv.dtype)
+    layers = m.num_layers / cfg.pp
+    if m.mla is not None:
+        return layers * (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * b
+    return 2.0 * layers * max(1, m.kv_heads // cfg.tp) * m.head_size * b
+
+
+def max_iteration_tokens(cfg: ServingConfig, max_prompt: int) -> int:
+    b = cfg.batching
+    if isinstance(b, ChunkedPrefill):
+        return b.token_budget
+    if isinstance(b, StaticBatching):
+        return b.batch_size * max_prompt
+    if isinstance(b, BucketedBatching):
+        return b.max_batch * min(max_prompt, b.bucket_width * b.num_buckets)
+    return max(b.max_num_batched_tokens, max_prompt)
+
+
+def kv_budget_blocks(cfg: ServingConfig, max_prompt: int) -> tuple[int, dict[str, float]]:
+    """GPU KV blocks per replica: HBM the engine may use, minus weights and activation workspace."""
+    m = cfg.model
+    gpus = cfg.gpus_per_replica
+    usable = usable_memory_bytes(cfg.gpu) * cfg.kv.gpu_memory_utilization
+    weights = m.total_params * bytes_per_element(cfg.weight_dtype) / gpus
+    tokens = max_iteration_tokens(cfg, max_prompt)
+    ffn = (m.moe.expert_ffn_hidden_size * m.moe.top_k if m.moe else m.ffn_hidden_size) / cfg.tp
+    activations = tokens * (4 * m.hidden_size + 3 * ffn) * 2.0 + 256 * m.vocab_size / cfg.tp * 4.0
+    free = usable - weights - activations - RUNTIME_OVERHEAD_BYTES
+    per_block = kv_bytes_per_token_per_gpu(cfg) * cfg.kv.block_size
+    info = {
+        "usable_gb": usable / 1e9,
+        "weights_gb": weights / 1e9,
+        "activations_gb": activations / 1e9,
+        "kv_gb": max(free, 0.0) / 1e9,
+    }
+    if free <= per_block:
+        raise ClusterSimError(
+            f"{m.name} weights ({weights / 1e9:.1f} GB per GPU) and activations leave no room for a KV cache on "
+            f"{cfg.gpu} with tp={cfg.tp} pp={cfg.pp}; raise tp, lower weight_dtype, or raise kv.gpu_memory_utilization"
+        )
+    return int(free // per_block), info
+
+
+def _check_requests(cfg: ServingConfig, requests: list, blocks: int) -> None:
+    if not requests:
+        raise ClusterSimError("the workload has no requests; check workload.num_requests or the trace")
+    per = cfg.kv.block_size
+    worst = max(requests, key=lambda r: r.prompt_tokens + r.output_tokens)
+    need = math.ceil((worst.prompt_tokens + worst.output_tokens) / per)
+    if need > blocks:
+        raise ClusterSimError(
+            f"request {worst.id} needs {need} KV blocks ({worst.prompt_tokens}+{worst.output_tokens} tokens) but a "
+            f"replica holds {blocks}; it can never fit: raise tp, use kv.dtype fp8/int4, or cap the lengths"
+        )
+
+
+def simulate_serving(
+    config: ServingConfig | dict[str, Any] | str | Path,
+    profile: Profile | str | None = None,
+    *,
+    overrides: list[str] | None = None,
+) -> ServingResult:
+    """Simulate serving ``config``'s traffic and return latency, throughput, KV and goodput metrics."""
+    cfg = (
+        config
+        if isinstance(config, ServingConfig) and not overrides
+        else load_serving_config(config.model_dump() if isinstance(config, ServingConfig) else config, overrides)
+    )
+    requests = generate_requests(cfg.workload, cfg.seed)
+    if not requests:
+        raise ClusterSimError("the workload has no requests; check workload.num_requests or the trace")
+    model: IterationModel = iteration_model(
+        cfg.model,
+        cfg.gpu,
+        cfg.tp,
+        cfg.pp,
+        profile=profile,
+        weight_dtype=cfg.weight_dtype,
+        kv_dtype=cfg.kv.dtype,
+        node=cfg.node,
+    )
+    blocks, memory = kv_budget_blocks(cfg, max(r.prompt_tokens for r in requests))
+    _check_requests(cfg, requests, blocks)
+    per_gpu_block = kv_bytes_per_token_per_gpu(cfg) * cfg.kv.block_size
+    host_bw = model.profile.host_link_gbps * 1e9
+
+    def make_kv() -> KVCache:
+        return KVCache(
+            gpu_blocks=blocks,
+            block_size=cfg.kv.block_size,
+            bytes_per_block=per_gpu_block,
+            host_blocks=int(cfg.kv.host_gb * 1e9 / cfg.gpus_per_replica // per_gpu_block),
+            nvme_blocks=int(cfg.kv.nvme_gb * 1e9 / cfg.gpus_per_replica // per_gpu_block),
+            host_bytes_s=host_bw,
+            nvme_bytes_s=cfg.kv.nvme_gbps * 1e9 / cfg.gpus_per_replica,
+        )
+
+    engine = ServingEngine(cfg, model, make_kv, requests)
+    if isinstance(cfg.batching, DisaggregatedServing):
+        engine.kv_link_bytes_s = get_link(cfg.batching.link).effective_bandwidth_bytes_per_s
+    seqs = engine.run()
+    return build_result(cfg, engine, seqs, memory, model.profile.kind)
