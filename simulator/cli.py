@@ -32,6 +32,7 @@ def default_config_path() -> Path:
 
 
 DEFAULT_TRAIN_CONFIG = "gpt3-175b-a100.yaml"
+DEFAULT_SERVE_CONFIG = "serve-llama3-8b-h100.yaml"
 
 
 def _print_json(data: Any) -> None:
@@ -225,6 +226,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_summary(r: Any) -> str:
+    def pct(p: Any, unit: float = 1e3) -> str:
+        return (
+            f"mean {fmt(p.mean * unit)}  p50 {fmt(p.p50 * unit)}  p90 {fmt(p.p90 * unit)}  p99 {fmt(p.p99 * unit)} ms"
+        )
+
+    rows = [
+        ("policy", f"{r.policy} on {r.num_gpus} x {r.gpu} ({r.profile} profile)"),
+        ("requests", f"{r.completed_requests:,} completed in {fmt(r.duration_s)} s"),
+        ("throughput", f"{fmt(r.throughput_requests_per_s)} req/s, {fmt(r.throughput_tokens_per_s)} output tokens/s"),
+        ("goodput", f"{fmt(r.goodput_requests_per_s)} req/s meet the SLO ({r.slo_attainment:.1%} of requests)"),
+        ("TTFT", pct(r.ttft_s)),
+        ("TPOT", pct(r.tpot_s)),
+        ("end to end", pct(r.e2e_s)),
+        ("queueing", pct(r.queue_s)),
+        (
+            "KV cache",
+            f"{r.kv_blocks_per_replica:,} blocks per replica ({fmt(r.kv_memory_gb['kv_gb'])} GB/GPU), "
+            f"peak {r.kv_peak_utilization:.1%} used, {r.preemptions} preemptions, "
+            f"prefix hit rate {r.prefix_hit_rate:.1%}",
+        ),
+        ("batching", f"mean {fmt(r.mean_batch_size)} decodes per iteration, GPU busy {r.gpu_busy_fraction:.1%}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([r.model] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from simulator.serving import load_serving_config, simulate_serving
+    from simulator.serving.capacity import max_rate
+
+    cfg = load_serving_config(args.config or example_path(DEFAULT_SERVE_CONFIG), args.set)
+    if args.max_rate:
+
+        def progress(rate: float, res: Any) -> None:
+            print(f"  rate {rate:8.3f} req/s: SLO attainment {res.slo_attainment:6.1%}", file=sys.stderr)
+
+        rate, result = max_rate(cfg, attainment=args.attainment, profile=args.profile, progress=progress)
+        if args.json:
+            _print_json({"max_rate_per_s": rate, "attainment": args.attainment, "result": result.to_dict()})
+        else:
+            print(f"highest arrival rate meeting the SLO for {args.attainment:.0%} of requests: {fmt(rate)} req/s\n")
+            print(_serve_summary(result))
+        return 0
+    result = simulate_serving(cfg, args.profile)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(_serve_summary(result))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from simulator import validation as V
 
@@ -322,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--trace", metavar="OUT.json", help="write a Chrome trace of the step (Perfetto, chrome://tracing)")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser(
+        "serve",
+        help="simulate serving traffic (default: Llama-3 8B on one H100)",
+        description="Simulate an inference deployment: TTFT/TPOT/latency percentiles, throughput, goodput and "
+        "KV cache use; --max-rate finds the capacity at the SLO.",
+    )
+    _add_config_args(p)
+    p.add_argument("--max-rate", action="store_true", help="binary-search the highest rate that meets the SLO")
+    p.add_argument("--attainment", type=float, default=0.9, help="share of requests that must meet the SLO")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser(
         "validate",
         help="compare predictions with published measurements",

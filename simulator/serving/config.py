@@ -46,7 +46,10 @@ class FixedArrivals(BaseModel):
 
 
 class TraceArrivals(BaseModel):
-    """Arrival times replayed from ``workload.trace`` (optionally time-scaled to a target rate)."""
+    """Arrival times replayed from ``workload.trace`` (optionally time-scaled to a target rate).
+
+    With ``workload.sessions`` every arrival starts a session, so requests arrive at about
+    ``turns x rate`` (the same holds for the other arrival kinds)."""
 
     model_config = _STRICT
     kind: Literal["trace"] = "trace"
@@ -127,6 +130,14 @@ class TraceSpec(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict, description="arrival_s/prompt_tokens/output_tokens -> column")
     max_rows: int | None = Field(default=None, gt=0)
 
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - {"arrival_s", "prompt_tokens", "output_tokens"})
+        if unknown:
+            raise ClusterSimError(f"unknown key(s) {unknown}; map arrival_s, prompt_tokens and output_tokens")
+        return v
+
 
 class SessionSpec(BaseModel):
     """Multi-turn conversations: each session has ``turns`` requests; a turn's prompt is the whole
@@ -134,7 +145,9 @@ class SessionSpec(BaseModel):
 
     model_config = _STRICT
     turns: int = Field(default=4, gt=0)
-    think_time_s: float = Field(default=10.0, ge=0, description="user pause between an answer and the next turn")
+    think_time_s: float = Field(
+        default=10.0, ge=0, description="gap between a turn's arrival and the next turn's (open loop)"
+    )
 
 
 class WorkloadSpec(BaseModel):
@@ -259,7 +272,18 @@ class KVSpec(BaseModel):
     nvme_gb: float = Field(default=0.0, ge=0, description="local NVMe KV tier per replica (0 = none)")
     nvme_gbps: float = Field(default=6.0, gt=0, description="NVMe read/write GB/s (PCIe Gen4 x4 SSD: ~6-7)")
     prefix_caching: bool = False
+    offload_decode: bool = Field(
+        default=False,
+        description="admit sequences whose KV overflows HBM into the host tier and stream that part over PCIe "
+        "at every decode step (FlexGen-style offloading): a bigger batch for a slower step",
+    )
     retention: RetentionSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> KVSpec:
+        if self.offload_decode and self.host_gb <= 0:
+            raise ClusterSimError("kv.offload_decode needs a host tier: set kv.host_gb > 0")
+        return self
 
 
 class SLOSpec(BaseModel):
@@ -325,6 +349,11 @@ def load_serving_config(source: str | Path | dict[str, Any], overrides: list[str
     """Build a validated :class:`ServingConfig` from a YAML path or dict plus ``--set`` overrides."""
     data = source if isinstance(source, dict) else read_yaml(source)
     data = apply_overrides(data, overrides)
+    trace = (data.get("workload") or {}).get("trace") if isinstance(data.get("workload"), dict) else None
+    if not isinstance(source, dict) and isinstance(trace, dict) and "path" in trace:
+        path = Path(str(trace["path"]))
+        if not path.is_absolute() and not path.exists():  # relative to the config file's folder
+            trace["path"] = str(Path(source).parent / path)
     try:
         return ServingConfig.model_validate(data)
     except ValidationError as exc:

@@ -59,6 +59,7 @@ class Seq:
     prefilled: int = 0  # prompt tokens with KV in place
     generated: int = 0
     blocks: int = 0
+    host_blocks: int = 0  # KV blocks kept in host memory and streamed per step (offload_decode)
     first_token_s: float | None = None
     done_s: float | None = None
     preemptions: int = 0
@@ -124,6 +125,7 @@ class ServingEngine:
         self.seqs: list[Seq] = []
         self.records: list[IterationRecord] = []
         self.preemptions = 0
+        self.max_admitted = 0  # most sequences a replica held at once (decoding, prefilling or swapped out)
         self.kv_link_bytes_s = 0.0
         b = cfg.batching
         if isinstance(b, DisaggregatedServing):
@@ -167,14 +169,21 @@ class ServingEngine:
 
     # ---- KV helpers -----------------------------------------------------------------------------
     def _admit_kv(self, rep: Replica, seq: Seq, tokens: int) -> bool:
-        """Make sure ``seq`` holds blocks for ``tokens`` tokens of KV (allocating the difference)."""
-        need = rep.kv.blocks_for(tokens) - seq.blocks
+        """Make sure ``seq`` holds blocks for ``tokens`` tokens of KV (allocating the difference).
+
+        With ``kv.offload_decode`` the part that does not fit in HBM goes to the host tier.
+        """
+        need = rep.kv.blocks_for(tokens) - seq.blocks - seq.host_blocks
         if need <= 0:
             return True
-        if not rep.kv.allocate(need):
-            return False
-        seq.blocks += need
-        return True
+        if rep.kv.allocate(need):
+            seq.blocks += need
+            return True
+        if self.cfg.kv.offload_decode and rep.kv.host_free >= need:
+            rep.kv.host_free -= need
+            seq.host_blocks += need
+            return True
+        return False
 
     def _claim_prefix(self, rep: Replica, seq: Seq) -> None:
         if not self.cfg.kv.prefix_caching or seq.req.session < 0 or seq.prefilled or seq.blocks:
@@ -184,6 +193,8 @@ class ServingEngine:
         seq.cached_tokens, seq.prefilled, seq.blocks = hit, hit, blocks
 
     def _release(self, rep: Replica, seq: Seq) -> None:
+        rep.kv.host_free += seq.host_blocks
+        seq.host_blocks = 0
         if self.cfg.kv.prefix_caching and seq.req.session >= 0 and seq.done_s is not None:
             rep.kv.store_prefix(seq.req.session, seq.context, seq.blocks)
         else:
@@ -204,7 +215,8 @@ class ServingEngine:
             victim.blocks = 0
             return True
         rep.kv.free(victim.blocks)
-        victim.blocks = 0
+        rep.kv.host_free += victim.host_blocks
+        victim.blocks = victim.host_blocks = 0
         victim.recompute = victim.generated
         victim.prefilled = 0
         rep.running.remove(victim)
@@ -220,7 +232,11 @@ class ServingEngine:
             while not self._admit_kv(rep, seq, seq.context + 1):
                 if not self._preempt(rep):
                     break
-            if seq in rep.running and not seq.swapped and seq.blocks >= rep.kv.blocks_for(seq.context + 1):
+            if (
+                seq in rep.running
+                and not seq.swapped
+                and seq.blocks + seq.host_blocks >= rep.kv.blocks_for(seq.context + 1)
+            ):
                 ok.append(seq)
         return ok
 
@@ -326,7 +342,11 @@ class ServingEngine:
     def _run_iteration(self, rep: Replica, prefill: list[tuple[Seq, int]], decodes: list[Seq]) -> Generator:
         chunks = [(c, s.prefilled) for s, c in prefill]
         samples = len(decodes) + sum(1 for s, c in prefill if c == s.to_prefill)
+        self.max_admitted = max(self.max_admitted, len(rep.running))
         t = rep.model.time(chunks, [s.context for s in decodes], samples) + rep.kv.take_transfer_s()
+        offloaded = sum(s.host_blocks for s in decodes)
+        if offloaded:  # host-resident KV crosses PCIe once per decode step
+            t += offloaded * rep.kv.bytes_per_block / rep.kv.host_bytes_s
         yield from self._timed(rep, t, sum(c for _, c in prefill), len(decodes))
         now = self.env.now
         for seq, chunk in prefill:

@@ -54,6 +54,7 @@ class ServingResult(BaseModel):
     kv_memory_gb: dict[str, float]
     prefix_hit_rate: float
     mean_batch_size: float
+    max_admitted: int = Field(description="most requests one replica held at once, swapped-out ones included")
     batch_size_histogram: dict[str, int]
     gpu_busy_fraction: float
     iterations: int
@@ -156,6 +157,7 @@ def build_result(cfg: Any, engine: Any, seqs: list, memory: dict[str, float], pr
         kv_memory_gb=memory,
         prefix_hit_rate=(sum(k.hits_tokens for k in kv) / lookups) if lookups else 0.0,
         mean_batch_size=float(batch.mean()) if batch.size else 0.0,
+        max_admitted=engine.max_admitted,
         batch_size_histogram=hist,
         gpu_busy_fraction=float(np.mean([rep.busy_s for rep in engine.replicas]) / span),
         iterations=len(recs),

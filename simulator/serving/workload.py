@@ -365,7 +365,7 @@ def _arrival_times(spec: WorkloadSpec, n: int, rng: np.random.Generator, trace: 
         k = 1.0 / a.cv**2
         return np.cumsum(rng.gamma(k, 1.0 / (a.rate_per_s * k), n))
     if isinstance(a, FixedArrivals):
-        return np.arange(1, n + 1, dtype=np.float64) / a.rate_per_s
+        return np.arange(n, dtype=np.float64) / a.rate_per_s
     if isinstance(a, TraceArrivals):
         assert trace is not None
         t = np.array(trace.arrival_s[:n], dtype=np.float64)
