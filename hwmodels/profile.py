@@ -179,13 +179,18 @@ class Profile(BaseModel):
         ``kv_len`` is one length for all ``batch`` sequences, or one length per sequence (a mixed
         serving batch): the kernel streams every cached byte, so the sum is what matters.
         """
-        lens = [kv_len] * batch if isinstance(kv_len, int) else list(kv_len)
-        if len(lens) != batch:
-            raise ClusterSimError(f"kv_len has {len(lens)} entries but batch={batch}")
         _check_sizes(batch=batch, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
-        if any(n <= 0 for n in lens):
-            raise ClusterSimError("every kv_len must be a positive integer")
-        total = float(sum(lens))
+        if isinstance(kv_len, int):
+            if kv_len <= 0:
+                raise ClusterSimError("every kv_len must be a positive integer")
+            total = float(kv_len) * batch
+        else:
+            lens = list(kv_len)
+            if len(lens) != batch:
+                raise ClusterSimError(f"kv_len has {len(lens)} entries but batch={batch}")
+            if any(n <= 0 for n in lens):
+                raise ClusterSimError("every kv_len must be a positive integer")
+            total = float(sum(lens))
         dv = v_head_dim or head_dim
         kv_b = bytes_per_element(kv_dtype or dtype)
         flops = 2.0 * heads * total * (head_dim + dv)

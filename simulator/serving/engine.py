@@ -49,7 +49,7 @@ def retained_context(req: Request, retention: RetentionSpec | None) -> int:
     return kept
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Seq:
     """A request's state on a replica."""
 
@@ -69,6 +69,7 @@ class Seq:
     replica: int = -1
     prefill_replica: int = -1
     start_s: float | None = None  # first time the engine scheduled it (end of queueing)
+    blocks_swapped: int = 0  # blocks parked in host memory while swapped out
 
     @property
     def context(self) -> int:
@@ -211,7 +212,7 @@ class ServingEngine:
         victim.preemptions += 1
         if self.cfg.kv.preemption == "swap" and rep.kv.swap_out(victim.blocks):
             victim.swapped = True
-            victim.blocks_swapped = victim.blocks  # type: ignore[attr-defined]
+            victim.blocks_swapped = victim.blocks
             victim.blocks = 0
             return True
         rep.kv.free(victim.blocks)
@@ -226,23 +227,37 @@ class ServingEngine:
     def _grow_decodes(self, rep: Replica, decodes: list[Seq]) -> list[Seq]:
         """Give every decoding sequence room for its next token, preempting when the cache is full."""
         ok: list[Seq] = []
-        for seq in list(decodes):
-            if seq not in rep.running or seq.swapped:
+        size = rep.kv.block_size
+        preempted = False
+        for seq in decodes:
+            if seq.swapped or seq.blocks + seq.host_blocks == 0 and seq.to_prefill:
+                continue
+            if preempted and seq not in rep.running:  # only after a preemption can a sequence have left
+                continue
+            if seq.context + 1 <= (seq.blocks + seq.host_blocks) * size:  # room in its last block
+                ok.append(seq)
                 continue
             while not self._admit_kv(rep, seq, seq.context + 1):
                 if not self._preempt(rep):
                     break
-            if (
-                seq in rep.running
-                and not seq.swapped
-                and seq.blocks + seq.host_blocks >= rep.kv.blocks_for(seq.context + 1)
-            ):
+                preempted = True
+            if (seq.blocks + seq.host_blocks) * size >= seq.context + 1 and not seq.swapped and seq in rep.running:
                 ok.append(seq)
+        if preempted:
+            ok = [s for s in ok if s in rep.running and not s.swapped]
         return ok
+
+    @staticmethod
+    def _decoding(rep: Replica) -> list[Seq]:
+        return [
+            s
+            for s in rep.running
+            if not s.swapped and s.prefilled >= s.prompt + s.recompute and s.generated < s.req.output_tokens
+        ]
 
     def _resume_swapped(self, rep: Replica) -> None:
         for seq in [s for s in rep.running if s.swapped]:
-            blocks = getattr(seq, "blocks_swapped", 0)
+            blocks = seq.blocks_swapped
             if rep.kv.swap_in(blocks):
                 seq.swapped = False
                 seq.blocks = blocks
@@ -275,11 +290,11 @@ class ServingEngine:
         if admitted:  # vLLM without chunked prefill runs prefill-only iterations first
             rep.running.extend(s for s, _ in admitted)
             return admitted, []
-        return [], self._grow_decodes(rep, [s for s in rep.running if s.decoding])
+        return [], self._grow_decodes(rep, self._decoding(rep))
 
     def _chunked(self, rep: Replica, pol: ChunkedPrefill) -> tuple[list, list]:
         self._resume_swapped(rep)
-        decodes = self._grow_decodes(rep, [s for s in rep.running if s.decoding][: pol.max_num_seqs])
+        decodes = self._grow_decodes(rep, self._decoding(rep)[: pol.max_num_seqs])
         budget = pol.token_budget - len(decodes)
         prefill: list[tuple[Seq, int]] = []
         partial = [s for s in rep.running if s.to_prefill > 0 and not s.swapped]
@@ -343,7 +358,8 @@ class ServingEngine:
         chunks = [(c, s.prefilled) for s, c in prefill]
         samples = len(decodes) + sum(1 for s, c in prefill if c == s.to_prefill)
         self.max_admitted = max(self.max_admitted, len(rep.running))
-        t = rep.model.time(chunks, [s.context for s in decodes], samples) + rep.kv.take_transfer_s()
+        context = sum([s.prompt + s.generated for s in decodes])
+        t = rep.model.time_totals(chunks, len(decodes), context, samples) + rep.kv.take_transfer_s()
         offloaded = sum(s.host_blocks for s in decodes)
         if offloaded:  # host-resident KV crosses PCIe once per decode step
             t += offloaded * rep.kv.bytes_per_block / rep.kv.host_bytes_s
@@ -356,8 +372,17 @@ class ServingEngine:
                     seq.recompute, seq.prefilled = 0, seq.prompt
                 elif seq.generated == 0:
                     self._emit(rep, seq, now)
-        for seq in decodes:
-            self._emit(rep, seq, now)
+        if rep.role == "prefill":
+            for seq in decodes:
+                self._emit(rep, seq, now)
+            return
+        for seq in decodes:  # hot path of decode iterations: inline of _emit
+            seq.generated += 1
+            if seq.generated >= seq.req.output_tokens:
+                seq.done_s = now
+                rep.running.remove(seq)
+                rep.outstanding -= 1
+                self._release(rep, seq)
 
     def _emit(self, rep: Replica, seq: Seq, now: float) -> None:
         if seq.first_token_s is None:

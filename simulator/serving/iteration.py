@@ -154,9 +154,8 @@ class IterationModel:
                 floor=self.overhead,
             )
         kvh = max(1, m.kv_heads // self.tp)
-        lens = [max(1, total_context // batch)] * batch
         return self.profile.attention_decode_time(
-            batch, lens, heads, kvh, m.head_size, kv_dtype=self.kv_dtype, floor=self.overhead
+            batch, max(1, total_context // batch), heads, kvh, m.head_size, kv_dtype=self.kv_dtype, floor=self.overhead
         )
 
     def head_s(self, rows: int) -> float:
@@ -177,18 +176,22 @@ class IterationModel:
         sequence; ``decode_contexts``: context length of each decoding sequence; ``samples``: how
         many sequences emit a token (default: every decode and every prefill).
         """
-        tokens = sum(c for c, _ in prefill) + len(decode_contexts)
+        return self.time_totals(prefill, len(decode_contexts), int(sum(decode_contexts)), samples)
+
+    def time_totals(
+        self, prefill: Sequence[tuple[int, int]], decodes: int, decode_context: int, samples: int | None = None
+    ) -> float:
+        """:meth:`time` with the decodes given as their count and total context (the engine's hot path)."""
+        tokens = sum(c for c, _ in prefill) + decodes
         if tokens == 0:
             return 0.0
         layers = self.model.num_layers
         t = self.dense_layer_s(tokens) * layers
         if prefill:
             t += layers * sum(self.prefill_attention_s(c, ctx + c) for c, ctx in prefill)
-        if decode_contexts:
-            t += layers * self.decode_attention_s(
-                int(sum(decode_contexts)) + len(decode_contexts), len(decode_contexts)
-            )
-        rows = len(decode_contexts) + len(prefill) if samples is None else samples
+        if decodes:
+            t += layers * self.decode_attention_s(decode_context + decodes, decodes)
+        rows = decodes + len(prefill) if samples is None else samples
         if rows:
             t += self.head_s(rows)
         if self.overhead:
