@@ -116,3 +116,35 @@ def test_train_bad_plan_exits_2(capsys) -> None:
 def test_validate_training_prints_errors(capsys) -> None:
     code, out, _ = run(capsys, "validate", "training", "--table", "megatron-table2")
     assert code == 0 and "MAPE" in out and "ptdp" in out
+
+
+def test_serve_json_has_the_promised_keys(capsys) -> None:
+    code, out, _ = run(capsys, "serve", "--json", "--set", "workload.num_requests=80")
+    data = json.loads(out)
+    assert code == 0
+    for key in (
+        "throughput_tokens_per_s",
+        "throughput_requests_per_s",
+        "completed_requests",
+        "preemptions",
+        "kv_peak_utilization",
+        "goodput_requests_per_s",
+    ):
+        assert key in data
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        assert set(data[key]) == {"mean", "p50", "p90", "p99"}
+    assert data["completed_requests"] == 80
+
+
+def test_serve_summary_and_max_rate(capsys) -> None:
+    code, out, _ = run(capsys, "serve", "--set", "workload.num_requests=60")
+    assert code == 0 and "TTFT" in out and "goodput" in out
+    code, out, err = run(capsys, "serve", "--max-rate", "--set", "workload.num_requests=60")
+    assert code == 0 and "highest arrival rate meeting the SLO" in out and "SLO attainment" in err
+
+
+def test_serve_bad_input_exits_2(capsys) -> None:
+    code, _, err = run(capsys, "serve", "--set", "workload.arrivals.rate_per_s=-1")
+    assert code == 2 and "rate_per_s" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "serve", "--set", "batching.kind=magic")
+    assert code == 2 and "batching" in err
