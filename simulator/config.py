@@ -134,7 +134,11 @@ def _coerce(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides to a nested dict (a copy)."""
+    """Apply ``key.sub=value`` overrides to a nested dict (a copy).
+
+    Setting a section's ``kind`` to a different value drops that section's other keys, so
+    ``--set batching.kind=chunked`` does not inherit the previous policy's options.
+    """
     out = yaml.safe_load(yaml.safe_dump(data)) if data else {}
     for item in overrides or []:
         if "=" not in item:
@@ -150,7 +154,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
                     raise ClusterSimError(f"--set {key}: {part!r} is a name, not a section")
                 node[part] = child
             node = child
-        node[parts[-1]] = _coerce(value)
+        value = _coerce(value)
+        if parts[-1] == "kind" and node.get("kind") not in (None, value):
+            node.clear()  # switching a tagged union (policy, distribution) starts from the new kind's defaults
+        node[parts[-1]] = value
     return out
 
 

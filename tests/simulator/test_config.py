@@ -30,6 +30,14 @@ def test_yaml_file_and_overrides(tmp_path) -> None:
     assert cfg.parallel.pp == 16 and cfg.parallel.dp == 8
 
 
+def test_switching_kind_drops_the_old_kinds_options() -> None:
+    data = {"batching": {"kind": "continuous", "max_num_batched_tokens": 4096}}
+    assert apply_overrides(data, ["batching.kind=chunked", "batching.token_budget=256"]) == {
+        "batching": {"kind": "chunked", "token_budget": 256}
+    }
+    assert apply_overrides(data, ["batching.kind=continuous"]) == data
+
+
 def test_overrides_create_sections_and_parse_yaml_scalars() -> None:
     out = apply_overrides({"a": {"b": 1}}, ["a.c=true", "d.e=2.5", "f=x"])
     assert out == {"a": {"b": 1, "c": True}, "d": {"e": 2.5}, "f": "x"}
