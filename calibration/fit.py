@@ -1,0 +1,270 @@
+"""Fit a profile's cost-model parameters to kernel measurements (SciPy), with held-out errors.
+
+Input is a raw measurement file (the schema of calibration/data/*-kernels-*.json: gemm, attn_prefill,
+attn_decode, membw, h2d, power, meta). Each op family's curve (``hwmodels.profile.Curve``) is
+fitted by least squares on log(predicted / measured) using four fifths of its points; the held-out
+fifth gives the reported error (MAPE and max). The shipped parameters are then refitted on all
+points. Power parameters come from the NVML rows in closed form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from hwmodels.catalogue import get_gpu
+from hwmodels.errors import ClusterSimError
+from hwmodels.profile import Curve, PowerParams, Profile, datasheet_profile
+
+HOLDOUT_FRACTION = 0.2
+_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8"}
+
+
+@dataclass(frozen=True)
+class FitError:
+    """Held-out error of one op family's fitted model."""
+
+    family: str
+    points: int
+    held_out: int
+    mape: float
+    max_error: float
+    mape_large: float | None = None  # GEMM with M >= 64 only
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+# ---- per-family predictors: (curve, record) -> seconds --------------------------------------------
+def _gemm_pred(prof: Profile) -> Callable[[Curve, dict], float]:
+    def pred(c: Curve, r: dict) -> float:
+        dt = _TORCH_DTYPES.get(r["dtype"], r["dtype"])
+        b = 4 if dt == "fp32" else (1 if dt == "fp8" else 2)
+        m, n, k = r["M"], r["N"], r["K"]
+        return c.time(2.0 * m * n * k, b * (m * k + n * k + m * n), prof.peak_flops(dt), prof.bandwidth_bytes_s)
+
+    return pred
+
+
+def _attn_pred(prof: Profile, backward: bool) -> Callable[[Curve, dict], float]:
+    def pred(c: Curve, r: dict) -> float:
+        family = "attn_bwd" if backward else "attn_fwd"
+        p = prof.model_copy(update={"curves": {**prof.curves, family: c}})
+        return p.attention_prefill_time(r["b"], r["s"], r["h"], r["kvh"], r["d"], backward=backward)
+
+    return pred
+
+
+def _decode_pred(prof: Profile) -> Callable[[Curve, dict], float]:
+    def pred(c: Curve, r: dict) -> float:
+        p = prof.model_copy(update={"curves": {**prof.curves, "attn_decode": c}})
+        return p.attention_decode_time(r["b"], r["L"], r["h"], r["kvh"], r["d"])
+
+    return pred
+
+
+def _membw_pred(prof: Profile) -> Callable[[Curve, dict], float]:
+    moved = {"d2d_copy": 2.0, "add": 3.0, "rms_norm": 2.0}  # bytes moved per buffer byte (see data schema)
+
+    def pred(c: Curve, r: dict) -> float:
+        return c.time(0.0, moved.get(r["op"], 2.0) * r["bytes"], 1.0, prof.bandwidth_bytes_s)
+
+    return pred
+
+
+def _fit_curve(records: Sequence[dict], pred: Callable[[Curve, dict], float], start: Curve, seconds) -> Curve:
+    """Least squares on log-ratio errors over (eff_max, half_sat_s, mem_eff, floor_s)."""
+    meas = np.array([seconds(r) for r in records])
+
+    def curve(x: np.ndarray) -> Curve:
+        return Curve(eff_max=x[0], half_sat_s=x[1], mem_eff=x[2], floor_s=x[3], source=start.source)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        c = curve(x)
+        return np.log(np.array([pred(c, r) for r in records]) / meas)
+
+    x0 = np.array([start.eff_max, max(start.half_sat_s, 1e-7), start.mem_eff, max(start.floor_s, 1e-6)])
+    sol = least_squares(
+        residuals,
+        x0,
+        bounds=([0.05, 0.0, 0.05, 0.0], [1.0, 1e-2, 1.0, 1e-2]),
+        x_scale=[0.1, 1e-5, 0.1, 1e-5],
+        loss="soft_l1",  # robust to the odd outlier measurement (MAPE is what we report)
+        f_scale=0.05,
+    )
+    return curve(sol.x)
+
+
+def _errors(records: Sequence[dict], pred, c: Curve, seconds) -> np.ndarray:
+    return np.array([abs(pred(c, r) - seconds(r)) / seconds(r) for r in records])
+
+
+def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.random.default_rng(seed).permutation(n)
+    k = max(1, round(n * HOLDOUT_FRACTION))
+    return idx[k:], idx[:k]
+
+
+def fit_family(
+    family: str, records: list[dict], pred, start: Curve, seconds, seed: int = 0, large=None
+) -> tuple[Curve, FitError]:
+    """Fit one family: held-out error from a 4/5 fit, shipped curve from a fit on every point."""
+    if len(records) < 5:
+        raise ClusterSimError(f"{family}: {len(records)} measurements are too few to fit; measure at least 5")
+    train_idx, hold_idx = _split(len(records), seed)
+    train = [records[i] for i in train_idx]
+    hold = [records[i] for i in hold_idx]
+    trial = _fit_curve(train, pred, start, seconds)
+    err = _errors(hold, pred, trial, seconds)
+    big = [r for r in hold if large and large(r)]
+    err_big = _errors(big, pred, trial, seconds) if big else None
+    final = _fit_curve(records, pred, start, seconds)
+    final = final.model_copy(update={"source": f"fitted to {len(records)} measurements ({family})"})
+    report = FitError(
+        family=family,
+        points=len(records),
+        held_out=len(hold),
+        mape=float(err.mean()),
+        max_error=float(err.max()),
+        mape_large=float(err_big.mean()) if err_big is not None and err_big.size else None,
+    )
+    return final, report
+
+
+def _ms(key: str = "ms") -> Callable[[dict], float]:
+    return lambda r: r[key] / 1e3
+
+
+def fit_power(raw: dict, base: PowerParams, max_clock: float) -> PowerParams:
+    """Power parameters from the NVML rows (closed form; see hwmodels.power for the model)."""
+    rows = {r["kind"]: r for r in raw.get("power", [])}
+    meta = raw.get("meta", {}).get("nvml", {})
+    idle = meta.get("power_w") or base.idle_w
+    limit = meta.get("power_limit_w") or base.power_limit_w
+    active = rows.get("idle", {}).get("avg_power_w_counter", base.active_idle_w)
+    mem_dyn, comp_dyn = base.memory_dynamic_w, base.compute_dynamic_w
+    copy = next((r for k, r in rows.items() if k.startswith("d2d_copy")), None)
+    peak_bw = raw.get("_peak_bw_gbps")
+    if copy and peak_bw:
+        util = min(1.0, copy["gbps_rw"] / peak_bw)
+        mem_dyn = max(0.0, (copy["avg_power_w_counter"] - active) / util)
+    gemm = rows.get("gemm_bf16_8192")
+    if gemm:
+        f = gemm.get("sm_clock_mhz_median", max_clock)
+        comp_dyn = max(0.0, (gemm["avg_power_w_counter"] - active) / (f / max_clock) ** base.clock_power_exponent)
+    return base.model_copy(
+        update={
+            "idle_w": idle,
+            "active_idle_w": active,
+            "compute_dynamic_w": comp_dyn,
+            "memory_dynamic_w": mem_dyn,
+            "power_limit_w": limit,
+            "source": "fitted to NVML energy-counter readings (idle, large bf16 GEMM, 1 GiB copy)",
+        }
+    )
+
+
+def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profile, list[FitError]]:
+    """Fit every family present in ``raw`` and return the calibrated profile and its held-out errors."""
+    name = gpu or raw.get("meta", {}).get("name")
+    if not name:
+        raise ClusterSimError("the raw file has no meta.name; pass the GPU id (e.g. --gpu h100-sxm5-80gb)")
+    spec = get_gpu(name)
+    base = datasheet_profile(spec.id)
+    errors: list[FitError] = []
+    curves = dict(base.curves)
+    by_dtype: dict[str, Curve] = {}
+    for dtype in sorted({r["dtype"] for r in raw.get("gemm", [])}):
+        rows = [r for r in raw["gemm"] if r["dtype"] == dtype]
+        dt = _TORCH_DTYPES.get(dtype, dtype)
+        c, e = fit_family(
+            f"gemm_{dt}", rows, _gemm_pred(base), base.curves["gemm"], _ms(), seed, large=lambda r: r["M"] >= 64
+        )
+        by_dtype[dt] = c
+        errors.append(e)
+    if "bf16" in by_dtype:
+        curves["gemm"] = by_dtype["bf16"]
+    if raw.get("gemm"):
+        errors.append(_combined("gemm", raw["gemm"], _gemm_pred(base), by_dtype, seed))
+    families = [
+        ("attn_fwd", "attn_prefill", _attn_pred(base, False), _ms("ms")),
+        ("attn_bwd", "attn_prefill", _attn_pred(base, True), _ms("bwd_ms")),
+        ("attn_decode", "attn_decode", _decode_pred(base), _ms("ms")),
+        ("membound", "membw", _membw_pred(base), _ms("ms")),
+    ]
+    for family, key, pred, seconds in families:
+        rows = [r for r in raw.get(key, []) if seconds(r) > 0 and (key != "membw" or r["op"] == "d2d_copy")]
+        if len(rows) >= 5:
+            curves[family], e = fit_family(family, rows, pred, base.curves[family], seconds, seed)
+            errors.append(e)
+    h2d = [r for r in raw.get("h2d", []) if r["bytes"] >= 1 << 24]
+    host = float(np.median([r["gbps"] for r in h2d])) if h2d else base.host_link_gbps
+    raw = {**raw, "_peak_bw_gbps": base.memory_bandwidth_gbps}
+    meta = raw.get("meta", {})
+    profile = base.model_copy(
+        update={
+            "kind": "calibrated",
+            "source": f"calibrated on {meta.get('name', spec.id)} ({meta.get('time', 'unknown date')})",
+            "curves": curves,
+            "gemm_by_dtype": by_dtype,
+            "host_link_gbps": host,
+            "power": fit_power(raw, base.power, spec.boost_clock_mhz),
+            "meta": {
+                "gpu_name": meta.get("name"),
+                "driver": meta.get("nvml", {}).get("driver"),
+                "torch": meta.get("torch"),
+                "cuda": meta.get("cuda"),
+                "measured": meta.get("time"),
+                "fitted": date.today().isoformat(),
+                "fit_errors": [e.as_dict() for e in errors],
+                "holdout_fraction": HOLDOUT_FRACTION,
+            },
+        }
+    )
+    return Profile.model_validate(profile.model_dump()), errors
+
+
+def _combined(family: str, rows: list[dict], pred, by_dtype: dict[str, Curve], seed: int) -> FitError:
+    """Held-out error over all GEMM dtypes together (each point predicted by its dtype's 4/5 fit)."""
+    errs, big = [], []
+    for dtype, curve in by_dtype.items():
+        sub = [r for r in rows if _TORCH_DTYPES.get(r["dtype"], r["dtype"]) == dtype]
+        train_idx, hold_idx = _split(len(sub), seed)
+        trial = _fit_curve([sub[i] for i in train_idx], pred, curve, _ms())
+        for i in hold_idx:
+            r = sub[i]
+            e = abs(pred(trial, r) - r["ms"] / 1e3) / (r["ms"] / 1e3)
+            errs.append(e)
+            if r["M"] >= 64:
+                big.append(e)
+    return FitError(
+        family, len(rows), len(errs), float(np.mean(errs)), float(np.max(errs)), float(np.mean(big)) if big else None
+    )
+
+
+def read_raw(path: str | Path) -> dict:
+    """Load a raw measurement file with a one-line error when it is missing or malformed."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClusterSimError(f"cannot read measurements {path}: {exc}") from None
+    if not isinstance(data, dict) or not any(k in data for k in ("gemm", "attn_prefill", "membw")):
+        raise ClusterSimError(f"{path} holds no kernel measurements (expected keys gemm, attn_prefill, membw, ...)")
+    return data
+
+
+def format_errors(errors: list[FitError]) -> str:
+    """A small table of held-out errors for the CLI."""
+    lines = ["family          points  held-out   MAPE     max   MAPE (M>=64)"]
+    for e in errors:
+        big = f"{e.mape_large:7.1%}" if e.mape_large is not None else "      -"
+        lines.append(f"{e.family:14s} {e.points:7d} {e.held_out:9d} {e.mape:7.1%} {e.max_error:7.1%}   {big}")
+    return "\n".join(lines)
