@@ -278,6 +278,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from calibration.run import calibrate
+
+    out = Path(args.out) if args.out else Path(f"{args.gpu or 'gpu'}-profile.json")
+    return calibrate(args.device, out, quick=args.quick, gpu=args.gpu)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from calibration.fit import read_raw
+    from calibration.run import fit_and_write
+
+    raw = read_raw(args.raw)
+    out = Path(args.out) if args.out else Path(args.raw).with_name(Path(args.raw).stem.replace(".raw", "") + ".json")
+    return fit_and_write(raw, out, args.gpu, None, sys.stdout)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from simulator import validation as V
 
@@ -385,6 +401,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rate", action="store_true", help="binary-search the highest rate that meets the SLO")
     p.add_argument("--attainment", type=float, default=0.9, help="share of requests that must meet the SLO")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser(
+        "calibrate",
+        help="measure this machine's GPU, fit a profile and report its error",
+        description="Measure GEMM, attention, memory and copy kernels (and power, NCCL) with PyTorch, fit the "
+        "cost models, write a profile and validate it on a small transformer. Resumes if interrupted.",
+    )
+    p.add_argument("--device", default="cuda:0", help="torch device (cpu only smoke-tests the pipeline)")
+    p.add_argument("--quick", action="store_true", help="a smaller grid (under 5 minutes on an H100)")
+    p.add_argument("--out", help="profile path (default: GPU-profile.json; raw measurements beside it)")
+    p.add_argument("--gpu", help="catalogue id of the GPU (default: from the device name)")
+    p.set_defaults(func=cmd_calibrate)
+    p = sub.add_parser("fit", help="re-fit a profile from a raw measurement file (no GPU needed)")
+    p.add_argument("raw", help="raw measurements JSON (written by calibrate)")
+    p.add_argument("--out", help="profile path (default: next to the raw file)")
+    p.add_argument("--gpu", help="catalogue id of the GPU (default: from the file's meta.name)")
+    p.set_defaults(func=cmd_fit)
     p = sub.add_parser(
         "validate",
         help="compare predictions with published measurements",

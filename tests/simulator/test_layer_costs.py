@@ -67,7 +67,8 @@ def test_more_tp_means_less_time_per_micro_batch_but_lower_mfu() -> None:
     assert r8.mfu < r1.mfu
 
 
-def test_calibration_profile_choice_changes_nothing_without_profile() -> None:
+def test_calibrated_h100_profile_is_the_default_and_changes_the_costs() -> None:
     a = layer_cost_report(_cfg("llama3-8b"), "datasheet")
     b = layer_cost_report(_cfg("llama3-8b"))
-    assert a.profile == "datasheet" and a.model_forward_ms == b.model_forward_ms
+    assert a.profile == "datasheet" and b.profile == "calibrated"
+    assert a.model_forward_ms != b.model_forward_ms

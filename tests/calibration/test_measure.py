@@ -1,0 +1,68 @@
+"""The measure step on the CPU with tiny shapes (torch is installed in CI), resume and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from calibration.measure import Measurer  # noqa: E402
+from simulator.cli import main  # noqa: E402
+
+
+def test_cpu_measurements_have_the_shared_schema(tmp_path) -> None:
+    raw = Measurer("cpu", tmp_path / "raw.json").run()
+    assert {"M", "N", "K", "dtype", "ms", "tflops"} <= set(raw["gemm"][0])
+    assert {"b", "h", "kvh", "s", "d", "ms", "bwd_ms"} <= set(raw["attn_prefill"][0])
+    assert {"b", "h", "kvh", "L", "d", "ms"} <= set(raw["attn_decode"][0])
+    assert {r["op"] for r in raw["membw"]} == {"d2d_copy", "add", "rms_norm"}
+    assert all(r["ms"] > 0 for r in raw["gemm"])
+    assert json.loads((tmp_path / "raw.json").read_text()) == raw  # saved as it went
+
+
+def test_an_interrupted_run_resumes(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "raw.json"
+    m = Measurer("cpu", path)
+    calls = {"n": 0}
+    original = Measurer.gemm
+
+    def flaky(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(Measurer, "gemm", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        m.run()
+    kept = len(json.loads(path.read_text())["gemm"])
+    assert kept == 2
+    monkeypatch.setattr(Measurer, "gemm", original)
+    raw = Measurer("cpu", path).run()
+    keys = [(r["M"], r["N"], r["K"], r["dtype"]) for r in raw["gemm"]]
+    assert len(keys) == len(set(keys)) == 6  # nothing measured twice, nothing missing
+
+
+def test_calibrate_end_to_end_on_the_cpu(tmp_path, capsys) -> None:
+    out = tmp_path / "cpu-smoke.json"
+    code = main(["calibrate", "--device", "cpu", "--gpu", "h100-sxm5-80gb", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0 and out.is_file() and (tmp_path / "cpu-smoke.raw.json").is_file()
+    assert "held-out error" in err and "validation on a small transformer" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_calibrate_without_a_gpu_says_so_and_exits_2(capsys) -> None:
+    assert main(["calibrate"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU is visible" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_command_on_the_shared_h100_data(tmp_path, capsys) -> None:
+    from tests.conftest import H100_KERNELS
+
+    out = tmp_path / "h100.json"
+    assert main(["fit", str(H100_KERNELS), "--out", str(out)]) == 0
+    assert "gemm_bf16" in capsys.readouterr().out and out.is_file()
