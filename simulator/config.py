@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
+from simulator.compression import CompressionSpec
 from simulator.models import ModelSpec, get_model
 
 
@@ -71,6 +72,9 @@ class TrainingSpec(BaseModel):
         "host synchronisation of the group), on top of the NCCL cost model",
     )
     bucket_mparams: float = Field(default=40.0, gt=0, description="DP gradient bucket size, millions of parameters")
+    compression: CompressionSpec | None = Field(
+        default=None, description="DP gradient compression (simulator.compression.CompressionSpec)"
+    )
 
 
 class RunConfig(BaseModel):

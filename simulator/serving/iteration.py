@@ -38,6 +38,7 @@ class IterationModel:
     kv_dtype: str
     tp_group: CommGroup
     overhead: bool = True
+    act_dtype: str = "bf16"  # activations / attention (fp16 on GPUs without bf16, e.g. T4)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _memo(self, key: tuple, fn, *args) -> float:
@@ -49,6 +50,8 @@ class IterationModel:
     # ---- per-token-count costs (cached: iterations repeat the same token counts) ----------------
     def _gemm(self, M: int, N: int, K: int, floor: bool | None = None) -> float:
         compute = _COMPUTE_DTYPE[self.weight_dtype]
+        if compute in ("bf16", "fp16"):
+            compute = self.act_dtype if self.weight_dtype in ("bf16", "int4") else compute
         curve: Curve = self.profile.curve("gemm", compute)
         flops = 2.0 * M * N * K
         nbytes = 2.0 * (M * K + M * N) + bytes_per_element(self.weight_dtype) * N * K
@@ -135,7 +138,7 @@ class IterationModel:
             )
         kvh = max(1, m.kv_heads // self.tp)
         return self.profile.attention_prefill_time(
-            1, q_len, heads, kvh, m.head_size, kv_len=kv_len, floor=self.overhead
+            1, q_len, heads, kvh, m.head_size, self.act_dtype, kv_len=kv_len, floor=self.overhead
         )
 
     def decode_attention_s(self, total_context: int, batch: int) -> float:
@@ -155,7 +158,14 @@ class IterationModel:
             )
         kvh = max(1, m.kv_heads // self.tp)
         return self.profile.attention_decode_time(
-            batch, max(1, total_context // batch), heads, kvh, m.head_size, kv_dtype=self.kv_dtype, floor=self.overhead
+            batch,
+            max(1, total_context // batch),
+            heads,
+            kvh,
+            m.head_size,
+            self.act_dtype,
+            kv_dtype=self.kv_dtype,
+            floor=self.overhead,
         )
 
     def head_s(self, rows: int) -> float:
@@ -217,6 +227,8 @@ def iteration_model(
     if spec.num_attention_heads % tp:
         raise ClusterSimError(f"tp={tp} does not divide num_attention_heads={spec.num_attention_heads}")
     cluster = ClusterSpec(gpu=gpu_id, num_gpus=tp * pp, node=node).resolve()
+    if weight_dtype == "bf16" and not cluster.gpu.supports("bf16"):
+        raise ClusterSimError(f"{gpu_id} has no bf16 units; set weight_dtype (and kv.dtype) to fp16")
     return IterationModel(
         model=spec,
         profile=load_profile(profile, gpu=gpu_id),
@@ -226,6 +238,7 @@ def iteration_model(
         kv_dtype=kv_dtype,
         tp_group=cluster.comm_group(tp),
         overhead=launch_overhead,
+        act_dtype="bf16" if cluster.gpu.supports("bf16") else "fp16",
     )
 
 

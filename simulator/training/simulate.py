@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hwmodels.profile import Profile, load_profile
+from simulator.compression import collective_for, compression_compute_s, dp_comm_time
 from simulator.config import RunConfig, load_config
 from simulator.costs import comm_time
 from simulator.timeline import Timeline
@@ -69,12 +70,18 @@ def _bucket_events(
     kind = "all_reduce" if p.zero == 0 else "reduce_scatter"
     clock, events = 0.0, []
     ready_list: list[tuple[float, float, int, int, int]] = []
+    spec = t.compression
+    if spec is not None:
+        kind = f"compressed {collective_for(spec)}"
     for local, pos in enumerate(positions):
         start, end = stats.grad_done.get(local, (stats.last_end_s, stats.last_end_s))
         if not t.overlap_grad_reduce:
             start = end = stats.last_end_s
         n = max(1, math.ceil(chunks[pos].params / per_bucket))
-        secs = comm_time(kind, chunks[pos].params * gbytes / n, groups.grad)
+        if spec is None:
+            secs = comm_time(kind, chunks[pos].params * gbytes / n, groups.grad)
+        else:  # average over the compression schedule, compressing each bucket's share
+            secs = dp_comm_time(spec, chunks[pos].params / n, groups.grad, dense_bytes_per_elem=gbytes)
         ready_list += [(start + (i + 1) / n * (end - start), secs, local, i, n) for i in range(n)]
     for ready, secs, local, i, n in sorted(ready_list):
         clock = max(clock, ready)
@@ -106,6 +113,11 @@ def _rank_tail(
         tail.events.append((start, start + secs, rank, "dp", "embedding grad all_reduce", "DP", -1, 0))
         tail.dp_end = start + secs
     params = sum(chunks[pos].params for pos in positions)
+    if comm and t.compression is not None and p.dp * p.cp > 1:  # compress + decompress before the optimizer
+        extra = compression_compute_s(t.compression, params, profile, grad_comm_bytes(t.precision), dp_size=p.dp)
+        start = max(tail.dp_end, stats.last_end_s)
+        tail.events.append((start, start + extra, rank, "compute", "gradient (de)compression", "DP", -1, 0))
+        tail.dp_end = start + extra
     shard = params / (p.dp * p.cp) if p.zero >= 1 else params
     tail.optimizer_s = profile.memory_op_time(ADAM_BYTES_PER_PARAM * shard)
     opt_start = max(tail.pipeline_end, tail.dp_end)
@@ -194,6 +206,7 @@ def simulate_training(
     exposed["dp"] = exposed.get("dp", 0.0) + tails[critical].exposed_dp_s
 
     tokens = t.global_batch * t.seq_len
+    steps_multiplier = t.compression.steps_multiplier if t.compression is not None else 1.0
     model_flops = m.flops_per_token(t.seq_len, training=True) * tokens
     recompute_flops = sum(c.recompute_flops for c in chunks) * num_mb * p.tp * p.cp * p.dp
     peak = prof.peak_flops(t.precision)
@@ -218,6 +231,6 @@ def simulate_training(
         optimizer_s=tails[critical].optimizer_s,
         memory_per_gpu_gb=memory,
         fits_in_memory=fits,
-        time_to_train_days=(t.tokens / (tokens / step) / 86400.0) if t.tokens else None,
+        time_to_train_days=(t.tokens / (tokens / step) / 86400.0 * steps_multiplier) if t.tokens else None,
         timeline=Timeline(tuple(sorted(events))),
     )
