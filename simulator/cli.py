@@ -294,6 +294,33 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return fit_and_write(raw, out, args.gpu, None, sys.stdout)
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from simulator.claims import run_claims, to_markdown
+
+    rows = run_claims(args.only or None)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_markdown(rows))
+    if args.json:
+        _print_json([r.as_dict() for r in rows])
+        return 0
+    print(
+        table(
+            [r.as_dict() for r in rows],
+            [
+                ("id", "claim"),
+                ("technique", "technique"),
+                ("predicted_effect", "clustersim predicts"),
+                ("verdict", "verdict"),
+            ],
+        )
+    )
+    if args.out:
+        print(f"\nfull table with baselines and reasons: {args.out}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from simulator import validation as V
 
@@ -302,6 +329,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "megatron-table2": lambda: V.megatron_table2(args.profile),
         "vtrain-single": lambda: V.vtrain_single(args.profile, args.rows),
         "vtrain-multi": lambda: V.vtrain_multi(args.profile, args.rows),
+        "deepseek-v3": lambda: V.deepseek_v3(args.profile),
     }
     tables = args.table or list(runners)
     report = {}
@@ -337,6 +365,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
     return 0
+
+
+def app_script() -> Path:
+    """Installed path of the Streamlit explorer's entry script (app/main.py)."""
+    return Path(str(resources.files("app").joinpath("main.py")))
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Start the Streamlit explorer with this Python, so it sees the same installed packages."""
+    import subprocess
+
+    script = app_script()
+    if not script.is_file():
+        raise ClusterSimError(f"the app is not installed ({script} is missing); reinstall clustersim")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port)]
+    if args.headless:
+        cmd += ["--server.headless", "true"]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
 
 
 # ---- entry ---------------------------------------------------------------------------------
@@ -418,6 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", help="catalogue id of the GPU (default: from the file's meta.name)")
     p.set_defaults(func=cmd_fit)
     p = sub.add_parser(
+        "claims",
+        help="test the source material's claims C1-C18 against clustersim's models",
+        description="Run every claim scenario (examples/claims/) and print what clustersim predicts and a verdict.",
+    )
+    p.add_argument("--only", action="append", metavar="CN", help="only this claim (repeatable), e.g. --only C5")
+    p.add_argument("--out", help="also write the full table as Markdown (e.g. docs/claims.md)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_claims)
+    p = sub.add_parser(
         "validate",
         help="compare predictions with published measurements",
         description="Simulate every row of the published training tables and print the errors.",
@@ -426,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--table",
         action="append",
-        choices=["megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi"],
+        choices=["megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi", "deepseek-v3"],
         help="only these tables (repeatable)",
     )
     p.add_argument("--rows", type=int, default=None, help="only the first N rows of each table")
@@ -434,6 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="hardware profile (default: the GPU's own)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser(
+        "app",
+        help="open the Streamlit explorer (training, serving, trade-offs, hardware)",
+        description="Run the Streamlit explorer: `streamlit run` on the installed app/main.py.",
+    )
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.set_defaults(func=cmd_app)
     return parser
 
 

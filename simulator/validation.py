@@ -20,7 +20,7 @@ from hwmodels.errors import ClusterSimError
 from simulator.config import load_config
 from simulator.training import TrainingResult, simulate_training
 
-TABLES = ("megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi")
+TABLES = ("megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi", "deepseek-v3")
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,41 @@ def vtrain_single(profile: Any = None, rows: int | None = None, progress=None) -
 def vtrain_multi(profile: Any = None, rows: int | None = None, progress=None) -> list[Comparison]:
     """109 multi-node runs on 64-512 A100 (800 Gb/s per node = 4 HDR NICs): iteration time."""
     return _vtrain("vtrain-multi", "vtrain_multi_node.csv", 4, profile, rows, progress)
+
+
+#: DeepSeek-V3 technical report (arXiv 2412.19437): 2.664M H800 GPU-hours of pre-training for 14.8T
+#: tokens, i.e. 180K GPU-hours per trillion tokens, on 2,048 H800 with PP16, EP64 over 8 nodes, ZeRO-1
+#: DP, no TP, DualPipe, FP8 mixed precision, sequence length 4,096 and a batch of 15,360 sequences.
+DEEPSEEK_V3 = {
+    "model": "deepseek-v3",
+    "cluster": {"gpu": "h800-sxm5-80gb", "num_gpus": 2048, "node": "hgx-h800"},
+    "parallel": {"tp": 1, "pp": 16, "dp": 128, "ep": 64, "zero": 1, "schedule": "dualpipe"},
+    "training": {
+        "seq_len": 4096,
+        "global_batch": 15360,
+        "micro_batch": 1,
+        "precision": "fp8",
+        "recompute": "selective",
+    },
+}
+DEEPSEEK_V3_GPU_HOURS_PER_T = 180_000.0
+
+
+def deepseek_v3(profile: Any = None) -> list[Comparison]:
+    """DeepSeek-V3 pre-training on 2,048 H800: H800 GPU-hours per trillion tokens."""
+    res = simulate_training(load_config(DEEPSEEK_V3), profile)
+    tokens = DEEPSEEK_V3["training"]["global_batch"] * DEEPSEEK_V3["training"]["seq_len"]
+    hours = res.num_gpus * res.step_time_s / 3600.0 * 1e12 / tokens
+    return [
+        Comparison(
+            "deepseek-v3",
+            "DeepSeek-V3 671B, 2,048 H800, PP16 EP64 DualPipe FP8",
+            DEEPSEEK_V3_GPU_HOURS_PER_T,
+            hours,
+            "GPU-hours per 1T tokens",
+            DEEPSEEK_V3,
+        )
+    ]
 
 
 def summary(comparisons: list[Comparison]) -> dict[str, float]:

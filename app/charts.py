@@ -1,0 +1,529 @@
+"""Chart builders for the app: config/result in, Plotly figure (or DataFrame) out.
+
+Pure functions with no Streamlit import, so they are unit-tested directly (AppTest does not
+render Plotly). Times stay in simulated seconds: ``px.timeline`` would force dates, so the Gantt
+is drawn with horizontal ``go.Bar`` traces (``base`` = start, ``x`` = duration), one trace per
+category so thousands of events stay one cheap trace each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from hwmodels.dtypes import normalize_dtype
+
+# ---- training ------------------------------------------------------------------------------------
+
+#: Gantt categories and colours: compute phases, then one colour per communication stream.
+CATEGORY_COLORS: dict[str, str] = {
+    "forward": "#4C78A8",
+    "backward": "#F58518",
+    "weight": "#54A24B",
+    "optimizer": "#B279A2",
+    "comm tp": "#E45756",
+    "comm cp": "#FF9DA6",
+    "comm ep": "#9D755D",
+    "comm pp": "#72B7B2",
+    "comm dp": "#EECA3B",
+}
+_PHASE_CATEGORY = {"F": "forward", "B": "backward", "W": "weight", "OPT": "optimizer"}
+#: Communication sub-lanes under each rank's compute lane (so overlapping streams stay visible).
+COMM_LANES = ("tp", "cp", "ep", "pp", "dp")
+_COMPUTE_OFFSET, _COMPUTE_WIDTH = -0.42, 0.5
+_LANE_START, _LANE_STEP = 0.1, 0.066
+
+
+def event_category(stream: str, phase: str) -> str:
+    """Gantt category of one timeline event: its compute phase, or ``comm <stream>``."""
+    if stream == "compute":
+        return _PHASE_CATEGORY.get(phase, str(phase).lower())
+    return f"comm {stream}"
+
+
+def rank_label(rank: int) -> str:
+    return f"rank {rank}"
+
+
+def pipeline_gantt(timeline: Any, max_ranks: int = 16) -> go.Figure:
+    """Ranks x time of one step: compute bars per phase, thin lanes below for each comm stream.
+
+    Idle gaps on a rank's compute lane are the pipeline bubbles. Only the first ``max_ranks``
+    ranks are drawn (the title says how many there are).
+    """
+    events = timeline.events if timeline is not None else ()
+    ranks = sorted({e[2] for e in events})
+    shown = set(ranks[:max_ranks])
+    groups: dict[str, dict[str, list]] = {}
+    for start, end, rank, stream, name, phase, mb, chunk in events:
+        if rank not in shown:
+            continue
+        cat = event_category(stream, phase)
+        g = groups.setdefault(cat, {"base": [], "x": [], "y": [], "text": []})
+        g["base"].append(start)
+        g["x"].append(end - start)
+        g["y"].append(rank_label(rank))
+        where = f"mb {mb} chunk {chunk}" if mb is not None and mb >= 0 else f"chunk {chunk}"
+        g["text"].append(f"{name}<br>{where}<br>{start * 1e3:.3f} - {end * 1e3:.3f} ms")
+    order = list(CATEGORY_COLORS) + sorted(set(groups) - set(CATEGORY_COLORS))
+    fig = go.Figure()
+    for cat in order:
+        if cat not in groups:
+            continue
+        g = groups[cat]
+        if cat.startswith("comm "):
+            stream = cat.removeprefix("comm ")
+            lane = COMM_LANES.index(stream) if stream in COMM_LANES else len(COMM_LANES) - 1
+            offset, width = _LANE_START + lane * _LANE_STEP, _LANE_STEP * 0.9
+        else:
+            offset, width = _COMPUTE_OFFSET, _COMPUTE_WIDTH
+        fig.add_trace(
+            go.Bar(
+                base=g["base"],
+                x=g["x"],
+                y=g["y"],
+                orientation="h",
+                name=cat,
+                offset=offset,
+                width=width,
+                marker={"color": CATEGORY_COLORS.get(cat, "#BAB0AC"), "line": {"width": 0}},
+                hovertext=g["text"],
+                hovertemplate="%{hovertext}<extra>" + cat + "</extra>",
+            )
+        )
+    labels = [rank_label(r) for r in ranks[:max_ranks]]
+    more = f" (first {len(labels)} of {len(ranks)} ranks)" if len(ranks) > len(labels) else ""
+    fig.update_layout(
+        title=f"One training step per pipeline rank{more}",
+        barmode="overlay",
+        xaxis_title="time (s)",
+        yaxis={"categoryorder": "array", "categoryarray": labels, "autorange": "reversed", "title": None},
+        legend={"orientation": "h", "y": -0.2},
+        height=max(260, 60 + 42 * len(labels)),
+        margin={"t": 60, "b": 40},
+        annotations=[
+            {
+                "text": "gaps on a rank's compute lane = pipeline bubble (idle); thin lanes: tp/cp/ep/pp/dp comm",
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0,
+                "y": 1.0,
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 11},
+            }
+        ],
+    )
+    return fig
+
+
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "buffers", "fragmentation")
+_MEMORY_COLORS = ("#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#BAB0AC")
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return dict(obj) if isinstance(obj, Mapping) else obj.model_dump()
+
+
+def memory_bar(memory_report: Any) -> go.Figure:
+    """Stacked per-GPU memory (GB) of the fullest rank against the capacity line.
+
+    ``memory_report`` is a MemoryReport (or its dict), or a mapping label -> report to put plans
+    side by side (the A-vs-B view).
+    """
+    reports = (
+        {"": memory_report}
+        if not isinstance(memory_report, Mapping) or "weights" in memory_report
+        else dict(memory_report)
+    )
+    rows = {label: _as_dict(r) for label, r in reports.items()}
+    xs = [f"{label + ' ' if label else ''}(stage {int(r.get('stage', 0))})" for label, r in rows.items()]
+    fig = go.Figure()
+    for part, color in zip(MEMORY_PARTS, _MEMORY_COLORS, strict=True):
+        fig.add_trace(
+            go.Bar(
+                x=xs,
+                y=[r[part] for r in rows.values()],
+                name=part,
+                marker_color=color,
+                hovertemplate="%{y:.2f} GB<extra>" + part + "</extra>",
+            )
+        )
+    capacity = min(r["capacity"] for r in rows.values())
+    peak = max(sum(r[p] for p in MEMORY_PARTS) for r in rows.values())
+    fig.add_hline(
+        y=capacity,
+        line_dash="dash",
+        line_color="black",
+        annotation_text=f"capacity {capacity:.1f} GB",
+        annotation_position="top left",
+    )
+    fig.update_layout(
+        barmode="stack",
+        title="Memory per GPU (fullest pipeline stage)",
+        yaxis_title="GB",
+        yaxis_range=[0, max(capacity, peak) * 1.12],
+        legend={"orientation": "h", "y": -0.15},
+    )
+    return fig
+
+
+COMM_KINDS = ("tp", "cp", "ep", "pp", "dp")
+
+
+def comm_breakdown(exposed_comm_s: Mapping[str, Any]) -> go.Figure:
+    """Exposed (not hidden under compute) communication per kind, seconds per step.
+
+    Takes one ``{kind: seconds}`` mapping, or ``{plan label: {kind: seconds}}`` for grouped bars.
+    """
+    nested = bool(exposed_comm_s) and all(isinstance(v, Mapping) for v in exposed_comm_s.values())
+    plans = dict(exposed_comm_s) if nested else {"exposed": exposed_comm_s}
+    kinds = [k for k in COMM_KINDS if any(k in p for p in plans.values())]
+    kinds += sorted({k for p in plans.values() for k in p} - set(kinds))
+    fig = go.Figure()
+    for label, comm in plans.items():
+        fig.add_trace(
+            go.Bar(
+                x=kinds,
+                y=[float(comm.get(k, 0.0)) for k in kinds],
+                name=label,
+                hovertemplate="%{x}: %{y:.4f} s<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        title="Exposed communication per step",
+        xaxis_title="collective kind",
+        yaxis_title="seconds",
+        showlegend=nested,
+    )
+    return fig
+
+
+def _training_metrics(r: Any) -> dict[str, float | None]:
+    mem = r.memory_per_gpu_gb
+    out: dict[str, float | None] = {
+        "step time (s)": r.step_time_s,
+        "tokens/s": r.tokens_per_s,
+        "tokens/s per GPU": r.tokens_per_s_per_gpu,
+        "model TFLOP/s per GPU": r.tflops_per_gpu,
+        "MFU": r.mfu,
+        "HFU": r.hfu,
+        "pipeline bubble (fraction of busy time)": r.bubble_fraction,
+        "peak memory per GPU (GB)": mem.peak,
+        "memory capacity (GB)": mem.capacity,
+        "fits in memory (1 = yes)": 1.0 if r.fits_in_memory else 0.0,
+        "micro-batches per step": float(r.num_microbatches),
+    }
+    for k in COMM_KINDS:
+        out[f"exposed {k} comm (s)"] = float(r.exposed_comm_s.get(k, 0.0))
+    out["time to train (days)"] = r.time_to_train_days
+    return out
+
+
+def compare_table(result_a: Any, result_b: Any) -> pd.DataFrame:
+    """Metric-by-metric A vs B: columns metric, A, B, difference (B - A) and change (B/A - 1)."""
+    a, b = _training_metrics(result_a), _training_metrics(result_b)
+    rows = []
+    for metric in a:
+        va, vb = a[metric], b[metric]
+        if va is None or vb is None:
+            continue
+        diff = vb - va
+        change = diff / va if va else (0.0 if diff == 0 else math.nan)
+        rows.append({"metric": metric, "A": va, "B": vb, "difference": diff, "change": change})
+    return pd.DataFrame(rows, columns=["metric", "A", "B", "difference", "change"])
+
+
+# ---- serving -------------------------------------------------------------------------------------
+
+_STATS = ("mean", "p50", "p90", "p99")
+
+
+def latency_percentiles(result: Any) -> go.Figure:
+    """TTFT, TPOT and end-to-end latency (mean/p50/p90/p99, ms), one panel each (different scales)."""
+    series = [("TTFT", result.ttft_s), ("TPOT", result.tpot_s), ("E2E", result.e2e_s)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("time to first token", "time per output token", "end to end"))
+    for i, (name, pct) in enumerate(series, start=1):
+        fig.add_trace(
+            go.Bar(
+                x=list(_STATS),
+                y=[getattr(pct, s) * 1e3 for s in _STATS],
+                name=name,
+                hovertemplate="%{x}: %{y:.1f} ms<extra>" + name + "</extra>",
+            ),
+            row=1,
+            col=i,
+        )
+        fig.update_yaxes(title_text="ms" if i == 1 else None, row=1, col=i)
+    fig.update_layout(title="Latency percentiles", showlegend=False)
+    return fig
+
+
+def kv_occupancy(result: Any, max_points: int = 4000) -> go.Figure:
+    """KV-cache blocks in use over time, per replica (downsampled to ``max_points`` per replica)."""
+    df = result.kv_occupancy_frame()
+    fig = go.Figure()
+    for replica, part in df.groupby("replica", sort=True):
+        step = max(1, math.ceil(len(part) / max_points))
+        part = part.iloc[::step]
+        fig.add_trace(
+            go.Scattergl(
+                x=part["time_s"],
+                y=part["kv_used_fraction"] * 100.0,
+                mode="lines",
+                name=f"replica {replica}",
+            )
+        )
+    fig.update_layout(
+        title=f"KV cache occupancy (peak {result.kv_peak_utilization:.0%})",
+        xaxis_title="time (s)",
+        yaxis_title="% of KV blocks in use",
+        yaxis_range=[0, 105],
+    )
+    return fig
+
+
+def iteration_batches(timeline: Any) -> pd.DataFrame:
+    """Per serving iteration: start, decodes in the batch, prefill tokens and phase (from the timeline)."""
+    rows = []
+    for start, _end, replica, _stream, name, phase, _mb, _chunk in timeline.events if timeline else ():
+        if not str(name).startswith("iter p"):
+            continue
+        prefill, _, decodes = name.removeprefix("iter p").partition(" d")
+        rows.append(
+            {
+                "start_s": start,
+                "replica": replica,
+                "prefill_tokens": int(prefill),
+                "decodes": int(decodes),
+                "phase": phase,
+            }
+        )
+    return pd.DataFrame(rows, columns=["start_s", "replica", "prefill_tokens", "decodes", "phase"])
+
+
+def batch_sizes(result: Any) -> go.Figure:
+    """How many sequences decode per engine iteration, stacked by iteration kind.
+
+    Read from the serving timeline (``iter p<prefill tokens> d<decodes>``); falls back to
+    ``batch_size_histogram`` when the result carries no timeline.
+    """
+    df = iteration_batches(result.timeline)
+    fig = go.Figure()
+    if len(df):
+        for phase in ("decode", "mixed", "prefill"):
+            part = df[df["phase"] == phase]
+            if len(part):
+                fig.add_trace(go.Histogram(x=part["decodes"], name=phase))
+        fig.update_layout(barmode="stack", xaxis_title="sequences decoding in the iteration")
+    else:
+        hist = result.batch_size_histogram
+        fig.add_trace(go.Bar(x=list(hist), y=list(hist.values()), name="iterations"))
+        fig.update_layout(xaxis_title="decode batch size")
+    fig.update_layout(
+        title=f"Batch sizes (mean {result.mean_batch_size:.1f} decodes/iteration)", yaxis_title="iterations"
+    )
+    return fig
+
+
+def latency_vs_rate(points: Any, slo_s: float, knee_rate: float | None) -> go.Figure:
+    """TTFT p50/p99 against arrival rate with the TTFT SLO line, SLO attainment on the right axis,
+    and the knee: the highest probed rate that still meets the SLO for 90% of requests."""
+    df = pd.DataFrame(points).sort_values("rate_per_s")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=df["rate_per_s"], y=df["ttft_p50_s"], mode="lines+markers", name="TTFT p50"))
+    fig.add_trace(go.Scatter(x=df["rate_per_s"], y=df["ttft_p99_s"], mode="lines+markers", name="TTFT p99"))
+    fig.add_trace(
+        go.Scatter(
+            x=df["rate_per_s"],
+            y=df["slo_attainment"] * 100.0,
+            mode="lines+markers",
+            name="SLO attainment",
+            line={"dash": "dot"},
+        ),
+        secondary_y=True,
+    )
+    fig.add_hline(y=slo_s, line_dash="dash", line_color="red", annotation_text=f"TTFT SLO {slo_s:g} s")
+    if knee_rate is not None:
+        knee = df[df["rate_per_s"] == knee_rate]
+        y = float(knee["ttft_p99_s"].iloc[0]) if len(knee) else slo_s
+        fig.add_trace(
+            go.Scatter(
+                x=[knee_rate],
+                y=[y],
+                mode="markers+text",
+                name="knee",
+                text=[f"knee {knee_rate:g} req/s"],
+                textposition="top left",
+                marker={"symbol": "star", "size": 16, "color": "black"},
+            )
+        )
+        fig.add_vline(x=knee_rate, line_dash="dot", line_color="grey")
+    fig.update_layout(
+        title="Latency vs arrival rate",
+        xaxis_title="arrival rate (requests/s)",
+        legend={"orientation": "h", "y": -0.25},
+    )
+    fig.update_yaxes(title_text="TTFT (s)", type="log", secondary_y=False)
+    fig.update_yaxes(
+        title_text="SLO attainment (%)",
+        range=[0, 105],
+        tickmode="array",
+        tickvals=[0, 25, 50, 75, 90, 100],
+        showgrid=False,
+        secondary_y=True,
+    )
+    return fig
+
+
+# ---- trade-offs ----------------------------------------------------------------------------------
+
+
+def pareto_chart(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    front_mask: Sequence[bool],
+    *,
+    label: str = "label",
+    titles: Mapping[str, str] | None = None,
+    ok: str | None = None,
+) -> go.Figure:
+    """Every plan as a point plus the Pareto front as a line; ``customdata`` is the row position
+    so a click in the app maps back to the plan. Rows whose boolean column ``ok`` is false (plans
+    that do not fit in memory) are drawn as crosses."""
+    titles = dict(titles or {})
+    mask = np.asarray(list(front_mask), dtype=bool)
+    if len(mask) != len(df):
+        raise ValueError(f"front_mask has {len(mask)} entries for {len(df)} rows")
+    pos = np.arange(len(df))
+    text = df[label].astype(str).tolist() if label in df else [str(i) for i in pos]
+    good = df[ok].to_numpy(bool) if ok and ok in df else np.ones(len(df), dtype=bool)
+    text = [t if g else f"{t} (does not fit)" for t, g in zip(text, good, strict=True)]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=df[x],
+            y=df[y],
+            mode="markers",
+            name="plans",
+            customdata=pos,
+            hovertext=text,
+            hovertemplate="%{hovertext}<br>%{x:.4g}, %{y:.4g}<extra></extra>",
+            marker={
+                "size": 10,
+                "color": np.where(mask, "#E45756", "#4C78A8").tolist(),
+                "opacity": 0.8,
+                "symbol": np.where(good, "circle", "x").tolist(),
+            },
+        )
+    )
+    front = df.assign(_pos=pos)[mask].sort_values([x, y])
+    fig.add_trace(
+        go.Scatter(
+            x=front[x],
+            y=front[y],
+            mode="lines+markers",
+            name="Pareto front",
+            customdata=front["_pos"],
+            hovertext=[text[i] for i in front["_pos"]],
+            hovertemplate="%{hovertext}<br>%{x:.4g}, %{y:.4g}<extra>front</extra>",
+            line={"color": "#E45756", "shape": "hv"},
+            marker={"size": 12, "color": "#E45756", "symbol": "diamond"},
+        )
+    )
+    fig.update_layout(
+        title="Plans and their Pareto front (click a point to open it)",
+        xaxis_title=titles.get(x, x),
+        yaxis_title=titles.get(y, y),
+        clickmode="event+select",
+    )
+    return fig
+
+
+# ---- hardware ------------------------------------------------------------------------------------
+
+DTYPE_COLORS = {"bf16": "#4C78A8", "fp16": "#F58518", "fp32": "#54A24B", "fp8": "#E45756", "tf32": "#B279A2"}
+SQUARE_SIZES = tuple(int(2**e) for e in np.arange(6, 14.25, 0.25))
+
+
+def efficiency_curves(
+    profile: Any, measurements: Mapping[str, Any] | None = None, dtypes: Sequence[str] | None = None
+) -> go.Figure:
+    """GEMM efficiency (fraction of the dtype's dense peak) against problem size (FLOP).
+
+    Lines: the profile's curve for square M=N=K. Points: measured GEMMs when ``measurements``
+    (a kernel dataset with ``gemm`` rows of M, N, K, dtype, ms, tflops) is given, plus the
+    profile's prediction for the same shapes so the fit can be read point by point.
+    """
+    rows = list((measurements or {}).get("gemm", []))
+    measured_dtypes = []
+    for r in rows:
+        d = normalize_dtype(r["dtype"])
+        if d not in measured_dtypes:
+            measured_dtypes.append(d)
+    wanted = [normalize_dtype(d) for d in dtypes] if dtypes else (measured_dtypes or ["bf16"])
+    wanted = [d for d in wanted if profile.peak_tflops.get(d)]
+    if not wanted:
+        wanted = [d for d in ("bf16", "fp16", "fp32") if profile.peak_tflops.get(d)][:1]
+    fig = go.Figure()
+    for d in wanted:
+        color = DTYPE_COLORS.get(d, "#BAB0AC")
+        peak = profile.peak_flops(d)
+        flops = [2.0 * s**3 for s in SQUARE_SIZES]
+        eff = [f / profile.gemm_time(s, s, s, d) / peak for f, s in zip(flops, SQUARE_SIZES, strict=True)]
+        fig.add_trace(
+            go.Scatter(
+                x=flops,
+                y=eff,
+                mode="lines",
+                name=f"{profile.kind} profile {d} (M=N=K)",
+                legendgroup=d,
+                line={"color": color},
+                hovertext=[f"M=N=K={s}" for s in SQUARE_SIZES],
+                hovertemplate="%{hovertext}<br>%{y:.1%}<extra></extra>",
+            )
+        )
+        pts = [r for r in rows if normalize_dtype(r["dtype"]) == d]
+        if not pts:
+            continue
+        shapes = [f"M={r['M']} N={r['N']} K={r['K']}" for r in pts]
+        mflops = [2.0 * r["M"] * r["N"] * r["K"] for r in pts]
+        fig.add_trace(
+            go.Scatter(
+                x=mflops,
+                y=[r["tflops"] * 1e12 / peak for r in pts],
+                mode="markers",
+                name=f"measured {d}",
+                legendgroup=d,
+                marker={"color": color, "opacity": 0.6},
+                hovertext=shapes,
+                hovertemplate="%{hovertext}<br>measured %{y:.1%}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=mflops,
+                y=[f / profile.gemm_time(r["M"], r["N"], r["K"], d) / peak for f, r in zip(mflops, pts, strict=True)],
+                mode="markers",
+                name=f"profile at measured shapes {d}",
+                legendgroup=d,
+                marker={"symbol": "circle-open", "color": color},
+                hovertext=shapes,
+                hovertemplate="%{hovertext}<br>predicted %{y:.1%}<extra></extra>",
+                visible="legendonly",
+            )
+        )
+    fig.update_layout(
+        title=f"GEMM efficiency of {profile.gpu} ({profile.kind} profile)",
+        xaxis={"title": "problem size (FLOP, 2MNK)", "type": "log"},
+        yaxis={"title": "fraction of dense peak", "tickformat": ".0%", "range": [0, 1.05]},
+    )
+    return fig

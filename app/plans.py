@@ -1,0 +1,314 @@
+"""Config plumbing for the app, kept free of Streamlit so it can be unit-tested.
+
+Default configs, compact JSON for the URL, sweep variants for the trade-off explorer and the
+latency-vs-rate helpers. Every config here is a plain dict that ``load_config`` /
+``load_serving_config`` validate; nothing in this module models hardware.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from hwmodels.errors import ClusterSimError
+
+TRAIN_EXAMPLE = "gpt3-175b-a100.yaml"
+SERVE_EXAMPLE = "serve-llama3-8b-h100.yaml"
+#: Serving runs in the app use few requests so a page answers in about a second.
+APP_SERVING_REQUESTS = 300
+CURVE_REQUESTS = 200
+MAX_SWEEP = 64
+
+
+def _example(name: str) -> dict[str, Any]:
+    text = resources.files("simulator").joinpath(f"examples/{name}").read_text()
+    return yaml.safe_load(text)
+
+
+def default_training() -> dict[str, Any]:
+    """The bundled GPT-3 175B on 1,024 A100 plan (the CLI's `train` default)."""
+    return _example(TRAIN_EXAMPLE)
+
+
+def default_serving(num_requests: int = APP_SERVING_REQUESTS) -> dict[str, Any]:
+    """The bundled Llama-3 8B serving example with fewer requests, for interactive speed."""
+    cfg = _example(SERVE_EXAMPLE)
+    cfg["workload"]["num_requests"] = num_requests
+    return cfg
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override`` recursively (a copy); a URL may carry only some keys."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def to_json(cfg: Mapping[str, Any]) -> str:
+    """Compact, key-sorted JSON: the cache key and the ``cfg`` query parameter."""
+    return json.dumps(cfg, separators=(",", ":"), sort_keys=True)
+
+
+def from_json(text: str, what: str = "cfg") -> dict[str, Any]:
+    """Parse a JSON object from the URL or an upload, with a one-line error."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ClusterSimError(f"{what} is not valid JSON ({exc}); fix or remove it") from None
+    if not isinstance(data, dict):
+        raise ClusterSimError(f"{what} must be a JSON object")
+    return data
+
+
+def to_yaml(cfg: Mapping[str, Any]) -> str:
+    """YAML the CLI reads back (`clustersim train CONFIG`)."""
+    return yaml.safe_dump(dict(cfg), sort_keys=False)
+
+
+def parse_upload(data: bytes, name: str) -> dict[str, Any]:
+    """A mapping from an uploaded JSON or YAML file; malformed files give a one-line error."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClusterSimError(f"{name} is not a UTF-8 text file") from None
+    if name.lower().endswith((".yaml", ".yml")):
+        try:
+            out = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ClusterSimError(f"{name} is not valid YAML") from None
+        if not isinstance(out, dict):
+            raise ClusterSimError(f"{name} must hold a mapping")
+        return out
+    return from_json(text, name)
+
+
+def derive_dp(num_gpus: int, tp: int, pp: int, cp: int = 1) -> int:
+    """Data-parallel degree that fills the cluster; a one-line error when tp*pp*cp does not divide it."""
+    model_parallel = tp * pp * cp
+    if model_parallel <= 0 or num_gpus % model_parallel:
+        raise ClusterSimError(
+            f"tp*pp*cp = {tp}*{pp}*{cp} = {model_parallel} does not divide num_gpus={num_gpus}; "
+            "change tp, pp, cp or the GPU count"
+        )
+    return num_gpus // model_parallel
+
+
+# ---- training sweeps -----------------------------------------------------------------------------
+
+#: Knob -> (section, key) in the training config.
+TRAINING_KNOBS: dict[str, tuple[str, str]] = {
+    "tp": ("parallel", "tp"),
+    "pp": ("parallel", "pp"),
+    "micro_batch": ("training", "micro_batch"),
+    "schedule": ("parallel", "schedule"),
+    "recompute": ("training", "recompute"),
+    "zero": ("parallel", "zero"),
+    "vpp": ("parallel", "vpp"),
+    "cp": ("parallel", "cp"),
+}
+TRAINING_KNOB_CHOICES: dict[str, list[Any]] = {
+    "tp": [1, 2, 4, 8, 16],
+    "pp": [1, 2, 4, 8, 16, 32],
+    "micro_batch": [1, 2, 4, 8],
+    "schedule": ["gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe"],
+    "recompute": ["none", "selective", "full"],
+    "zero": [0, 1, 2, 3],
+    "vpp": [1, 2, 3, 4],
+    "cp": [1, 2, 4],
+}
+TRAINING_KNOB_DEFAULTS: dict[str, list[Any]] = {
+    "tp": [4, 8],
+    "pp": [4, 8, 16],
+    "micro_batch": [1, 2],
+    "schedule": ["1f1b", "zero-bubble"],
+    "recompute": ["selective", "full"],
+    "zero": [0, 1],
+    "vpp": [1, 2],
+    "cp": [1, 2],
+}
+
+
+def _label(values: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in values.items())
+
+
+def training_variants(
+    base: Mapping[str, Any], knobs: Mapping[str, Sequence[Any]]
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Every combination of ``knobs`` applied to ``base`` as (label, values, config), dp re-derived.
+
+    A plan whose tp*pp*cp does not divide the GPU count keeps the base dp, so validation reports
+    the mismatch; vpp > 1 switches the schedule to interleaved unless the schedule is swept too.
+    """
+    names = list(knobs)
+    out = []
+    for combo in itertools.product(*(knobs[n] for n in names)):
+        values = dict(zip(names, combo, strict=True))
+        cfg = copy.deepcopy(dict(base))
+        for name, value in values.items():
+            section, key = TRAINING_KNOBS[name]
+            cfg.setdefault(section, {})[key] = value
+        par = cfg.setdefault("parallel", {})
+        if "vpp" in values and "schedule" not in values:
+            par["schedule"] = "interleaved" if values["vpp"] > 1 else par.get("schedule", "1f1b")
+            if values["vpp"] == 1 and par["schedule"] == "interleaved":
+                par["schedule"] = "1f1b"
+        n = cfg["cluster"]["num_gpus"]
+        tp, pp, cp = par.get("tp", 1), par.get("pp", 1), par.get("cp", 1)
+        if n % (tp * pp * cp) == 0:
+            par["dp"] = n // (tp * pp * cp)  # otherwise validation names the mismatch
+        out.append((_label(values), values, cfg))
+    return out
+
+
+# ---- serving sweeps ------------------------------------------------------------------------------
+
+SERVING_KNOB_CHOICES: dict[str, list[Any]] = {
+    "batching": ["static", "bucketed", "continuous", "chunked", "disaggregated"],
+    "max_num_seqs": [8, 16, 32, 64, 128, 256, 512],
+    "tp": [1, 2, 4, 8],
+    "rate_per_s": [2.0, 4.0, 8.0, 12.0, 16.0, 24.0],
+    "kv_dtype": ["bf16", "fp8", "int4"],
+    "replicas": [1, 2, 4],
+}
+SERVING_KNOB_DEFAULTS: dict[str, list[Any]] = {
+    "batching": ["continuous", "chunked"],
+    "max_num_seqs": [16, 64, 256],
+    "tp": [1, 2],
+    "rate_per_s": [4.0, 8.0, 16.0],
+    "kv_dtype": ["bf16", "fp8"],
+    "replicas": [1, 2],
+}
+#: The batch-size limit of each policy that the ``max_num_seqs`` knob sets.
+BATCH_LIMIT_KEY = {
+    "static": "batch_size",
+    "bucketed": "max_batch",
+    "continuous": "max_num_seqs",
+    "chunked": "max_num_seqs",
+    "disaggregated": "max_num_seqs",
+}
+
+
+def serving_variants(
+    base: Mapping[str, Any], knobs: Mapping[str, Sequence[Any]]
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Every combination of ``knobs`` applied to the serving config ``base``: (label, values, config)."""
+    names = list(knobs)
+    out = []
+    for combo in itertools.product(*(knobs[n] for n in names)):
+        values = dict(zip(names, combo, strict=True))
+        cfg = copy.deepcopy(dict(base))
+        batching = cfg.setdefault("batching", {"kind": "continuous"})
+        if "batching" in values and values["batching"] != batching.get("kind"):
+            batching = cfg["batching"] = {"kind": values["batching"]}  # a new policy starts from its defaults
+        if "max_num_seqs" in values:
+            limit = values["max_num_seqs"]
+            kind = batching.get("kind", "continuous")
+            batching[BATCH_LIMIT_KEY[kind]] = limit
+            if kind == "bucketed":
+                batching["min_batch"] = min(batching.get("min_batch", 4), limit)
+        if "tp" in values:
+            cfg["tp"] = values["tp"]
+        if "replicas" in values:
+            cfg["replicas"] = values["replicas"]
+        if "kv_dtype" in values:
+            cfg.setdefault("kv", {})["dtype"] = values["kv_dtype"]
+        if "rate_per_s" in values:
+            cfg.setdefault("workload", {}).setdefault("arrivals", {"kind": "poisson"})["rate_per_s"] = values[
+                "rate_per_s"
+            ]
+        out.append((_label(values), values, cfg))
+    return out
+
+
+# ---- latency vs rate -----------------------------------------------------------------------------
+
+RATE_FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def rates_around(rate: float, factors: Sequence[float] = RATE_FACTORS) -> list[float]:
+    """Arrival rates to probe for the latency-vs-rate curve, around the configured rate."""
+    if rate <= 0:
+        raise ClusterSimError(f"rate must be > 0, got {rate}")
+    return [round(rate * f, 6) for f in factors]
+
+
+def at_rate(cfg: Mapping[str, Any], rate: float, num_requests: int = CURVE_REQUESTS) -> dict[str, Any]:
+    """``cfg`` with its arrival rate set to ``rate`` and at most ``num_requests`` requests."""
+    out = copy.deepcopy(dict(cfg))
+    wl = out.setdefault("workload", {})
+    wl.setdefault("arrivals", {"kind": "poisson"})["rate_per_s"] = rate
+    wl["num_requests"] = min(int(wl.get("num_requests", num_requests)), num_requests)
+    return out
+
+
+def curve_point(rate: float, result: Any) -> dict[str, float]:
+    """One row of the latency-vs-rate table from a ServingResult."""
+    return {
+        "rate_per_s": rate,
+        "ttft_p50_s": result.ttft_s.p50,
+        "ttft_p99_s": result.ttft_s.p99,
+        "tpot_p99_s": result.tpot_s.p99,
+        "e2e_p99_s": result.e2e_s.p99,
+        "throughput_requests_per_s": result.throughput_requests_per_s,
+        "slo_attainment": result.slo_attainment,
+    }
+
+
+def knee_rate(points: Sequence[Mapping[str, float]], attainment: float = 0.9) -> float | None:
+    """The highest probed rate at which at least ``attainment`` of requests meet the SLO (None if none)."""
+    passing = [p["rate_per_s"] for p in points if p["slo_attainment"] >= attainment]
+    return max(passing) if passing else None
+
+
+# ---- hardware ------------------------------------------------------------------------------------
+
+
+def measurement_file(gpu_id: str) -> Any:
+    """The newest shipped kernel measurement set for ``gpu_id`` (calibration/data), or None."""
+    try:
+        folder = resources.files("calibration").joinpath("data")
+        names = sorted(e.name for e in folder.iterdir() if e.name.startswith(f"{gpu_id}-kernels-"))
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        return None
+    names = [n for n in names if n.endswith(".json")]
+    return folder.joinpath(names[-1]) if names else None
+
+
+def load_measurements(gpu_id: str) -> dict[str, Any] | None:
+    """The kernel measurements for ``gpu_id`` as a dict (keys gemm, attn_prefill, ...), or None."""
+    path = measurement_file(gpu_id)
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClusterSimError(f"cannot read measurements {path}: {exc}") from None
+    return data if isinstance(data, dict) else None
+
+
+def gemm_errors(profile: Any, measurements: Mapping[str, Any], min_m: int = 512) -> dict[str, tuple[int, float]]:
+    """Per dtype: (points, mean absolute % error) of the profile's GEMM time against measured GEMMs
+    with M >= ``min_m`` (the range the validation tests hold the profile to)."""
+    from hwmodels.dtypes import normalize_dtype
+
+    errs: dict[str, list[float]] = {}
+    for r in measurements.get("gemm", []):
+        if r["M"] < min_m:
+            continue
+        d = normalize_dtype(r["dtype"])
+        if not profile.peak_tflops.get(d):
+            continue
+        pred = profile.gemm_time(r["M"], r["N"], r["K"], d)
+        errs.setdefault(d, []).append(abs(pred - r["ms"] / 1e3) / (r["ms"] / 1e3))
+    return {d: (len(v), sum(v) / len(v)) for d, v in errs.items() if v}
