@@ -21,6 +21,7 @@ from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.compression import CompressionSpec
 from simulator.models import ModelSpec, get_model
+from simulator.moe import MoERouting
 
 
 class ParallelSpec(BaseModel):
@@ -72,6 +73,12 @@ class TrainingSpec(BaseModel):
         "host synchronisation of the group), on top of the NCCL cost model",
     )
     bucket_mparams: float = Field(default=40.0, gt=0, description="DP gradient bucket size, millions of parameters")
+    moe_dispatch_dtype: Literal["bf16", "fp8"] = Field(
+        default="bf16", description="payload of the MoE dispatch all-to-all (DeepSeek-V3 dispatches in fp8)"
+    )
+    moe_node_dedup: bool = Field(
+        default=False, description="send a token once per destination node and forward over NVLink (DeepSeek-V3)"
+    )
     compression: CompressionSpec | None = Field(
         default=None, description="DP gradient compression (simulator.compression.CompressionSpec)"
     )
@@ -86,6 +93,7 @@ class RunConfig(BaseModel):
     cluster: ClusterSpec
     parallel: ParallelSpec = ParallelSpec()
     training: TrainingSpec = TrainingSpec()
+    moe_routing: MoERouting = Field(default_factory=MoERouting, description="how tokens pick experts (simulator.moe)")
     seed: int = 0
 
     @field_validator("model", mode="before")
@@ -109,6 +117,11 @@ class RunConfig(BaseModel):
         if p.ep > 1 and (p.dp * p.cp * p.tp) % p.ep:
             raise ClusterSimError(
                 f"parallel.ep={p.ep} must divide dp*cp*tp={p.dp * p.cp * p.tp} (experts fold into them)"
+            )
+        if p.ep > 1 and (m.moe is None or m.moe.num_experts % p.ep):
+            experts = m.moe.num_experts if m.moe else 0
+            raise ClusterSimError(
+                f"parallel.ep={p.ep} must divide the model's routed experts ({experts}); pick ep from its divisors"
             )
         if m.num_layers < p.pp * p.vpp:
             raise ClusterSimError(

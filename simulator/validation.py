@@ -242,7 +242,12 @@ DEEPSEEK_V3 = {
         "micro_batch": 1,
         "precision": "fp8",
         "recompute": "selective",
+        "moe_dispatch_dtype": "fp8",
+        "moe_node_dedup": True,
     },
+    # node-limited routing: each token reaches experts on at most 4 of the 8 nodes of its EP group;
+    # the auxiliary-loss-free bias keeps the experts balanced
+    "moe_routing": {"source": {"kind": "group_limited", "groups": 8, "max_groups": 4}},
 }
 DEEPSEEK_V3_GPU_HOURS_PER_T = 180_000.0
 

@@ -9,10 +9,14 @@ schedule and the metrics can say where the time went.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from hwmodels.collectives import BASE_LATENCY_S
 from hwmodels.profile import Profile
 from hwmodels.topology import Cluster, CommGroup
+from simulator.compression import payload_bytes_per_elem
 from simulator.config import RunConfig
 from simulator.costs import OpCost, comm_time, op_cost
 from simulator.workload import Op, embedding_ops, head_ops, layer_ops
@@ -145,8 +149,13 @@ def chunk_costs(
     dtype = t.precision
     mb, seq = t.micro_batch, t.seq_len
 
+    moe = _MoEAdjust.of(cfg, groups) if m.is_moe else None
+
     def cost(ops: list[Op]) -> tuple[Phase, Phase, Phase, float]:
-        return _phases([op_cost(op, profile, groups, dtype) for op in ops], p.cp, t.collective_call_s)
+        costs = [op_cost(op, profile, groups, dtype) for op in ops]
+        if moe is not None:
+            costs = [moe.adjust(c) for c in costs]
+        return _phases(costs, p.cp, t.collective_call_s)
 
     per_kind: dict[bool, tuple[Phase, Phase, Phase, float]] = {}
     flops_per_kind: dict[bool, float] = {}
@@ -197,6 +206,74 @@ def chunk_costs(
             fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
         chunks.append(ChunkCost(layers, first, last, fwd, bwd, wgt, params, send, recompute_flops))
     return chunks
+
+
+@dataclass(frozen=True)
+class _MoEAdjust:
+    """Routing effects on an MoE layer: the busiest EP rank's expert load stretches the expert GEMMs
+    (max/mean rank load), and the all-to-all moves the routed bytes of the busiest rank."""
+
+    factor: float
+    dispatch_s: float | None
+    combine_s: float | None
+
+    @classmethod
+    def of(cls, cfg: RunConfig, groups: dict[str, CommGroup]) -> _MoEAdjust:
+        from simulator import moe as M
+
+        m, p, t = cfg.model, cfg.parallel, cfg.training
+        spec = m.moe
+        assert spec is not None
+        rng = np.random.default_rng(cfg.seed)
+        tokens = t.micro_batch * (t.seq_len // p.cp)
+        routing = cfg.moe_routing
+        layer = next(i for i in range(m.num_layers) if m.is_moe_layer(i))
+        loads = M.expert_loads(routing, spec.num_experts, spec.top_k, tokens * p.ep, layer=layer, rng=rng)
+        stats = M.routing_stats(
+            loads,
+            p.ep if spec.num_experts % p.ep == 0 else 1,
+            routed=tokens * p.ep * spec.top_k,
+            replicate_hot_experts=routing.replicate_hot_experts,
+        )
+        factor = M.layer_time_factor(stats) if p.ep > 1 else 1.0
+        if p.ep == 1:
+            return cls(factor, None, None)
+        grp = groups["ep"]
+        times = []
+        for dtype in (t.moe_dispatch_dtype, "bf16"):  # dispatch payload, then the bf16 combine
+            nbytes = M.a2a_bytes_per_rank(
+                routing,
+                num_experts=spec.num_experts,
+                top_k=spec.top_k,
+                tokens_per_rank=tokens,
+                hidden=m.hidden_size,
+                bytes_per_elem=payload_bytes_per_elem(dtype),
+                ep=p.ep,
+                ranks_per_node=grp.local,
+                layer=layer,
+                rng=np.random.default_rng(cfg.seed),
+            )
+            inter = nbytes.inter_node_dedup_bytes if t.moe_node_dedup else nbytes.inter_node_bytes
+            intra = nbytes.intra_node_bytes + (nbytes.forwarded_bytes if t.moe_node_dedup else 0.0)
+            net = grp.net_bytes_s / grp.local if grp.spans_nodes else float("inf")
+            t_intra = float(intra.max()) / grp.intra_bytes_s if grp.local > 1 else 0.0
+            times.append(max(t_intra, float(inter.max()) / net) + grp.hop_latency_s + BASE_LATENCY_S)
+        return cls(factor, times[0], times[1])
+
+    def adjust(self, c: OpCost) -> OpCost:
+        name = c.op.name
+        if name.startswith("expert_") and self.factor != 1.0:
+            return replace(
+                c,
+                forward_s=c.forward_s * self.factor,
+                backward_s=c.backward_s * self.factor,
+                backward_weight_s=c.backward_weight_s * self.factor,
+            )
+        if name == "moe_dispatch" and self.dispatch_s is not None:
+            return replace(c, forward_s=self.dispatch_s, backward_s=self.combine_s)  # backward reverses the pair
+        if name == "moe_combine" and self.combine_s is not None:
+            return replace(c, forward_s=self.combine_s, backward_s=self.dispatch_s)
+        return c
 
 
 def _host_floor(phase: Phase, host_s: float) -> Phase:

@@ -59,6 +59,7 @@ def test_overrides_create_sections_and_parse_yaml_scalars() -> None:
         (["parallel.tpp=8"], "parallel.tpp: unknown key"),
         (["parallel.tp=-1"], "parallel.tp"),
         (["parallel.vpp=2"], "needs parallel.schedule=interleaved"),
+        (["parallel.ep=2"], "parallel.ep=2 must divide the model's routed experts (0)"),
     ],
 )
 def test_bad_configs_give_one_line_errors(overrides, needle) -> None:

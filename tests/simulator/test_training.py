@@ -246,3 +246,57 @@ def test_chrome_trace_is_valid(tmp_path) -> None:
     assert len(spans) == len(r.timeline) and all(e["dur"] >= 0 for e in spans)
     names = {e["args"]["name"] for e in data["traceEvents"] if e["name"] == "thread_name"}
     assert "compute" in names
+
+
+MIXTRAL = {
+    "model": "mixtral-8x7b",
+    "cluster": {"gpu": "h100-sxm5-80gb", "num_gpus": 64},
+    "parallel": {"tp": 2, "pp": 4, "dp": 8, "ep": 8, "sp": True, "zero": 1},
+    "training": {"seq_len": 4096, "global_batch": 64},
+}
+
+
+def test_skewed_routing_stretches_expert_compute_by_the_rank_load_ratio() -> None:
+    import numpy as np
+
+    from hwmodels.profile import load_profile
+    from simulator import moe as M
+    from simulator.config import load_config
+    from simulator.training.plan import _MoEAdjust, chunk_costs
+
+    def expert_time(cfg) -> tuple[float, float]:
+        conf = load_config(cfg)
+        cluster = conf.cluster.resolve()
+        groups = {"ep": cluster.comm_group(8, stride=2)}
+        adj = _MoEAdjust.of(conf, {**groups, "tp": cluster.comm_group(2)})
+        chunks = chunk_costs(conf, load_profile(None, gpu="h100"), cluster, num_chunks=4)
+        return adj.factor, sum(c.forward.compute_s for c in chunks)
+
+    uni_factor, uni_t = expert_time(MIXTRAL)
+    skew = {**MIXTRAL, "moe_routing": {"source": {"kind": "zipf", "exponent": 1.2}}}
+    skew_factor, skew_t = expert_time(skew)
+    conf = load_config(skew)
+    loads = M.expert_loads(conf.moe_routing, 8, 2, 4096 * 8, layer=0, rng=np.random.default_rng(0))
+    expected = M.layer_time_factor(M.routing_stats(loads, 8))
+    assert skew_factor == pytest.approx(expected, rel=1e-9)
+    assert skew_factor > 1.3 * uni_factor
+    assert skew_t > uni_t
+    assert simulate_training(skew).step_time_s > simulate_training(MIXTRAL).step_time_s
+
+
+def test_node_limited_routing_and_dedup_cut_expert_parallel_traffic() -> None:
+    base = {
+        "model": "deepseek-v2-lite",
+        "cluster": {"gpu": "h100-sxm5-80gb", "num_gpus": 64},
+        "parallel": {"tp": 1, "pp": 4, "dp": 16, "ep": 16, "zero": 1},
+        "training": {"seq_len": 4096, "global_batch": 64},
+    }
+    naive = simulate_training(base)
+    limited = simulate_training(
+        {
+            **base,
+            "moe_routing": {"source": {"kind": "group_limited", "groups": 2, "max_groups": 1}},
+            "training": {**base["training"], "moe_node_dedup": True},
+        }
+    )
+    assert limited.exposed_comm_s["ep"] < naive.exposed_comm_s["ep"]
