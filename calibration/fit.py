@@ -180,7 +180,7 @@ def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profi
     base = datasheet_profile(spec.id)
     errors: list[FitError] = []
     curves = dict(base.curves)
-    by_dtype: dict[str, Curve] = {}
+    by_dtype: dict[str, Curve] = dict(base.gemm_by_dtype)  # defaults for dtypes not measured (e.g. fp8)
     for dtype in sorted({r["dtype"] for r in raw.get("gemm", [])}):
         rows = [r for r in raw["gemm"] if r["dtype"] == dtype]
         dt = _TORCH_DTYPES.get(dtype, dtype)
@@ -192,7 +192,9 @@ def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profi
     if "bf16" in by_dtype:
         curves["gemm"] = by_dtype["bf16"]
     if raw.get("gemm"):
-        errors.append(_combined("gemm", raw["gemm"], _gemm_pred(base), by_dtype, seed))
+        measured = {_TORCH_DTYPES.get(r["dtype"], r["dtype"]) for r in raw["gemm"]}
+        fitted = {k: v for k, v in by_dtype.items() if k in measured}
+        errors.append(_combined("gemm", raw["gemm"], _gemm_pred(base), fitted, seed))
     families = [
         ("attn_fwd", "attn_prefill", _attn_pred(base, False), _ms("ms")),
         ("attn_bwd", "attn_prefill", _attn_pred(base, True), _ms("bwd_ms")),

@@ -253,6 +253,7 @@ def datasheet_profile(gpu: str) -> Profile:
         host_link_gbps=host.bandwidth_gbps * d["host_link_efficiency"],
         iteration_overhead_s=d["iteration_overhead_s"],
         curves=_curves_for(spec.id, d),
+        gemm_by_dtype={"fp8": Curve(**d["fp8_gemm"])} if spec.supports("fp8") and "fp8_gemm" in d else {},
         power=PowerParams(
             idle_w=spec.idle_w,
             active_idle_w=active_idle,

@@ -76,6 +76,9 @@ class TrainingSpec(BaseModel):
     moe_dispatch_dtype: Literal["bf16", "fp8"] = Field(
         default="bf16", description="payload of the MoE dispatch all-to-all (DeepSeek-V3 dispatches in fp8)"
     )
+    pp_payload_dtype: Literal["bf16", "fp8"] = Field(
+        default="bf16", description="activations/gradients sent between pipeline stages"
+    )
     moe_node_dedup: bool = Field(
         default=False, description="send a token once per destination node and forward over NVLink (DeepSeek-V3)"
     )

@@ -171,7 +171,8 @@ def chunk_costs(
     head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype))
     head_params = m.output_params() / p.tp
     embed_params = m.embedding_params() / p.tp
-    send = mb * (seq // p.cp) * m.hidden_size * 2.0 / p.tp  # Megatron scatter/gather: 1/tp per rank
+    payload = payload_bytes_per_elem(t.pp_payload_dtype)
+    send = mb * (seq // p.cp) * m.hidden_size * payload / p.tp  # Megatron scatter/gather: 1/tp per rank
 
     chunks = []
     slices = chunk_layers(m.num_layers, num_chunks)

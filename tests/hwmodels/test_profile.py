@@ -124,3 +124,11 @@ def test_profile_round_trip_and_foreign_version(tmp_path, h100: Profile) -> None
 def test_load_profile_by_name_and_datasheet(h100: Profile) -> None:
     assert load_profile("datasheet", gpu="h100") == h100
     assert load_profile(None, gpu="h100-sxm5-80gb").gpu == "h100-sxm5-80gb"
+
+
+def test_fp8_gemms_are_faster_when_large_and_slower_at_m512() -> None:
+    h100 = datasheet_profile("h100-sxm5-80gb")
+    big = h100.gemm_time(8192, 8192, 8192, "bf16") / h100.gemm_time(8192, 8192, 8192, "fp8")
+    assert 1.7 <= big <= 1.9
+    assert h100.gemm_time(512, 4096, 4096, "fp8") > h100.gemm_time(512, 4096, 4096, "bf16")
+    assert "fp8" not in datasheet_profile("a100-sxm4-80gb").gemm_by_dtype
