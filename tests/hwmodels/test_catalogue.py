@@ -280,7 +280,7 @@ def test_real_data_builds():
     assert set(build_catalogue(gpus, links, nodes).gpus) == GPU_IDS
 
 
-def _rejects(match: str, mutate) -> None:
+def check_rejects(match: str, mutate) -> None:
     gpus, links, nodes = _raw()
     mutate(gpus, links, nodes)
     with pytest.raises(ClusterSimError, match=match) as exc:
@@ -289,42 +289,42 @@ def _rejects(match: str, mutate) -> None:
 
 
 def test_rejects_missing_default_source():
-    _rejects("default", lambda g, lk, n: g["t4-16gb"]["sources"].pop("default"))
+    check_rejects("default", lambda g, lk, n: g["t4-16gb"]["sources"].pop("default"))
 
 
 def test_rejects_unknown_source_key():
-    _rejects("bandwith", lambda g, lk, n: g["t4-16gb"]["sources"].update(bandwith="typo"))
+    check_rejects("bandwith", lambda g, lk, n: g["t4-16gb"]["sources"].update(bandwith="typo"))
 
 
 def test_rejects_non_positive_figures():
-    _rejects("memory_gb", lambda g, lk, n: g["l4-24gb"].update(memory_gb=0))
-    _rejects("bf16", lambda g, lk, n: g["l4-24gb"]["dense_tflops"].update(bf16=-1))
-    _rejects("latency_us", lambda g, lk, n: lk["pcie4"].update(latency_us=0))
+    check_rejects("memory_gb", lambda g, lk, n: g["l4-24gb"].update(memory_gb=0))
+    check_rejects("bf16", lambda g, lk, n: g["l4-24gb"]["dense_tflops"].update(bf16=-1))
+    check_rejects("latency_us", lambda g, lk, n: lk["pcie4"].update(latency_us=0))
 
 
 def test_rejects_missing_or_unknown_peak():
-    _rejects("fp8", lambda g, lk, n: g["l4-24gb"]["dense_tflops"].pop("fp8"))
-    _rejects("fp4", lambda g, lk, n: g["l4-24gb"]["dense_tflops"].update(fp4=1))
+    check_rejects("fp8", lambda g, lk, n: g["l4-24gb"]["dense_tflops"].pop("fp8"))
+    check_rejects("fp4", lambda g, lk, n: g["l4-24gb"]["dense_tflops"].update(fp4=1))
 
 
 def test_rejects_efficiency_out_of_range():
-    _rejects("efficiency", lambda g, lk, n: lk["ib-hdr"].update(efficiency=1.07))
+    check_rejects("efficiency", lambda g, lk, n: lk["ib-hdr"].update(efficiency=1.07))
 
 
 def test_rejects_dangling_references():
-    _rejects("v100", lambda g, lk, n: n["dgx-a100"].update(gpu="v100"))
-    _rejects("nvlink5", lambda g, lk, n: n["dgx-a100"].update(intra_link="nvlink5"))
-    _rejects("ib-xdr", lambda g, lk, n: n["dgx-h100"].update(nic_link="ib-xdr"))
-    _rejects("pcie6", lambda g, lk, n: g["h100-sxm5-80gb"].update(pcie="pcie6"))
-    _rejects("nic_link", lambda g, lk, n: n["dgx-h100"].update(nic_link="pcie5"))
+    check_rejects("v100", lambda g, lk, n: n["dgx-a100"].update(gpu="v100"))
+    check_rejects("nvlink5", lambda g, lk, n: n["dgx-a100"].update(intra_link="nvlink5"))
+    check_rejects("ib-xdr", lambda g, lk, n: n["dgx-h100"].update(nic_link="ib-xdr"))
+    check_rejects("pcie6", lambda g, lk, n: g["h100-sxm5-80gb"].update(pcie="pcie6"))
+    check_rejects("nic_link", lambda g, lk, n: n["dgx-h100"].update(nic_link="pcie5"))
 
 
 def test_rejects_inconsistent_nvlink_total():
-    _rejects("nvlink_bandwidth_gbps", lambda g, lk, n: g["h800-sxm5-80gb"].update(nvlink_bandwidth_gbps=900))
+    check_rejects("nvlink_bandwidth_gbps", lambda g, lk, n: g["h800-sxm5-80gb"].update(nvlink_bandwidth_gbps=900))
 
 
 def test_rejects_alias_clash():
-    _rejects("already names", lambda g, lk, n: g["h200-sxm-141gb"]["aliases"].append("H100"))
+    check_rejects("already names", lambda g, lk, n: g["h200-sxm-141gb"]["aliases"].append("H100"))
 
 
 def test_packaged_catalogue_is_cached():
