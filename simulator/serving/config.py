@@ -15,6 +15,7 @@ from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
 from simulator.config import apply_overrides, read_yaml
 from simulator.models import ModelSpec, get_model
+from simulator.moe import MoERouting
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -305,6 +306,8 @@ class ServingConfig(BaseModel):
     tp: int = Field(default=1, gt=0)
     pp: int = Field(default=1, gt=0)
     replicas: int = Field(default=1, gt=0)
+    ep: int = Field(default=1, gt=0, description="expert parallelism inside a replica (MoE): ep groups of tp x pp GPUs")
+    moe_routing: MoERouting = Field(default_factory=MoERouting, description="expert routing for ep > 1")
     weight_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     router: Literal["round_robin", "least_outstanding", "kv_aware"] = "least_outstanding"
     batching: Batching = ContinuousBatching()
@@ -330,13 +333,16 @@ class ServingConfig(BaseModel):
             raise ClusterSimError(f"tp={self.tp} does not divide num_attention_heads={m.num_attention_heads}")
         if m.num_layers % self.pp:
             raise ClusterSimError(f"pp={self.pp} does not divide num_layers={m.num_layers}")
+        if self.ep > 1 and (m.moe is None or m.moe.num_experts % self.ep):
+            experts = m.moe.num_experts if m.moe else 0
+            raise ClusterSimError(f"ep={self.ep} must divide the model's routed experts ({experts})")
         if self.weight_dtype == "fp8" and not get_gpu(self.gpu).supports("fp8"):
             raise ClusterSimError(f"weight_dtype=fp8 needs FP8 units, which {self.gpu} lacks; use int8 or bf16")
         return self
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.ep
 
     @property
     def num_gpus(self) -> int:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hwmodels.catalogue import get_gpu
-from hwmodels.collectives import all_reduce_time
+from hwmodels.collectives import all_reduce_time, all_to_all_time
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Curve, Profile, load_profile
@@ -39,6 +40,9 @@ class IterationModel:
     tp_group: CommGroup
     overhead: bool = True
     act_dtype: str = "bf16"  # activations / attention (fp16 on GPUs without bf16, e.g. T4)
+    ep: int = 1  # expert parallelism: routed experts split over ep attention groups of tp GPUs
+    ep_group: CommGroup | None = None
+    routing: Any = None  # simulator.moe.MoERouting for per-iteration expert loads (ep > 1)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _memo(self, key: tuple, fn, *args) -> float:
@@ -101,6 +105,8 @@ class IterationModel:
         if moe is None:
             ffn = m.ffn_hidden_size // tp
             return self._gemm(tokens, (up - 1) * ffn, h) + self._gemm(tokens, h, ffn)
+        if self.ep > 1:
+            return self._ep_moe_s(tokens)
         # experts actually touched this iteration read their weights; tokens spread over them
         touched = min(moe.num_experts, tokens * moe.top_k)
         per_expert = max(1, round(tokens * moe.top_k / touched))
@@ -114,6 +120,47 @@ class IterationModel:
             sffn = moe.shared_ffn_hidden_size // tp
             t += self._gemm(tokens, (up - 1) * sffn, h) + self._gemm(tokens, h, sffn)
         return t
+
+    def _ep_moe_s(self, group_tokens: int) -> float:
+        """An MoE block under expert parallelism: each of the ep groups routes its ``group_tokens``;
+        the busiest rank's experts set the expert time, and dispatch + combine all-to-alls move the
+        token copies that leave the rank."""
+        m, tp, ep = self.model, self.tp, self.ep
+        moe = m.moe
+        assert moe is not None and self.ep_group is not None
+        h = m.hidden_size
+        up = 3 if m.mlp == "swiglu" else 2
+        total = group_tokens * ep
+        rank_copies = self._rank_load(total) * total * moe.top_k / ep  # busiest rank's token copies
+        local = moe.num_experts // ep
+        touched = max(1, min(local, round(rank_copies)))
+        per_expert = max(1, round(rank_copies / touched))
+        ffn = moe.expert_ffn_hidden_size // tp
+        grouped = touched * (self._gemm(per_expert, (up - 1) * ffn, h, False) + self._gemm(per_expert, h, ffn, False))
+        floor = 2 * self.profile.curve("gemm").floor_s if self.overhead else 0.0
+        t = self._gemm(group_tokens, moe.num_experts, h) + max(floor, grouped)
+        payload = group_tokens * moe.top_k * h * 2.0  # bf16 token copies each rank sends (and gets back)
+        t += 2 * all_to_all_time(payload, self.ep_group)
+        if moe.num_shared_experts:
+            sffn = moe.shared_ffn_hidden_size // tp
+            t += self._gemm(group_tokens, (up - 1) * sffn, h) + self._gemm(group_tokens, h, sffn)
+        return t
+
+    def _rank_load(self, tokens: int) -> float:
+        """max/mean EP-rank load for an iteration of ``tokens`` tokens (cached per power-of-two bucket)."""
+        bucket = 1 << max(0, int(tokens - 1).bit_length())
+        return self._memo(("rank_load", bucket), self._rank_load_uncached, bucket)
+
+    def _rank_load_uncached(self, tokens: int) -> float:
+        import numpy as np
+
+        from simulator import moe as M
+
+        spec = self.model.moe
+        assert spec is not None
+        routing = self.routing if self.routing is not None else M.MoERouting()
+        loads = M.expert_loads(routing, spec.num_experts, spec.top_k, tokens, rng=np.random.default_rng(tokens))
+        return M.layer_time_factor(M.routing_stats(loads, self.ep))
 
     def is_moe_layer_mix(self) -> tuple[int, int]:
         m = self.model
@@ -196,14 +243,16 @@ class IterationModel:
         if tokens == 0:
             return 0.0
         layers = self.model.num_layers
-        t = self.dense_layer_s(tokens) * layers
+        ep = self.ep  # the attention groups of an EP replica each take 1/ep of the batch
+        t = self.dense_layer_s(-(-tokens // ep)) * layers
         if prefill:
-            t += layers * sum(self.prefill_attention_s(c, ctx + c) for c, ctx in prefill)
+            t += layers * sum(self.prefill_attention_s(c, ctx + c) for c, ctx in prefill) / ep
         if decodes:
-            t += layers * self.decode_attention_s(decode_context + decodes, decodes)
+            n = max(1, decodes // ep)
+            t += layers * self.decode_attention_s(max(n, (decode_context + decodes) // ep), n)
         rows = decodes + len(prefill) if samples is None else samples
         if rows:
-            t += self.head_s(rows)
+            t += self.head_s(-(-rows // ep))
         if self.overhead:
             t += self.profile.iteration_overhead_s
         return t  # with PP the stages run one after another for a single iteration's latency
@@ -220,13 +269,15 @@ def iteration_model(
     kv_dtype: str = "bf16",
     node: str | None = None,
     launch_overhead: bool = True,
+    ep: int = 1,
+    routing: Any = None,
 ) -> IterationModel:
     """Build the per-replica iteration cost model (the engine builds one per replica type)."""
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     gpu_id = get_gpu(gpu).id
     if spec.num_attention_heads % tp:
         raise ClusterSimError(f"tp={tp} does not divide num_attention_heads={spec.num_attention_heads}")
-    cluster = ClusterSpec(gpu=gpu_id, num_gpus=tp * pp, node=node).resolve()
+    cluster = ClusterSpec(gpu=gpu_id, num_gpus=tp * pp * ep, node=node).resolve()
     if weight_dtype == "bf16" and not cluster.gpu.supports("bf16"):
         raise ClusterSimError(f"{gpu_id} has no bf16 units; set weight_dtype (and kv.dtype) to fp16")
     return IterationModel(
@@ -239,6 +290,9 @@ def iteration_model(
         tp_group=cluster.comm_group(tp),
         overhead=launch_overhead,
         act_dtype="bf16" if cluster.gpu.supports("bf16") else "fp16",
+        ep=ep,
+        ep_group=cluster.comm_group(ep, stride=tp) if ep > 1 else None,
+        routing=routing,
     )
 
 

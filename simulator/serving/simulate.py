@@ -53,9 +53,10 @@ def max_iteration_tokens(cfg: ServingConfig, max_prompt: int) -> int:
 def kv_budget_blocks(cfg: ServingConfig, max_prompt: int) -> tuple[int, dict[str, float]]:
     """GPU KV blocks per replica: HBM the engine may use, minus weights and activation workspace."""
     m = cfg.model
-    gpus = cfg.gpus_per_replica
+    group = cfg.tp * cfg.pp  # GPUs of one attention group; experts are further split over ep groups
     usable = usable_memory_bytes(cfg.gpu) * cfg.kv.gpu_memory_utilization
-    weights = m.total_params * bytes_per_element(cfg.weight_dtype) / gpus
+    params = m.total_params - m.routed_expert_params + m.routed_expert_params / cfg.ep
+    weights = params * bytes_per_element(cfg.weight_dtype) / group
     tokens = max_iteration_tokens(cfg, max_prompt)
     ffn = (m.moe.expert_ffn_hidden_size * m.moe.top_k if m.moe else m.ffn_hidden_size) / cfg.tp
     activations = tokens * (4 * m.hidden_size + 3 * ffn) * 2.0 + 256 * m.vocab_size / cfg.tp * 4.0
@@ -72,7 +73,7 @@ def kv_budget_blocks(cfg: ServingConfig, max_prompt: int) -> tuple[int, dict[str
             f"{m.name} weights ({weights / 1e9:.1f} GB per GPU) and activations leave no room for a KV cache on "
             f"{cfg.gpu} with tp={cfg.tp} pp={cfg.pp}; raise tp, lower weight_dtype, or raise kv.gpu_memory_utilization"
         )
-    return int(free // per_block), info
+    return int(free // per_block) * cfg.ep, info  # each EP attention group keeps its own KV
 
 
 def _check_requests(cfg: ServingConfig, requests: list, blocks: int) -> None:
@@ -112,6 +113,8 @@ def simulate_serving(
         weight_dtype=cfg.weight_dtype,
         kv_dtype=cfg.kv.dtype,
         node=cfg.node,
+        ep=cfg.ep,
+        routing=cfg.moe_routing,
     )
     blocks, memory = kv_budget_blocks(cfg, max(r.prompt_tokens for r in requests))
     _check_requests(cfg, requests, blocks)

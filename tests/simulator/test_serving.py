@@ -242,3 +242,30 @@ def test_trace_errors_are_one_line(tmp_path) -> None:
         with pytest.raises(ClusterSimError) as info:
             simulate_serving(cfg(workload=work))
         assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_expert_parallel_serving_shards_experts_and_grows_the_kv_cache() -> None:
+    base = {
+        "model": "deepseek-v2-lite",
+        "gpu": "h100-sxm5-80gb",
+        "workload": {"num_requests": 120, "arrivals": {"kind": "poisson", "rate_per_s": 10.0}},
+    }
+    dp = simulate_serving({**base, "replicas": 4})
+    ep = simulate_serving({**base, "ep": 4})
+    assert dp.num_gpus == ep.num_gpus == 4 and ep.completed_requests == 120
+    assert ep.kv_memory_gb["weights_gb"] < 0.5 * dp.kv_memory_gb["weights_gb"]  # routed experts split 4 ways
+    assert ep.kv_blocks_per_replica > 4 * dp.kv_blocks_per_replica  # 4 groups, each with more free HBM
+    # prefill is compute-bound, so a skewed router slows the busiest expert rank
+    long = {"kind": "fixed", "prompt_tokens": 4000, "output_tokens": 8}
+    uni = simulate_serving({**base, "ep": 4, "workload": {**base["workload"], "lengths": long}})
+    skew = simulate_serving(
+        {
+            **base,
+            "ep": 4,
+            "moe_routing": {"source": {"kind": "zipf", "exponent": 1.5}},
+            "workload": {**base["workload"], "lengths": long},
+        }
+    )
+    assert skew.ttft_s.mean > uni.ttft_s.mean
+    with pytest.raises(ClusterSimError, match="ep=3 must divide"):
+        simulate_serving({**base, "ep": 3})
