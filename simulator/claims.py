@@ -50,6 +50,12 @@ def _verdict(claimed: float, predicted: float, what: str, tol: float = TOLERANCE
     return ("consistent" if ok else "inconsistent"), text
 
 
+def _both(first: tuple[str, str], second: tuple[str, str]) -> tuple[str, str]:
+    """A two-part claim is consistent only when both parts are."""
+    verdict = "consistent" if first[0] == second[0] == "consistent" else "inconsistent"
+    return verdict, f"{first[1]}; {second[1]}"
+
+
 def scenario(claim_id: str) -> dict[str, Any]:
     """The scenario config of a claim (examples/claims/<id>.yaml in the repository or the package)."""
     for root in (Path(__file__).resolve().parents[1] / "examples" / "claims",):
@@ -93,10 +99,9 @@ def c1() -> ClaimRow:
     hier = _routing_stats(s["hierarchical"], e, k, n, s["ep"])
     pools = s["hierarchical"]["source"]["pools"]
     router = (pools + e // pools) / e - 1  # router GEMM width: h x 32 -> h x 4 + h x 8
-    v1, why1 = _verdict(-0.67, router, f"router FLOPs (h x {e} -> h x {pools} + h x {e // pools}, h={h})")
+    part1 = _verdict(-0.67, router, f"router FLOPs (h x {e} -> h x {pools} + h x {e // pools}, h={h})")
     util = hier.expert_utilisation / flat.expert_utilisation - 1
-    v2, why2 = _verdict(0.89 / 0.62 - 1, util, "expert utilisation (mean / max expert load)")
-    verdict = "consistent" if v1 == v2 == "consistent" else "inconsistent"
+    verdict, why = _both(part1, _verdict(0.89 / 0.62 - 1, util, "expert utilisation (mean / max expert load)"))
     return ClaimRow(
         "C1",
         "hierarchical MoE routing (4 pools x 8 experts)",
@@ -105,7 +110,7 @@ def c1() -> ClaimRow:
         f"pool then expert: utilisation {hier.expert_utilisation:.0%}",
         f"router FLOPs {router:+.0%}, utilisation {util:+.0%}",
         verdict,
-        f"{why1}; {why2}; forcing every token into one pool concentrates the skew instead of spreading it",
+        why + "; forcing every token into one pool concentrates the skew instead of spreading it",
     )
 
 
@@ -135,9 +140,8 @@ def c16() -> ClaimRow:
         return float(b.inter_node_bytes.max())
 
     comm = inter(s["load_aware"]) / inter(s["plain"]) - 1
-    v1, why1 = _verdict(0.85 - 1, 1 / aware.rank_max_over_mean - 1, "rank utilisation (mean / max rank load)")
-    v2, why2 = _verdict(-0.40, comm, "busiest rank's inter-node all-to-all bytes")
-    verdict = "consistent" if v1 == v2 == "consistent" else "inconsistent"
+    part1 = _verdict(0.85 - 1, 1 / aware.rank_max_over_mean - 1, "rank utilisation (mean / max rank load)")
+    verdict, why = _both(part1, _verdict(-0.40, comm, "busiest rank's inter-node all-to-all bytes"))
     return ClaimRow(
         "C16",
         "load-aware routing (bias toward lightly loaded experts)",
@@ -146,7 +150,7 @@ def c16() -> ClaimRow:
         f"load-aware: rank utilisation {1 / aware.rank_max_over_mean:.0%}",
         f"utilisation {1 / aware.rank_max_over_mean:.0%}, busiest-rank inter-node bytes {comm:+.0%}",
         verdict,
-        f"{why1}; {why2}; balancing evens the load, but every token still sends top_k copies, so the total "
+        why + "; balancing evens the load, but every token still sends top_k copies, so the total "
         "bytes do not fall by 40%",
     )
 
@@ -191,9 +195,8 @@ def c4() -> ClaimRow:
     tech = _serve({**s["config"], "batching": s["technique"]})
     util = tech.throughput_tokens_per_s / base.throughput_tokens_per_s - 1
     lat = _long_latency(tech) / _long_latency(base) - 1
-    v1, why1 = _verdict(0.78 / 0.52 - 1, util, "useful throughput (utilisation proxy)")
-    v2, why2 = _verdict(-0.41, lat, "latency of the longest quarter of prompts")
-    verdict = "consistent" if v1 == v2 == "consistent" else "inconsistent"
+    part1 = _verdict(0.78 / 0.52 - 1, util, "useful throughput (utilisation proxy)")
+    verdict, why = _both(part1, _verdict(-0.41, lat, "latency of the longest quarter of prompts"))
     return ClaimRow(
         "C4",
         "length-bucketed dynamic batching (8 x 256 tokens, batch 4-32)",
@@ -202,7 +205,7 @@ def c4() -> ClaimRow:
         f"bucketed: {tech.throughput_tokens_per_s:,.0f} tok/s, long-prompt latency {_long_latency(tech):.1f} s",
         f"throughput {util:+.0%}, long-sequence latency {lat:+.0%}",
         verdict,
-        f"{why1}; {why2}",
+        why,
     )
 
 

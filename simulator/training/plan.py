@@ -201,7 +201,7 @@ def chunk_costs(
         if t.host_s_per_layer > 0:
             fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, len(layers) * t.host_s_per_layer, t.recompute == "full")
         if p.zero == 3:
-            gbytes = 2.0 if t.precision == "fp16" else 4.0  # as simulate.grad_comm_bytes
+            gbytes = grad_comm_bytes(t.precision)
             fwd, bwd = _zero3_exposure(fwd, bwd, wgt, params, groups["grad"], gbytes, t.overlap_grad_reduce)
         if not include_comm:
             fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
@@ -275,6 +275,11 @@ class _MoEAdjust:
         if name == "moe_combine" and self.combine_s is not None:
             return replace(c, forward_s=self.combine_s, backward_s=self.dispatch_s)
         return c
+
+
+def grad_comm_bytes(precision: str) -> float:
+    """Bytes per gradient element on the wire: Megatron reduces bf16 grads in fp32, fp16 runs in fp16."""
+    return 2.0 if precision == "fp16" else 4.0
 
 
 def _host_floor(phase: Phase, host_s: float) -> Phase:

@@ -20,18 +20,13 @@ from simulator.costs import comm_time
 from simulator.timeline import Timeline
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
 from simulator.training.memory import memory_breakdown, usable_memory_bytes
-from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs
+from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs, grad_comm_bytes
 from simulator.training.result import MemoryReport, TrainingResult
 from simulator.training.schedules import Layout, make_layout
 
 #: Adam step HBM traffic per parameter: fp32 grad read (4), master/exp_avg/exp_avg_sq read+write
 #: (24) and the 16-bit weight written back (2).
 ADAM_BYTES_PER_PARAM = 30.0
-
-
-def grad_comm_bytes(precision: str) -> float:
-    """Bytes per gradient element on the wire: Megatron reduces bf16 grads in fp32, fp16 runs in fp16."""
-    return 2.0 if precision == "fp16" else 4.0
 
 
 @dataclass
