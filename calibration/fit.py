@@ -10,6 +10,7 @@ points. Power parameters come from the NVML rows in closed form.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -142,33 +143,96 @@ def _ms(key: str = "ms") -> Callable[[dict], float]:
     return lambda r: r[key] / 1e3
 
 
-def fit_power(raw: dict, base: PowerParams, max_clock: float) -> PowerParams:
-    """Power parameters from the NVML rows (closed form; see hwmodels.power for the model)."""
+_GEMM_KIND = re.compile(r"gemm_(?P<dt>[a-z0-9]+)_(?:m(?P<m>\d+)_)?(?P<n>\d+)(?:_duty(?P<duty>\d+))?$")
+
+
+def _power_points(raw: dict, peak_tflops: float, peak_bw_gbps: float, max_clock: float) -> list[dict[str, float]]:
+    """The NVML windows as (duty, busy, compute util, memory util, clock ratio, measured W) points."""
+    points = []
+    full_clock_tflops: dict[int, float] = {}
+    for r in raw.get("gemm", []):
+        if r["M"] == r["N"] == r["K"] and _TORCH_DTYPES.get(r["dtype"], r["dtype"]) == "bf16":
+            full_clock_tflops[r["M"]] = r["tflops"]  # short timed runs: not yet throttled
+    for r in raw.get("power", []):
+        kind, watts = r["kind"], r["avg_power_w_counter"]
+        ratio = r.get("sm_clock_mhz_median", max_clock) / max_clock
+        if kind.startswith("d2d_copy") and r.get("gbps_rw"):
+            points.append(dict(duty=1.0, compute=0.0, memory=min(1.0, r["gbps_rw"] / peak_bw_gbps), ratio=1.0, w=watts))
+            continue
+        m = _GEMM_KIND.match(kind)
+        if not m:
+            continue
+        n = int(m["n"])
+        rows = int(m["m"] or n)
+        duty = int(m["duty"]) / 100.0 if m["duty"] else 1.0
+        duty = r.get("duty", duty)
+        tflops = r.get("tflops") or full_clock_tflops.get(n)
+        if not tflops:
+            continue
+        if m["duty"]:  # bursts at full clock (the median clock says the cap never bound)
+            ratio = 1.0
+            tflops = full_clock_tflops.get(n, tflops)
+        seconds = 2.0 * rows * n * n / (tflops * 1e12)
+        gbps = 2.0 * (2 * rows * n + n * n) / seconds / 1e9
+        points.append(
+            dict(duty=duty, compute=tflops / peak_tflops, memory=min(1.0, gbps / peak_bw_gbps), ratio=ratio, w=watts)
+        )
+    return points
+
+
+def fit_power(raw: dict, base: PowerParams, max_clock: float, peak_tflops: float = 0.0) -> PowerParams:
+    """Power parameters from the NVML windows (see hwmodels.power for the model).
+
+    Idle and active idle are read directly; sm_active, compute and memory power and the clock
+    exponent are fitted by least squares on the relative error of the loaded windows (copy, GEMMs,
+    duty-cycled GEMM); ``clock_limited_eff`` is the throttled GEMM's work rate over the clock-scaled
+    peak. With fewer windows than unknowns the exponent keeps the base value.
+    """
+    from hwmodels.power import activity_power_w
+
     rows = {r["kind"]: r for r in raw.get("power", [])}
     meta = raw.get("meta", {}).get("nvml", {})
-    idle = meta.get("power_w") or base.idle_w
-    limit = meta.get("power_limit_w") or base.power_limit_w
-    active = rows.get("idle", {}).get("avg_power_w_counter", base.active_idle_w)
-    mem_dyn, comp_dyn = base.memory_dynamic_w, base.compute_dynamic_w
-    copy = next((r for k, r in rows.items() if k.startswith("d2d_copy")), None)
+    update: dict[str, Any] = {
+        "idle_w": meta.get("power_w") or base.idle_w,
+        "power_limit_w": meta.get("power_limit_w") or base.power_limit_w,
+        "active_idle_w": rows.get("idle", {}).get("avg_power_w_counter", base.active_idle_w),
+    }
     peak_bw = raw.get("_peak_bw_gbps")
-    if copy and peak_bw:
-        util = min(1.0, copy["gbps_rw"] / peak_bw)
-        mem_dyn = max(0.0, (copy["avg_power_w_counter"] - active) / util)
-    gemm = rows.get("gemm_bf16_8192")
-    if gemm:
-        f = gemm.get("sm_clock_mhz_median", max_clock)
-        comp_dyn = max(0.0, (gemm["avg_power_w_counter"] - active) / (f / max_clock) ** base.clock_power_exponent)
-    return base.model_copy(
-        update={
-            "idle_w": idle,
-            "active_idle_w": active,
-            "compute_dynamic_w": comp_dyn,
-            "memory_dynamic_w": mem_dyn,
-            "power_limit_w": limit,
-            "source": "fitted to NVML energy-counter readings (idle, large bf16 GEMM, 1 GiB copy)",
-        }
-    )
+    points = _power_points(raw, peak_tflops, peak_bw, max_clock) if peak_bw and peak_tflops else []
+    throttled = [p for p in points if p["ratio"] < 0.999 and p["compute"] > 0]
+    if throttled:
+        update["clock_limited_eff"] = min(1.0, max(p["compute"] / p["ratio"] for p in throttled))
+    if len(points) >= 3:
+        active = update["active_idle_w"]
+        fit_k = len(points) >= 4
+
+        def residuals(x: np.ndarray) -> list[float]:
+            k = x[3] if fit_k else base.clock_power_exponent
+            trial = base.model_copy(
+                update={
+                    "active_idle_w": active,
+                    "sm_active_w": x[0],
+                    "compute_dynamic_w": x[1],
+                    "memory_dynamic_w": x[2],
+                    "clock_power_exponent": k,
+                }
+            )
+            out = []
+            for p in points:
+                load = activity_power_w(trial, 1.0, p["compute"], p["memory"], p["ratio"])
+                out.append((p["duty"] * load + (1 - p["duty"]) * active) / p["w"] - 1.0)
+            return out
+
+        x0 = [50.0, base.compute_dynamic_w, base.memory_dynamic_w] + ([base.clock_power_exponent] if fit_k else [])
+        lo, hi = [0.0, 0.0, 0.0] + ([0.5] if fit_k else []), [5e3, 5e3, 5e3] + ([4.0] if fit_k else [])
+        sol = least_squares(residuals, x0, bounds=(lo, hi))
+        update.update(sm_active_w=sol.x[0], compute_dynamic_w=sol.x[1], memory_dynamic_w=sol.x[2])
+        if fit_k:
+            update["clock_power_exponent"] = sol.x[3]
+        kinds = ", ".join(sorted(rows))
+        worst = max(abs(v) for v in sol.fun)
+        update["source"] = f"fitted to NVML energy-counter windows ({kinds}); worst residual {worst:.1%}"
+    return base.model_copy(update=update)
 
 
 def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profile, list[FitError]]:
@@ -217,7 +281,7 @@ def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profi
             "curves": curves,
             "gemm_by_dtype": by_dtype,
             "host_link_gbps": host,
-            "power": fit_power(raw, base.power, spec.boost_clock_mhz),
+            "power": fit_power(raw, base.power, spec.boost_clock_mhz, base.peak_tflops["bf16"]),
             "meta": {
                 "gpu_name": meta.get("name"),
                 "driver": meta.get("nvml", {}).get("driver"),

@@ -35,7 +35,7 @@ def _window(handle: Any, pynvml: Any, seconds: float, step) -> dict[str, float]:
 
 
 def measure_power(device: str, seconds: float = 5.0) -> list[dict[str, Any]]:
-    """Idle, large bf16 GEMM, 1 GiB copy and 50%-duty GEMM windows of ``seconds`` each."""
+    """Idle, large bf16 GEMM, 1 GiB copy, 50%-duty GEMM and skinny (M=64) GEMM windows of ``seconds`` each."""
     try:
         import pynvml
     except ImportError:
@@ -46,14 +46,20 @@ def measure_power(device: str, seconds: float = 5.0) -> list[dict[str, Any]]:
     big = torch.empty(1 << 29, device=device, dtype=torch.bfloat16)
     out = torch.empty_like(big)
     rows = [{"kind": "idle", **_window(h, pynvml, seconds, lambda: time.sleep(0.01))}]
-    rows.append({"kind": "gemm_bf16_8192", **_window(h, pynvml, seconds, lambda: a @ a)})
-    rows.append({"kind": "d2d_copy_1GiB", **_window(h, pynvml, seconds, lambda: out.copy_(big))})
+    w = _window(h, pynvml, seconds, lambda: a @ a)
+    rows.append({"kind": "gemm_bf16_8192", **w, "tflops": w["calls"] * 2 * 8192**3 / w["seconds"] / 1e12})
+    w = _window(h, pynvml, seconds, lambda: out.copy_(big))
+    rows.append({"kind": "d2d_copy_1GiB", **w, "gbps_rw": w["calls"] * 2 * big.nbytes / w["seconds"] / 1e9})
 
-    def duty() -> None:
-        for _ in range(8):
+    def duty() -> None:  # GEMMs for a while, then idle for as long: a 50% duty cycle
+        t0 = time.perf_counter()
+        for _ in range(4):
             a @ a
         torch.cuda.synchronize()
-        time.sleep(0.004)
+        time.sleep(time.perf_counter() - t0)
 
-    rows.append({"kind": "gemm_bf16_8192_duty50", **_window(h, pynvml, seconds, duty)})
+    rows.append({"kind": "gemm_bf16_8192_duty50", "duty": 0.5, **_window(h, pynvml, seconds, duty)})
+    m64 = torch.randn(64, 8192, device=device, dtype=torch.bfloat16)
+    w = _window(h, pynvml, seconds, lambda: m64 @ a)
+    rows.append({"kind": "gemm_bf16_m64_8192", **w, "tflops": w["calls"] * 2 * 64 * 8192**2 / w["seconds"] / 1e12})
     return rows

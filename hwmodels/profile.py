@@ -47,29 +47,55 @@ class Curve(BaseModel):
     floor_s: float = Field(ge=0, description="host issue floor: a kernel never costs less than this")
     source: str = ""
 
-    def time(self, flops: float, nbytes: float, peak_flops: float, bw_bytes_s: float, floor: bool = True) -> float:
-        """Seconds for a kernel of ``flops`` and ``nbytes`` on a device with these peaks."""
+    def time(
+        self,
+        flops: float,
+        nbytes: float,
+        peak_flops: float,
+        bw_bytes_s: float,
+        floor: bool = True,
+        *,
+        clock_ratio: float = 1.0,
+        clock_eff: float = 1.0,
+    ) -> float:
+        """Seconds for a kernel of ``flops`` and ``nbytes`` on a device with these peaks.
+
+        Below the maximum SM clock (``clock_ratio`` = f / f_max < 1) compute work is also bounded
+        by ``clock_eff`` of the clock-scaled peak: a large GEMM that reaches ``eff_max`` of peak at
+        full clock loses nothing until ``f / f_max < eff_max / clock_eff`` and then slows as 1/f.
+        Memory-bound work does not depend on the SM clock.
+        """
         t_ideal = max(flops / peak_flops, nbytes / bw_bytes_s)
         if t_ideal <= 0.0:
             return self.floor_s if floor else 0.0
         fill = t_ideal / (t_ideal + self.half_sat_s)
-        t_dev = max(flops / (peak_flops * self.eff_max), nbytes / (bw_bytes_s * self.mem_eff)) / fill
+        t_comp = flops / (peak_flops * min(self.eff_max, clock_eff * clock_ratio))
+        t_dev = max(t_comp, nbytes / (bw_bytes_s * self.mem_eff)) / fill
         return max(self.floor_s, t_dev) if floor else t_dev
 
 
 class PowerParams(BaseModel):
-    """v0 power model parameters (see :mod:`hwmodels.power`)."""
+    """GPU power model parameters (see :mod:`hwmodels.power` for the formula)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     idle_w: float = Field(gt=0, description="board power with nothing running, clocks idle")
     active_idle_w: float = Field(gt=0, description="board power between kernels, clocks up (just after load)")
-    compute_dynamic_w: float = Field(ge=0, description="power above active idle of a fully busy SM array at max clock")
+    sm_active_w: float = Field(default=0.0, ge=0, description="extra power while any kernel runs, at max clock")
+    compute_dynamic_w: float = Field(ge=0, description="power of the math units at full utilisation, at max clock")
     memory_dynamic_w: float = Field(ge=0, description="power above active idle at full HBM bandwidth")
     power_limit_w: float = Field(gt=0)
     max_sm_clock_mhz: float = Field(gt=0)
-    clock_power_exponent: float = Field(default=3.0, gt=0, description="P_dyn ~ f^k (V scales with f)")
+    min_sm_clock_mhz: float | None = Field(default=None, gt=0, description="lowest clock DVFS sweeps consider")
+    clock_power_exponent: float = Field(default=3.0, gt=0, description="SM power ~ f^k at fixed work rate")
+    clock_limited_eff: float = Field(
+        default=0.98, gt=0, le=1, description="fraction of the clock-scaled peak compute reaches when the clock binds"
+    )
     source: str = ""
+
+    @property
+    def lowest_clock_mhz(self) -> float:
+        return self.min_sm_clock_mhz or 0.4 * self.max_sm_clock_mhz
 
 
 Family = Literal["gemm", "attn_fwd", "attn_bwd", "attn_decode", "membound"]
@@ -94,6 +120,11 @@ class Profile(BaseModel):
     gemm_by_dtype: dict[str, Curve] = Field(default_factory=dict, description="per-dtype GEMM overrides")
     power: PowerParams
     meta: dict[str, object] = Field(default_factory=dict, description="provenance: driver, date, fit errors")
+    # run settings, not measurements: the operating point a simulation asks for
+    clock_ratio: float = Field(default=1.0, gt=0, le=1, description="SM clock / max SM clock (DVFS, power cap)")
+    sm_fraction: float = Field(
+        default=1.0, gt=0, le=1, description="share of SMs compute kernels get (the rest run communication kernels)"
+    )
 
     # ---- helpers -------------------------------------------------------------------------
     def peak_flops(self, dtype: str) -> float:
@@ -109,6 +140,32 @@ class Profile(BaseModel):
     def bandwidth_bytes_s(self) -> float:
         return self.memory_bandwidth_gbps * 1e9
 
+    @property
+    def sm_clock_mhz(self) -> float:
+        return self.clock_ratio * self.power.max_sm_clock_mhz
+
+    def at(self, *, sm_clock_mhz: float | None = None, sm_fraction: float | None = None) -> Profile:
+        """This GPU run at a (lower) SM clock and/or with some SMs given to communication kernels."""
+        update: dict[str, float] = {}
+        if sm_clock_mhz is not None:
+            if sm_clock_mhz <= 0:
+                raise ClusterSimError(f"sm_clock_mhz must be > 0, got {sm_clock_mhz}")
+            update["clock_ratio"] = min(1.0, sm_clock_mhz / self.power.max_sm_clock_mhz)
+        if sm_fraction is not None:
+            update["sm_fraction"] = sm_fraction
+        return self.model_copy(update=update) if update else self
+
+    def _time(self, curve: Curve, flops: float, nbytes: float, dtype: str, floor: bool) -> float:
+        return curve.time(
+            flops,
+            nbytes,
+            self.peak_flops(dtype) * self.sm_fraction,
+            self.bandwidth_bytes_s,
+            floor,
+            clock_ratio=self.clock_ratio,
+            clock_eff=self.power.clock_limited_eff,
+        )
+
     def curve(self, family: Family, dtype: str | None = None) -> Curve:
         if family == "gemm" and dtype is not None:
             override = self.gemm_by_dtype.get(normalize_dtype(dtype))
@@ -123,7 +180,7 @@ class Profile(BaseModel):
         b = bytes_per_element(dtype)
         flops = 2.0 * M * N * K
         nbytes = b * (M * K + N * K + M * N)
-        return self.curve("gemm", dtype).time(flops, nbytes, self.peak_flops(dtype), self.bandwidth_bytes_s, floor)
+        return self._time(self.curve("gemm", dtype), flops, nbytes, dtype, floor)
 
     def attention_prefill_time(
         self,
@@ -159,7 +216,7 @@ class Profile(BaseModel):
         if backward:
             flops *= 2.5
             nbytes *= 2.0
-        return self.curve(family).time(flops, nbytes, self.peak_flops(dtype), self.bandwidth_bytes_s, floor)
+        return self._time(self.curve(family), flops, nbytes, dtype, floor)
 
     def attention_decode_time(
         self,
@@ -195,7 +252,7 @@ class Profile(BaseModel):
         kv_b = bytes_per_element(kv_dtype or dtype)
         flops = 2.0 * heads * total * (head_dim + dv)
         nbytes = kv_b * total * kv_heads * (head_dim + dv) + bytes_per_element(dtype) * batch * heads * (head_dim + dv)
-        return self.curve("attn_decode").time(flops, nbytes, self.peak_flops(dtype), self.bandwidth_bytes_s, floor)
+        return self._time(self.curve("attn_decode"), flops, nbytes, dtype, floor)
 
     def memory_op_time(self, nbytes: float, floor: bool = True) -> float:
         """Seconds for a memory-bound kernel that reads plus writes ``nbytes`` of HBM."""
@@ -242,6 +299,10 @@ def datasheet_profile(gpu: str) -> Profile:
     pw = d["power"]
     active_idle = spec.idle_w + pw["active_idle_extra_frac_tdp"] * spec.tdp_w
     dynamic = max(spec.tdp_w - active_idle, 1.0)
+    curves = _curves_for(spec.id, d)
+    sm_w = pw["sm_active_frac"] * dynamic
+    # a large GEMM at max clock (eff_max of peak) draws exactly TDP: no throttling without a measurement
+    compute_w = (dynamic - sm_w) / curves["gemm"].eff_max
     host = get_link(spec.pcie)
     return Profile(
         gpu=spec.id,
@@ -252,16 +313,18 @@ def datasheet_profile(gpu: str) -> Profile:
         memory_bandwidth_gbps=spec.memory_bandwidth_gbps,
         host_link_gbps=host.bandwidth_gbps * d["host_link_efficiency"],
         iteration_overhead_s=d["iteration_overhead_s"],
-        curves=_curves_for(spec.id, d),
+        curves=curves,
         gemm_by_dtype={"fp8": Curve(**d["fp8_gemm"])} if spec.supports("fp8") and "fp8_gemm" in d else {},
         power=PowerParams(
             idle_w=spec.idle_w,
             active_idle_w=active_idle,
-            compute_dynamic_w=dynamic,
+            sm_active_w=sm_w,
+            compute_dynamic_w=compute_w,
             memory_dynamic_w=pw["memory_dynamic_frac"] * dynamic,
             power_limit_w=spec.tdp_w,
             max_sm_clock_mhz=spec.boost_clock_mhz,
             clock_power_exponent=pw["clock_power_exponent"],
+            clock_limited_eff=pw["clock_limited_eff"],
             source=pw["source"],
         ),
     )
@@ -302,7 +365,7 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
-        fh.write(profile.model_dump_json(indent=1))
+        fh.write(profile.model_dump_json(indent=1, exclude={"clock_ratio", "sm_fraction"}))
     os.replace(tmp, path)
     return path
 
