@@ -103,6 +103,9 @@ class GPUSpec(_Spec):
     nvlink: str | None
     nvlink_bandwidth_gbps: Positive | None
     pcie: str
+    same_silicon_as: str | None = Field(
+        default=None, description="a GPU with the same die, board, clocks and power: its calibrated profile applies"
+    )
 
     @classmethod
     def _source_keys(cls) -> set[str]:

@@ -388,4 +388,15 @@ def load_profile(name_or_path: str | Path | None = None, *, gpu: str | None = No
     if target is None:
         raise ClusterSimError("load_profile needs a GPU id or a profile path")
     calibrated = calibrated_profile_path(target)
-    return read_profile(calibrated) if calibrated else datasheet_profile(target)
+    if calibrated:
+        return read_profile(calibrated)
+    twin = get_gpu(target).same_silicon_as
+    twin_path = calibrated_profile_path(twin) if twin else None
+    if twin_path is None:
+        return datasheet_profile(target)
+    # same die and board: the twin's measured curves and power, this GPU's own datasheet peaks
+    own = datasheet_profile(target)
+    prof = read_profile(twin_path)
+    return prof.model_copy(
+        update={"gpu": own.gpu, "peak_tflops": own.peak_tflops, "source": f"{prof.source}; applied to {own.gpu}"}
+    )

@@ -20,6 +20,7 @@ from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.compression import CompressionSpec
+from simulator.energy import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
 from simulator.moe import MoERouting
 
@@ -85,6 +86,12 @@ class TrainingSpec(BaseModel):
     compression: CompressionSpec | None = Field(
         default=None, description="DP gradient compression (simulator.compression.CompressionSpec)"
     )
+    comm_sms: int = Field(
+        default=0,
+        ge=0,
+        description="SMs reserved for communication kernels that overlap compute (DeepSeek-V3: 20 of 132); "
+        "compute runs on the rest",
+    )
 
 
 class RunConfig(BaseModel):
@@ -97,6 +104,8 @@ class RunConfig(BaseModel):
     parallel: ParallelSpec = ParallelSpec()
     training: TrainingSpec = TrainingSpec()
     moe_routing: MoERouting = Field(default_factory=MoERouting, description="how tokens pick experts (simulator.moe)")
+    power: PowerSpec = PowerSpec()
+    site: SiteSpec = SiteSpec()
     seed: int = 0
 
     @field_validator("model", mode="before")
@@ -138,7 +147,14 @@ class RunConfig(BaseModel):
             )
         if t.seq_len % p.cp:
             raise ClusterSimError(f"training.seq_len={t.seq_len} is not divisible by parallel.cp={p.cp}")
-        if t.precision == "fp8" and not get_gpu(self.cluster.gpu).supports("fp8"):
+        gpu = get_gpu(self.cluster.gpu)
+        if t.comm_sms >= gpu.sms:
+            raise ClusterSimError(f"training.comm_sms={t.comm_sms} leaves no SMs for compute ({gpu.id} has {gpu.sms})")
+        if self.power.stage_clocks_mhz is not None and len(self.power.stage_clocks_mhz) != p.pp:
+            raise ClusterSimError(
+                f"power.stage_clocks_mhz has {len(self.power.stage_clocks_mhz)} clocks; give one per stage (pp={p.pp})"
+            )
+        if t.precision == "fp8" and not gpu.supports("fp8"):
             raise ClusterSimError(
                 f"training.precision=fp8 needs FP8 tensor cores, which {self.cluster.gpu} lacks; use bf16"
             )

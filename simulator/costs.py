@@ -62,7 +62,8 @@ def _bound(op: Op, t: float, profile: Profile, dtype: str) -> str:
 
 
 def op_cost(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str = "bf16") -> OpCost:
-    """Forward and backward seconds of ``op`` on one rank."""
+    """Forward and backward seconds of ``op`` on one rank (in the op's own dtype when it has one)."""
+    dtype = op.dtype or dtype
     wgrad = 0.0
     if op.kind == "gemm" and op.batched:  # one kernel over all count matrices; both operands are activations
         M, N, K = op.gemm  # type: ignore[misc]

@@ -231,7 +231,8 @@ def vtrain_multi(profile: Any = None, rows: int | None = None, progress=None) ->
 
 #: DeepSeek-V3 technical report (arXiv 2412.19437): 2.664M H800 GPU-hours of pre-training for 14.8T
 #: tokens, i.e. 180K GPU-hours per trillion tokens, on 2,048 H800 with PP16, EP64 over 8 nodes, ZeRO-1
-#: DP, no TP, DualPipe, FP8 mixed precision, sequence length 4,096 and a batch of 15,360 sequences.
+#: DP, no TP, DualPipe, FP8 mixed precision, sequence length 4,096 and a batch of 15,360 sequences,
+#: 20 SMs per GPU for communication, one multi-token-prediction module (in the model preset).
 DEEPSEEK_V3 = {
     "model": "deepseek-v3",
     "cluster": {"gpu": "h800-sxm5-80gb", "num_gpus": 2048, "node": "hgx-h800"},
@@ -244,6 +245,7 @@ DEEPSEEK_V3 = {
         "recompute": "selective",
         "moe_dispatch_dtype": "fp8",
         "moe_node_dedup": True,
+        "comm_sms": 20,  # report 3.2.2: 20 of the 132 SMs run the all-to-all kernels that overlap compute
     },
     # node-limited routing: each token reaches experts on at most 4 of the 8 nodes of its EP group;
     # the auxiliary-loss-free bias keeps the experts balanced

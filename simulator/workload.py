@@ -30,9 +30,23 @@ class Op:
     group: str | None = None  # tp | ep | cp
     count: int = 1  # identical GEMMs: run back to back (local experts) or as one batched kernel
     batched: bool = False  # the count GEMMs are one batched kernel (attention scores per head)
+    dtype: str | None = None  # the op's own numerics when they differ from the run's (fp8 linear layers)
 
 
-def _gemm(name: str, M: int, N: int, K: int, b: float, count: int = 1, batched: bool = False) -> Op:
+#: Under FP8 training only the linear layers' GEMMs run in fp8; activations, attention, norms, the
+#: MoE router and the output head stay in bf16 (Transformer Engine's recipe; DeepSeek-V3 report, 3.3).
+LOW_PRECISION = ("fp8",)
+
+
+def numerics(dtype: str) -> tuple[str | None, str]:
+    """(linear-GEMM dtype tag, activation dtype) of a run in ``dtype``."""
+    return (dtype, "bf16") if dtype in LOW_PRECISION else (None, dtype)
+
+
+def _gemm(
+    name: str, M: int, N: int, K: int, b: float, count: int = 1, batched: bool = False, dtype: str | None = None
+) -> Op:
+    b = bytes_per_element(dtype) if dtype else b
     return Op(
         name=name,
         kind="gemm",
@@ -41,6 +55,7 @@ def _gemm(name: str, M: int, N: int, K: int, b: float, count: int = 1, batched: 
         gemm=(M, N, K),
         count=count,
         batched=batched,
+        dtype=dtype,
     )
 
 
@@ -65,7 +80,8 @@ def attention_ops(
     computes its (load-balanced) share of causal attention against all keys, and passes K/V blocks
     around a ring (Liu et al., ring attention) that overlaps with the attention compute.
     """
-    b = bytes_per_element(dtype)
+    lin, act_dt = numerics(dtype)
+    b = bytes_per_element(act_dt)
     full_seq, seq = seq, seq // cp
     T, h = batch * seq, model.hidden_size
     heads = model.num_attention_heads // tp
@@ -78,17 +94,17 @@ def attention_ops(
         mla = model.mla
         qk_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
         if mla.q_lora_rank:
-            ops.append(_gemm("q_down", T, mla.q_lora_rank, h, b))
-            ops.append(_gemm("q_up", T, heads * qk_dim, mla.q_lora_rank, b))
+            ops.append(_gemm("q_down", T, mla.q_lora_rank, h, b, dtype=lin))
+            ops.append(_gemm("q_up", T, heads * qk_dim, mla.q_lora_rank, b, dtype=lin))
         else:
-            ops.append(_gemm("q_proj", T, heads * qk_dim, h, b))
-        ops.append(_gemm("kv_down", T, mla.kv_lora_rank + mla.qk_rope_head_dim, h, b))
-        ops.append(_gemm("kv_up", T, heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank, b))
+            ops.append(_gemm("q_proj", T, heads * qk_dim, h, b, dtype=lin))
+        ops.append(_gemm("kv_down", T, mla.kv_lora_rank + mla.qk_rope_head_dim, h, b, dtype=lin))
+        ops.append(_gemm("kv_up", T, heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank, b, dtype=lin))
         hd, vd, kvh = qk_dim, mla.v_head_dim, heads
     else:
         hd = vd = model.head_size
         kvh = kv_heads
-        ops.append(_gemm("qkv_proj", T, (heads + 2 * kv_heads) * hd, h, b))
+        ops.append(_gemm("qkv_proj", T, (heads + 2 * kv_heads) * hd, h, b, dtype=lin))
     if flash:
         core = dict(
             batch=batch,
@@ -102,13 +118,13 @@ def attention_ops(
         )
         attn_flops = 2.0 * batch * heads * full_seq * (full_seq + 1) / 2.0 * (hd + vd) / cp
         attn_bytes = b * batch * seq * (heads + kvh) * (hd + vd)
-        ops.append(Op(name="attn_core", kind="attn", flops=attn_flops, bytes=attn_bytes, attn=core))
+        ops.append(Op(name="attn_core", kind="attn", flops=attn_flops, bytes=attn_bytes, attn=core, dtype=act_dt))
     else:
-        ops.extend(unfused_attention_ops(batch * heads, seq, hd, vd, b))
+        ops.extend(unfused_attention_ops(batch * heads, seq, hd, vd, b, act_dt))
     if cp > 1:
         kv_block = b * batch * seq * kvh * (hd + vd)
         ops.append(Op(name="cp_ring_kv", kind="comm", bytes=kv_block, collective="ring_exchange", group="cp"))
-    ops.append(_gemm("attn_out_proj", T, h, heads * vd, b))
+    ops.append(_gemm("attn_out_proj", T, h, heads * vd, b, dtype=lin))
     ops.extend(_tp_comm("tp_attn_out", act, tp, sp))
     ops.append(_mem("attn_residual", 3 * act / (tp if sp else 1)))
     return ops
@@ -119,22 +135,24 @@ def attention_ops(
 UNFUSED_SCORE_BYTES = 9.0
 
 
-def unfused_attention_ops(heads: int, seq: int, hd: int, vd: int, b: float) -> list[Op]:
+def unfused_attention_ops(heads: int, seq: int, hd: int, vd: int, b: float, dtype: str | None = None) -> list[Op]:
     """Attention as Megatron-LM ran it before flash attention: batched QK^T and PV GEMMs over every
     head (the full s x s scores, causal mask or not) and a memory-bound softmax + dropout between."""
     return [
-        _gemm("attn_scores", seq, seq, hd, b, count=heads, batched=True),
+        _gemm("attn_scores", seq, seq, hd, b, count=heads, batched=True, dtype=dtype),
         _mem("attn_softmax_dropout", UNFUSED_SCORE_BYTES * heads * seq * seq),
-        _gemm("attn_context", seq, vd, seq, b, count=heads, batched=True),
+        _gemm("attn_context", seq, vd, seq, b, count=heads, batched=True, dtype=dtype),
     ]
 
 
-def _mlp_gemms(prefix: str, T: int, h: int, ffn: int, gated: bool, b: float, count: int = 1) -> list[Op]:
+def _mlp_gemms(
+    prefix: str, T: int, h: int, ffn: int, gated: bool, b: float, count: int = 1, lin: str | None = None
+) -> list[Op]:
     up = 2 * ffn if gated else ffn
     return [
-        _gemm(f"{prefix}_up", T, up, h, b, count),
+        _gemm(f"{prefix}_up", T, up, h, b, count, dtype=lin),
         _mem(f"{prefix}_act", b * T * (up + ffn) * count),
-        _gemm(f"{prefix}_down", T, h, ffn, b, count),
+        _gemm(f"{prefix}_down", T, h, ffn, b, count, dtype=lin),
     ]
 
 
@@ -142,7 +160,8 @@ def mlp_ops(
     model: ModelSpec, layer: int, batch: int, seq: int, tp: int, ep: int, dtype: str, sp: bool = False
 ) -> list[Op]:
     """Forward ops of one MLP block: dense, or MoE (router, dispatch, experts, combine)."""
-    b = bytes_per_element(dtype)
+    lin, act_dt = numerics(dtype)
+    b = bytes_per_element(act_dt)
     T, h = batch * seq, model.hidden_size
     act = T * h * b
     gated = model.mlp == "swiglu"
@@ -150,7 +169,7 @@ def mlp_ops(
     if sp and tp > 1:
         ops.append(Op(name="sp_all_gather_mlp", kind="comm", bytes=act, collective="all_gather", group="tp"))
     if not model.is_moe_layer(layer):
-        ops.extend(_mlp_gemms("mlp", T, h, model.ffn_hidden_size // tp, gated, b))
+        ops.extend(_mlp_gemms("mlp", T, h, model.ffn_hidden_size // tp, gated, b, lin=lin))
     else:
         moe = model.moe
         assert moe is not None
@@ -158,18 +177,18 @@ def mlp_ops(
         local_experts = max(1, moe.num_experts // ep)
         # the EP group's ep*T*top_k token copies spread evenly over the experts (balanced routing)
         tokens_per_expert = max(1, round(routed_tokens * ep / moe.num_experts))
-        ops.append(_gemm("router", T, moe.num_experts, h, b))
+        ops.append(_gemm("router", T, moe.num_experts, h, b, dtype=act_dt))
         dispatch = Op(
             name="moe_dispatch", kind="comm", bytes=routed_tokens * h * b, collective="all_to_all", group="ep"
         )
         if ep > 1:
             ops.append(dispatch)
         ffn = moe.expert_ffn_hidden_size // tp
-        ops.extend(_mlp_gemms("expert", tokens_per_expert, h, ffn, gated, b, count=local_experts))
+        ops.extend(_mlp_gemms("expert", tokens_per_expert, h, ffn, gated, b, count=local_experts, lin=lin))
         if ep > 1:
             ops.append(replace(dispatch, name="moe_combine"))
         if moe.num_shared_experts:
-            ops.extend(_mlp_gemms("shared_expert", T, h, moe.shared_ffn_hidden_size // tp, gated, b))
+            ops.extend(_mlp_gemms("shared_expert", T, h, moe.shared_ffn_hidden_size // tp, gated, b, lin=lin))
     ops.extend(_tp_comm("tp_mlp_out", act, tp, sp))
     ops.append(_mem("mlp_residual", 3 * act / (tp if sp else 1)))
     return ops
@@ -195,18 +214,20 @@ def layer_ops(
 
 def embedding_ops(model: ModelSpec, batch: int, seq: int, *, dtype: str = "bf16") -> list[Op]:
     """Forward ops of the input embedding: a gather of ``batch*seq`` rows (plus learned positions)."""
-    b = bytes_per_element(dtype)
+    act_dt = numerics(dtype)[1]
+    b = bytes_per_element(act_dt)
     rows = 2 if model.position == "learned" else 1
     return [_mem("embedding", b * batch * seq * model.hidden_size * (rows + 1))]
 
 
 def head_ops(model: ModelSpec, batch: int, seq: int, *, tp: int = 1, dtype: str = "bf16") -> list[Op]:
     """Forward ops of the output head: final norm, vocabulary projection (split over TP), loss."""
-    b = bytes_per_element(dtype)
+    act_dt = numerics(dtype)[1]
+    b = bytes_per_element(act_dt)
     T = batch * seq
     vocab = -(-model.vocab_size // tp)
     return [
         _mem("final_norm", 2 * T * model.hidden_size * b),
-        _gemm("lm_head", T, vocab, model.hidden_size, b),
+        _gemm("lm_head", T, vocab, model.hidden_size, b, dtype=act_dt),
         _mem("cross_entropy", 3 * T * vocab * 4.0),  # logits upcast to fp32, softmax, grad
     ]

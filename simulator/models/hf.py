@@ -131,10 +131,12 @@ def _deepseek_moe(c: _Config) -> dict[str, Any] | None:
 def _deepseek(c: _Config) -> dict[str, Any]:
     """DeepSeek-V2/V3: MLA attention, DeepSeekMoE (shared + fine-grained routed experts).
 
-    DeepSeek-V3's multi-token-prediction module (num_nextn_predict_layers) is excluded: the
-    published 671B counts the main model only (685B with the MTP module).
+    DeepSeek-V3's multi-token-prediction module (num_nextn_predict_layers) is excluded from the
+    parameter counts (the published 671B counts the main model only, 685B with it) but kept as
+    ``mtp_depth``: training runs it.
     """
     spec = _llama(c)
+    spec["mtp_depth"] = c.opt("num_nextn_predict_layers", 0)
     spec["head_dim"] = None  # MLA head widths come from the mla block
     spec["mla"] = {
         "kv_lora_rank": c.req("kv_lora_rank"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.errors import ClusterSimError, first_validation_error
@@ -138,6 +138,12 @@ class ModelSpec(BaseModel):
     max_seq_len: int = 4096
     moe: MoESpec | None = None
     mla: MLASpec | None = None
+    mtp_depth: int = Field(
+        default=0,
+        ge=0,
+        description="multi-token-prediction modules trained with the model (DeepSeek-V3: 1); each adds a layer, "
+        "a projection and a pass through the output head to the last stage; not in the parameter counts",
+    )
 
     # ----------------------------------------------------------------------------- validation
     @model_validator(mode="after")

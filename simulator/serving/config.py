@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
 from simulator.config import apply_overrides, read_yaml
+from simulator.energy import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
 from simulator.moe import MoERouting
 
@@ -314,6 +315,8 @@ class ServingConfig(BaseModel):
     kv: KVSpec = KVSpec()
     workload: WorkloadSpec = WorkloadSpec()
     slo: SLOSpec = SLOSpec()
+    power: PowerSpec = PowerSpec()
+    site: SiteSpec = SiteSpec()
     seed: int = 0
 
     @field_validator("model", mode="before")

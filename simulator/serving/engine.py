@@ -109,7 +109,17 @@ class Replica:
     running: list[Seq] = field(default_factory=list)
     wake: simpy.Event | None = None
     busy_s: float = 0.0
+    tensor_s: float = 0.0  # math work per GPU, seconds at full peak (energy)
+    hbm_s: float = 0.0  # HBM traffic per GPU, seconds at full bandwidth (energy)
+    overhead_s: float = 0.0  # engine CPU time inside busy_s (the GPU idles)
     outstanding: int = 0
+
+    def add_work(self, prefill: list[tuple[int, int]], decodes: int, context: int) -> None:
+        tensor, hbm = self.model.work_totals(prefill, decodes, context)
+        self.tensor_s += tensor
+        self.hbm_s += hbm
+        if self.model.overhead:
+            self.overhead_s += self.model.profile.iteration_overhead_s
 
     def notify(self) -> None:
         if self.wake is not None and not self.wake.triggered:
@@ -360,6 +370,7 @@ class ServingEngine:
         self.max_admitted = max(self.max_admitted, len(rep.running))
         context = sum([s.prompt + s.generated for s in decodes])
         t = rep.model.time_totals(chunks, len(decodes), context, samples) + rep.kv.take_transfer_s()
+        rep.add_work(chunks, len(decodes), context)
         offloaded = sum(s.host_blocks for s in decodes)
         if offloaded:  # host-resident KV crosses PCIe once per decode step
             t += offloaded * rep.kv.bytes_per_block / rep.kv.host_bytes_s
@@ -434,18 +445,22 @@ class ServingEngine:
             s.start_s = self.env.now
         # the whole batch is padded to its longest prompt, and decodes until its longest answer is done
         yield from self._timed(
-            rep, rep.model.time([(max_prompt, 0)] * len(batch), [], len(batch)), max_prompt * len(batch), 0
+            rep, self._static_step(rep, [(max_prompt, 0)] * len(batch), [], len(batch)), max_prompt * len(batch), 0
         )
         for s in batch:
             s.prefilled = s.prompt
             self._emit(rep, s, self.env.now)
         for step in range(1, max_out):
-            t = rep.model.time([], [max_prompt + step] * len(batch), len(batch))
+            t = self._static_step(rep, [], [max_prompt + step] * len(batch), len(batch))
             yield from self._timed(rep, t, 0, len(batch))
             for s in batch:
                 if s.generated < s.req.output_tokens:
                     self._emit(rep, s, self.env.now)
         rep.kv.free(reserved)
+
+    def _static_step(self, rep: Replica, prefill: list[tuple[int, int]], contexts: list[int], samples: int) -> float:
+        rep.add_work(prefill, len(contexts), sum(contexts))
+        return rep.model.time(prefill, contexts, samples)
 
     def _timed(self, rep: Replica, t: float, prefill_tokens: int, decodes: int) -> Generator:
         start = self.env.now

@@ -53,14 +53,19 @@ class IterationModel:
 
     # ---- per-token-count costs (cached: iterations repeat the same token counts) ----------------
     def _gemm(self, M: int, N: int, K: int, floor: bool | None = None) -> float:
-        compute = _COMPUTE_DTYPE[self.weight_dtype]
-        if compute in ("bf16", "fp16"):
-            compute = self.act_dtype if self.weight_dtype in ("bf16", "int4") else compute
+        compute = self.compute_dtype()
         curve: Curve = self.profile.curve("gemm", compute)
         flops = 2.0 * M * N * K
         nbytes = 2.0 * (M * K + M * N) + bytes_per_element(self.weight_dtype) * N * K
         use_floor = self.overhead if floor is None else floor
-        return curve.time(flops, nbytes, self.profile.peak_flops(compute), self.profile.bandwidth_bytes_s, use_floor)
+        return self.profile._time(curve, flops, nbytes, compute, use_floor)
+
+    def compute_dtype(self) -> str:
+        """The GEMM dtype: W8A8 formats on their tensor cores, weight-only int4 in bf16/fp16."""
+        compute = _COMPUTE_DTYPE[self.weight_dtype]
+        if compute in ("bf16", "fp16"):
+            compute = self.act_dtype if self.weight_dtype in ("bf16", "int4") else compute
+        return compute
 
     def dense_layer_s(self, tokens: int) -> float:
         """A layer's token-parallel work (everything but attention) for ``tokens`` tokens."""
@@ -256,6 +261,30 @@ class IterationModel:
         if self.overhead:
             t += self.profile.iteration_overhead_s
         return t  # with PP the stages run one after another for a single iteration's latency
+
+    def work_totals(self, prefill: Sequence[tuple[int, int]], decodes: int, decode_context: int) -> tuple[float, float]:
+        """Work of one iteration on each GPU of the replica, for the energy model: (math as seconds at
+        the dtype's full peak, HBM traffic as seconds at full bandwidth). Weights are read once per
+        iteration (routed experts only as far as the tokens reach them), each decode streams its KV
+        cache and each prefill chunk writes its KV and reads its context."""
+        m = self.model
+        gpus = self.tp * self.pp * self.ep
+        tokens = sum(c for c, _ in prefill) + decodes
+        if tokens == 0:
+            return 0.0, 0.0
+        qk, v = m._attention_core_dims()
+        attn_flops = 2.0 * m.num_layers * (qk + v) * (sum(c * (ctx + c / 2.0) for c, ctx in prefill) + decode_context)
+        flops = 2.0 * m._active_matmul_params() * tokens + attn_flops
+        wbytes = bytes_per_element(self.weight_dtype)
+        weights = m.total_params * wbytes
+        if m.moe is not None:
+            expert = m._mlp_matmul_params(m.moe.expert_ffn_hidden_size) * m.num_moe_layers * wbytes
+            touched = min(1.0, tokens * m.moe.top_k / m.moe.num_experts)
+            weights -= expert * m.moe.num_experts * (1.0 - touched)
+        kv = m.kv_cache_bytes_per_token(self.kv_dtype) * (decode_context + sum(ctx + 2 * c for c, ctx in prefill))
+        act = 4.0 * tokens * m.hidden_size * m.num_layers * 2.0  # norms, residuals, activations (16-bit)
+        tensor = flops / self.profile.peak_flops(self.compute_dtype()) / gpus
+        return tensor, (weights + kv + act) / self.profile.bandwidth_bytes_s / gpus
 
 
 def iteration_model(

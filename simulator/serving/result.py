@@ -58,6 +58,12 @@ class ServingResult(BaseModel):
     batch_size_histogram: dict[str, int]
     gpu_busy_fraction: float
     iterations: int
+    energy_j: dict[str, float] = Field(default_factory=dict, description="whole run: gpu, node, facility (x PUE), J")
+    energy_per_token_j: float = Field(default=0.0, description="facility energy per output token, J")
+    kgco2e: dict[str, float] = Field(default_factory=dict, description="whole run: operational, embodied, kgCO2e")
+    cost_usd: float = Field(default=0.0, description="whole run: GPU-hours x $/GPU-hour")
+    cost_per_million_output_tokens_usd: float = 0.0
+    power: dict[str, Any] = Field(default_factory=dict, description="mode, avg_gpu_power_w, limit, sm_clock_mhz")
     requests_table: list[dict[str, Any]] = Field(default_factory=list, exclude=True, repr=False)
     kv_occupancy: list[tuple[float, int, float]] = Field(default_factory=list, exclude=True, repr=False)
     timeline: Timeline | None = Field(default=None, exclude=True, repr=False)
@@ -79,7 +85,9 @@ class ServingResult(BaseModel):
         return json.loads(self.model_dump_json())
 
 
-def build_result(cfg: Any, engine: Any, seqs: list, memory: dict[str, float], profile_kind: str) -> ServingResult:
+def build_result(
+    cfg: Any, engine: Any, seqs: list, memory: dict[str, float], profile_kind: str, energy: dict[str, Any]
+) -> ServingResult:
     """Reduce the engine's per-request and per-iteration records to a :class:`ServingResult`."""
     arrival = np.array([s.req.arrival_s for s in seqs])
     first = np.array([s.first_token_s for s in seqs])
@@ -164,4 +172,5 @@ def build_result(cfg: Any, engine: Any, seqs: list, memory: dict[str, float], pr
         requests_table=table,
         kv_occupancy=[(r.end, r.replica, r.kv_used / r.kv_total) for r in recs],
         timeline=Timeline(events),
+        **energy,
     )

@@ -6,10 +6,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hwmodels.catalogue import get_link
+from hwmodels.catalogue import get_gpu, get_link
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.errors import ClusterSimError
-from hwmodels.profile import Profile
+from hwmodels.profile import Profile, load_profile
+from hwmodels.topology import ClusterSpec
+from simulator.energy import footprint, gpu_energy_j
 from simulator.serving.config import (
     BucketedBatching,
     ChunkedPrefill,
@@ -104,12 +106,27 @@ def simulate_serving(
     requests = generate_requests(cfg.workload, cfg.seed)
     if not requests:
         raise ClusterSimError("the workload has no requests; check workload.num_requests or the trace")
+    prof = load_profile(profile, gpu=cfg.gpu)
+    if cfg.power.sm_clock_mhz is not None:
+        prof = prof.at(sm_clock_mhz=cfg.power.sm_clock_mhz)
+    engine, seqs, memory = _run(cfg, prof, requests)
+    limit = cfg.power.power_limit_w or prof.power.power_limit_w
+    throttled = False
+    if cfg.power.mode == "modelled" and max(_gpu_power_w(engine, prof)) > limit * 1.005:
+        prof = prof.model_copy(update={"clock_ratio": _throttled_ratio(engine, prof, limit)})
+        engine, seqs, memory = _run(cfg, prof, requests)
+        throttled = True
+    energy = _energy_fields(cfg, engine, seqs, prof, limit, throttled)
+    return build_result(cfg, engine, seqs, memory, prof.kind, energy)
+
+
+def _run(cfg: ServingConfig, prof: Profile, requests: list) -> tuple[ServingEngine, list, dict[str, float]]:
     model: IterationModel = iteration_model(
         cfg.model,
         cfg.gpu,
         cfg.tp,
         cfg.pp,
-        profile=profile,
+        profile=prof,
         weight_dtype=cfg.weight_dtype,
         kv_dtype=cfg.kv.dtype,
         node=cfg.node,
@@ -136,4 +153,66 @@ def simulate_serving(
     if isinstance(cfg.batching, DisaggregatedServing):
         engine.kv_link_bytes_s = get_link(cfg.batching.link).effective_bandwidth_bytes_per_s
     seqs = engine.run()
-    return build_result(cfg, engine, seqs, memory, model.profile.kind)
+    return engine, seqs, memory
+
+
+def _span(engine: ServingEngine) -> float:
+    return max((s.done_s for s in engine.seqs), default=0.0) - min((s.arrival for s in engine.seqs), default=0.0)
+
+
+def _replica_work(engine: ServingEngine, rep: Any) -> tuple[float, float, float]:
+    """(busy s, math s, HBM s) of one GPU of a replica; with PP each GPU works on its stage only."""
+    pp = engine.cfg.pp
+    return max(0.0, rep.busy_s - rep.overhead_s) / pp, rep.tensor_s, rep.hbm_s
+
+
+def _gpu_power_w(engine: ServingEngine, prof: Profile) -> list[float]:
+    span = _span(engine) or 1e-12
+    return [gpu_energy_j(prof.power, span, *_replica_work(engine, r), prof.clock_ratio) / span for r in engine.replicas]
+
+
+def _throttled_ratio(engine: ServingEngine, prof: Profile, limit: float) -> float:
+    """Clock at which the hottest replica's GPUs average ``limit`` with the same work (bisection)."""
+    span = _span(engine) or 1e-12
+    rep = max(engine.replicas, key=lambda r: r.tensor_s)
+    busy, tensor, hbm = _replica_work(engine, rep)
+    lo, hi = prof.power.lowest_clock_mhz / prof.power.max_sm_clock_mhz, prof.clock_ratio
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        ok = gpu_energy_j(prof.power, span, busy, tensor, hbm, mid) / span <= limit
+        lo, hi = (mid, hi) if ok else (lo, mid)
+    return lo
+
+
+def _energy_fields(
+    cfg: ServingConfig, engine: ServingEngine, seqs: list, prof: Profile, limit: float, throttled: bool
+) -> dict[str, Any]:
+    span = _span(engine)
+    gpu = get_gpu(cfg.gpu)
+    node = ClusterSpec(gpu=gpu.id, num_gpus=cfg.num_gpus, node=cfg.node).resolve()
+    per_gpu = cfg.gpus_per_replica
+    if cfg.power.mode == "tdp":
+        gpu_j, node_j, avg_w = cfg.num_gpus * gpu.tdp_w * span, 0.0, gpu.tdp_w
+    else:
+        watts = _gpu_power_w(engine, prof)
+        gpu_j = sum(watts) * per_gpu * span
+        node_j = node.node.host_power_w * cfg.num_gpus / node.gpus_per_node * span  # share of the nodes
+        avg_w = max(watts)
+    facility = (gpu_j + node_j) * cfg.site.pue
+    out_tokens = sum(s.req.output_tokens for s in seqs)
+    gpu_hours = cfg.num_gpus * span / 3600.0
+    kg, usd = footprint(facility, gpu_hours, gpu.id, node.gpus_per_node, cfg.site)
+    return dict(
+        energy_j={"gpu": gpu_j, "node": node_j, "facility": facility},
+        energy_per_token_j=facility / max(out_tokens, 1),
+        kgco2e=kg,
+        cost_usd=usd,
+        cost_per_million_output_tokens_usd=usd / max(out_tokens, 1) * 1e6,
+        power={
+            "mode": cfg.power.mode,
+            "avg_gpu_power_w": avg_w,
+            "power_limit_w": limit,
+            "sm_clock_mhz": prof.sm_clock_mhz,
+            "throttled": throttled,
+        },
+    )

@@ -19,7 +19,7 @@ from hwmodels.topology import Cluster, CommGroup
 from simulator.compression import payload_bytes_per_elem
 from simulator.config import RunConfig
 from simulator.costs import OpCost, comm_time, op_cost
-from simulator.workload import Op, embedding_ops, head_ops, layer_ops
+from simulator.workload import Op, embedding_ops, head_ops, layer_ops, numerics
 
 COMM_KINDS = ("tp", "cp", "ep", "dp", "pp")
 _UNFUSED_CORE = ("attn_scores", "attn_softmax_dropout", "attn_context")
@@ -59,6 +59,8 @@ class ChunkCost:
     params: float  # parameters of this chunk held by one rank (DP gradient volume)
     send_bytes: float  # activation (and gradient) bytes passed to the neighbouring chunk
     recompute_flops: float  # extra forward FLOPs recomputed in the backward pass (for HFU)
+    tensor_s: float = 0.0  # math work of forward + backward (+ recompute) as seconds at full peak (energy)
+    hbm_s: float = 0.0  # HBM traffic of the same as seconds at full bandwidth (energy)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,23 @@ def chunk_layers(num_layers: int, num_chunks: int) -> list[tuple[int, ...]]:
     return out
 
 
+def op_work(ops: list[Op], profile: Profile, dtype: str) -> tuple[float, float]:
+    """Forward + backward work of ``ops``: (math as seconds at full peak, HBM traffic as seconds at full
+    bandwidth). Backward is 2x a GEMM's FLOPs and 2.5x attention's; elementwise backward reads twice;
+    a collective reads and writes its buffer in each direction. Clock-independent (energy model)."""
+    tensor = hbm = 0.0
+    bw = profile.bandwidth_bytes_s
+    for op in ops:
+        if op.kind in ("gemm", "attn"):
+            tensor += op.flops * (3.0 if op.kind == "gemm" else 3.5) / profile.peak_flops(op.dtype or dtype)
+            hbm += 3.0 * op.bytes / bw
+        elif op.kind == "mem":
+            hbm += 3.0 * op.bytes / bw
+        else:
+            hbm += 4.0 * op.bytes / bw
+    return tensor, hbm
+
+
 def chunk_costs(
     cfg: RunConfig, profile: Profile, cluster: Cluster, *, num_chunks: int, include_comm: bool = True
 ) -> list[ChunkCost]:
@@ -158,6 +177,7 @@ def chunk_costs(
         return _phases(costs, p.cp, t.collective_call_s)
 
     per_kind: dict[bool, tuple[Phase, Phase, Phase, float]] = {}
+    work_per_kind: dict[bool, tuple[float, float, float, float]] = {}  # fwd+bwd, then forward-only recompute
     flops_per_kind: dict[bool, float] = {}
     attn_flops_per_kind: dict[bool, float] = {}
     for i in range(m.num_layers):
@@ -165,10 +185,34 @@ def chunk_costs(
         if kind not in per_kind:
             ops = layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention)
             per_kind[kind] = cost(ops)
+            rec = [op for op in ops if t.recompute == "full" or op.kind == "attn" or op.name in _UNFUSED_CORE]
+            rec_t, rec_h = op_work(rec, profile, dtype) if t.recompute != "none" else (0.0, 0.0)
+            work_per_kind[kind] = (*op_work(ops, profile, dtype), rec_t / 3.0, rec_h / 3.0)
             flops_per_kind[kind] = sum(op.flops for op in ops if op.kind in ("gemm", "attn"))
             attn_flops_per_kind[kind] = sum(op.flops for op in ops if op.kind == "attn" or op.name in _UNFUSED_CORE)
-    embed = cost(embedding_ops(m, mb, seq // p.cp, dtype=dtype))
-    head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype))
+    embed_ops = embedding_ops(m, mb, seq // p.cp, dtype=dtype)
+    head_op_list = head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype)
+    embed, head = cost(embed_ops), cost(head_op_list)
+    # a multi-token-prediction module: projection of [hidden; next embedding], one more layer, the head again
+    mtp_ops = (
+        []
+        if not m.mtp_depth
+        else [
+            Op(
+                "mtp_proj",
+                "gemm",
+                flops=2.0 * mb * seq // p.cp * m.hidden_size * 2 * m.hidden_size,
+                bytes=0.0,
+                gemm=(mb * seq // p.cp, m.hidden_size // p.tp, 2 * m.hidden_size),
+                dtype=numerics(dtype)[0],
+            )
+        ]
+        + layer_ops(
+            m, m.num_layers - 1, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention
+        )
+        + head_op_list
+    )
+    mtp = cost(mtp_ops) if mtp_ops else None
     head_params = m.output_params() / p.tp
     embed_params = m.embedding_params() / p.tp
     payload = payload_bytes_per_elem(t.pp_payload_dtype)
@@ -181,8 +225,11 @@ def chunk_costs(
         recompute = Phase()
         recompute_flops = 0.0
         params = sum(_layer_params(cfg, i) for i in layers)
+        tensor_s = hbm_s = 0.0
         for i in layers:
             f, b, w, attn = per_kind[m.is_moe_layer(i)]
+            wt, wh, rt, rh = work_per_kind[m.is_moe_layer(i)]
+            tensor_s, hbm_s = tensor_s + wt + rt, hbm_s + wh + rh
             fwd, bwd, wgt = fwd + f, bwd + b, wgt + w
             if t.recompute == "selective":
                 recompute = recompute + Phase(attn)
@@ -194,8 +241,13 @@ def chunk_costs(
         if first:
             fwd, bwd = fwd + embed[0], bwd + embed[1]
             params += embed_params
+            hbm_s += op_work(embed_ops, profile, dtype)[1]
         if last:
             fwd, bwd, wgt = fwd + head[0], bwd + head[1], wgt + head[2]
+            ht, hh = op_work(head_op_list + mtp_ops * m.mtp_depth, profile, dtype)
+            tensor_s, hbm_s = tensor_s + ht, hbm_s + hh
+            for _ in range(m.mtp_depth):
+                fwd, bwd, wgt = fwd + mtp[0], bwd + mtp[1], wgt + mtp[2]
             params += head_params if not (m.tied_embeddings and num_chunks == 1) else 0.0
         bwd = recompute + bwd
         if t.host_s_per_layer > 0:
@@ -205,7 +257,7 @@ def chunk_costs(
             fwd, bwd = _zero3_exposure(fwd, bwd, wgt, params, groups["grad"], gbytes, t.overlap_grad_reduce)
         if not include_comm:
             fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
-        chunks.append(ChunkCost(layers, first, last, fwd, bwd, wgt, params, send, recompute_flops))
+        chunks.append(ChunkCost(layers, first, last, fwd, bwd, wgt, params, send, recompute_flops, tensor_s, hbm_s))
     return chunks
 
 

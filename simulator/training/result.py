@@ -51,6 +51,16 @@ class TrainingResult(BaseModel):
     memory_per_gpu_gb: MemoryReport
     fits_in_memory: bool
     time_to_train_days: float | None = None
+    energy_j: dict[str, float] = Field(default_factory=dict, description="per step: gpu, node, facility (x PUE), J")
+    energy_per_token_j: float = Field(default=0.0, description="facility energy per trained token, J")
+    kgco2e: dict[str, float] = Field(default_factory=dict, description="per step: operational, embodied, kgCO2e")
+    cost_usd: float = Field(default=0.0, description="per step: GPU-hours x $/GPU-hour")
+    power: dict[str, Any] = Field(
+        default_factory=dict, description="mode, avg_gpu_power_w (hottest GPU), power_limit_w, sm_clock_mhz per stage"
+    )
+    total_mwh: float | None = Field(default=None, description="facility MWh for training.tokens")
+    total_tco2e: float | None = Field(default=None, description="operational + embodied tCO2e for training.tokens")
+    total_cost_usd: float | None = None
     timeline: Timeline | None = Field(default=None, exclude=True, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
 from simulator.compression import collective_for, compression_compute_s, dp_comm_time
 from simulator.config import RunConfig, load_config
 from simulator.costs import comm_time
+from simulator.energy import footprint, gpu_energy_j
 from simulator.timeline import Timeline
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
 from simulator.training.memory import memory_breakdown, usable_memory_bytes
@@ -163,6 +165,121 @@ def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryRep
     return report, total <= capacity
 
 
+@dataclass
+class _Step:
+    """One simulated step at given stage clocks: the pipeline, the rank tails and the energy inputs."""
+
+    chunks: list[ChunkCost]
+    run: PipelineRun
+    tails: list[RankTail]
+    layout: Layout
+    ratios: list[float]  # clock / max clock per pipeline stage
+
+    @property
+    def end(self) -> float:
+        return max(tail.end for tail in self.tails)
+
+
+def _stage_ratios(cfg: RunConfig, prof: Profile) -> list[float]:
+    pw, f_max = cfg.power, prof.power.max_sm_clock_mhz
+    clocks = pw.stage_clocks_mhz or [pw.sm_clock_mhz or f_max] * cfg.parallel.pp
+    return [min(1.0, c / f_max) for c in clocks]
+
+
+def _stage_of_positions(layout: Layout) -> dict[int, int]:
+    return {pos: rank for rank in range(layout.pp) for pos in rank_positions(layout, rank)}
+
+
+def _costs_at(cfg: RunConfig, prof: Profile, cluster: Any, layout: Layout, ratios: list[float], comm: bool):
+    """Chunk costs with each chunk priced at its stage's clock (one costing per distinct clock)."""
+    stage = _stage_of_positions(layout)
+    by_ratio = {
+        r: chunk_costs(
+            cfg, prof.model_copy(update={"clock_ratio": r}), cluster, num_chunks=layout.positions, include_comm=comm
+        )
+        for r in sorted(set(ratios))
+    }
+    return [by_ratio[ratios[stage[pos]]][pos] for pos in range(layout.positions)]
+
+
+def _simulate(cfg: RunConfig, prof: Profile, cluster: Any, ratios: list[float], comm: bool) -> _Step:
+    p, t = cfg.parallel, cfg.training
+    num_mb = t.global_batch // (t.micro_batch * p.dp)
+    layout = make_layout(p.schedule, p.pp, p.vpp, num_mb)
+    groups = Groups.of(cfg, cluster)
+    chunks = _costs_at(cfg, prof, cluster, layout, ratios, comm)
+    p2p = comm_time("send_recv", chunks[0].send_bytes, groups.pp) if comm and p.pp > 1 else 0.0
+    run = PipelineEngine(layout, chunks, p.schedule, p2p).run()
+    tails = [
+        _rank_tail(cfg, r, st, chunks, layout, groups, prof.model_copy(update={"clock_ratio": ratios[r]}), comm)
+        for r, st in enumerate(run.ranks)
+    ]
+    return _Step(chunks, run, tails, layout, ratios)
+
+
+def _mb_per_position(cfg: RunConfig, layout: Layout) -> float:
+    """Micro-batches that pass through each chunk in a step (DualPipe sends half each way)."""
+    num_mb = cfg.training.global_batch // (cfg.training.micro_batch * cfg.parallel.dp)
+    return num_mb / 2.0 if layout.dual else float(num_mb)
+
+
+def _rank_work(cfg: RunConfig, step: _Step, rank: int, prof: Profile) -> tuple[float, float, float]:
+    """(busy s, math work s at full peak, HBM work s at full bandwidth) of one GPU of pipeline ``rank``."""
+    num_mb = _mb_per_position(cfg, step.layout)
+    positions = rank_positions(step.layout, rank)
+    tail = step.tails[rank]
+    tensor = num_mb * sum(step.chunks[pos].tensor_s for pos in positions)
+    hbm = num_mb * sum(step.chunks[pos].hbm_s for pos in positions) + tail.optimizer_s
+    busy = step.run.ranks[rank].busy_s + tail.optimizer_s
+    return min(busy, step.end), tensor, hbm
+
+
+def _gpu_energy(cfg: RunConfig, step: _Step, prof: Profile) -> list[float]:
+    """Energy per GPU of each pipeline rank over the step (J)."""
+    return [
+        gpu_energy_j(prof.power, step.end, *_rank_work(cfg, step, r, prof), step.ratios[r])
+        for r in range(cfg.parallel.pp)
+    ]
+
+
+def _throttle(cfg: RunConfig, prof: Profile, cluster: Any, step: _Step, limit: float, comm: bool) -> list[float]:
+    """Stage clocks scaled down until the hottest GPU's step-average power fits ``limit``.
+
+    Each trial prices the chunks at the lower clock and stretches the step by the critical rank's
+    extra compute (the engine is re-run once, at the answer)."""
+    p = cfg.parallel
+    num_mb = _mb_per_position(cfg, step.layout)
+    base_work = [_rank_work(cfg, step, r, prof) for r in range(p.pp)]
+
+    def compute_s(chunks: list[ChunkCost], rank: int) -> float:
+        pos = rank_positions(step.layout, rank)
+        return num_mb * sum(
+            chunks[i].forward.compute_s + chunks[i].backward.compute_s + chunks[i].weight.compute_s for i in pos
+        )
+
+    base_compute = [compute_s(step.chunks, r) for r in range(p.pp)]
+
+    def hottest(scale: float) -> float:
+        ratios = [r * scale for r in step.ratios]
+        chunks = _costs_at(cfg, prof, cluster, step.layout, ratios, comm)
+        extra = [compute_s(chunks, r) - base_compute[r] for r in range(p.pp)]
+        end = step.end + max(extra)
+        return max(
+            gpu_energy_j(prof.power, end, min(end, w[0] + extra[r]), w[1], w[2], ratios[r]) / end
+            for r, w in enumerate(base_work)
+        )
+
+    lo, hi = prof.power.lowest_clock_mhz / prof.power.max_sm_clock_mhz / max(step.ratios), 1.0
+    if hottest(lo) > limit:
+        raise ClusterSimError(
+            f"power.power_limit_w={limit:.0f} W cannot be met even at {prof.power.lowest_clock_mhz:.0f} MHz; raise it"
+        )
+    for _ in range(14):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if hottest(mid) <= limit else (lo, mid)
+    return [r * lo for r in step.ratios]
+
+
 def simulate_training(
     config: RunConfig | dict[str, Any] | str | Path,
     profile: Profile | str | None = None,
@@ -170,11 +287,12 @@ def simulate_training(
     overrides: list[str] | None = None,
     include_comm: bool = True,
 ) -> TrainingResult:
-    """Simulate one training step of ``config`` and return its metrics and timeline.
+    """Simulate one training step of ``config`` and return its metrics, energy and timeline.
 
     ``profile`` picks the hardware profile (default: the GPU's calibrated profile when shipped,
     else its datasheet profile). ``include_comm=False`` makes every transfer free, which isolates
-    the schedule (used to check bubble fractions against theory).
+    the schedule (used to check bubble fractions against theory). In ``modelled`` energy mode a
+    step whose average power exceeds the power limit is re-simulated at the clock that fits.
     """
     cfg = (
         config
@@ -184,21 +302,25 @@ def simulate_training(
     prof = load_profile(profile, gpu=cfg.cluster.gpu)
     cluster = cfg.cluster.resolve()
     p, t, m = cfg.parallel, cfg.training, cfg.model
-    num_mb = t.global_batch // (t.micro_batch * p.dp)
-    layout = make_layout(p.schedule, p.pp, p.vpp, num_mb)
+    if t.comm_sms:
+        prof = prof.at(sm_fraction=(cluster.gpu.sms - t.comm_sms) / cluster.gpu.sms)
+    step = _simulate(cfg, prof, cluster, _stage_ratios(cfg, prof), include_comm)
+    limit = cfg.power.power_limit_w or prof.power.power_limit_w
+    throttled = False
+    if cfg.power.mode == "modelled" and max(_gpu_energy(cfg, step, prof)) / step.end > limit * 1.005:
+        step = _simulate(cfg, prof, cluster, _throttle(cfg, prof, cluster, step, limit, include_comm), include_comm)
+        throttled = True
+    run, tails, chunks, layout = step.run, step.tails, step.chunks, step.layout
     groups = Groups.of(cfg, cluster)
-    chunks = chunk_costs(cfg, prof, cluster, num_chunks=layout.positions, include_comm=include_comm)
-    p2p = comm_time("send_recv", chunks[0].send_bytes, groups.pp) if include_comm and p.pp > 1 else 0.0
-    run = PipelineEngine(layout, chunks, p.schedule, p2p).run()
-
-    tails = [_rank_tail(cfg, r, st, chunks, layout, groups, prof, include_comm) for r, st in enumerate(run.ranks)]
-    step = max(tail.end for tail in tails)
+    num_mb = t.global_batch // (t.micro_batch * p.dp)
+    stepsecs = step.end
     critical = max(range(p.pp), key=lambda r: tails[r].end)
     crit = run.ranks[critical]
     exposed = {k: 0.0 for k in COMM_KINDS}
     exposed.update({k: v for k, v in crit.comm_s.items()})
     exposed["pp"] = crit.pp_wait_s
     exposed["dp"] = exposed.get("dp", 0.0) + tails[critical].exposed_dp_s
+    del groups
 
     tokens = t.global_batch * t.seq_len
     steps_multiplier = t.compression.steps_multiplier if t.compression is not None else 1.0
@@ -207,6 +329,15 @@ def simulate_training(
     peak = prof.peak_flops(t.precision)
     memory, fits = _memory(cfg, run, layout)
     events = run.events + [e for tail in tails for e in tail.events]
+    energy = _energy_fields(cfg, step, prof, cluster, tokens, throttled, limit)
+    ttt_days = (t.tokens / (tokens / stepsecs) / 86400.0 * steps_multiplier) if t.tokens else None
+    if ttt_days is not None:
+        steps = t.tokens / tokens * steps_multiplier
+        energy.update(
+            total_mwh=energy["energy_j"]["facility"] * steps / 3.6e9,
+            total_tco2e=sum(energy["kgco2e"].values()) * steps / 1e3,
+            total_cost_usd=energy["cost_usd"] * steps,
+        )
     return TrainingResult(
         model=m.name,
         gpu=cluster.gpu.id,
@@ -214,18 +345,52 @@ def simulate_training(
         profile=prof.kind,
         schedule=p.schedule,
         num_microbatches=num_mb,
-        step_time_s=step,
+        step_time_s=stepsecs,
         pipeline_time_s=run.end_s,
-        tokens_per_s=tokens / step,
-        tokens_per_s_per_gpu=tokens / step / cluster.num_gpus,
-        tflops_per_gpu=model_flops / step / cluster.num_gpus / 1e12,
-        mfu=model_flops / step / cluster.num_gpus / peak,
-        hfu=(model_flops + recompute_flops) / step / cluster.num_gpus / peak,
+        tokens_per_s=tokens / stepsecs,
+        tokens_per_s_per_gpu=tokens / stepsecs / cluster.num_gpus,
+        tflops_per_gpu=model_flops / stepsecs / cluster.num_gpus / 1e12,
+        mfu=model_flops / stepsecs / cluster.num_gpus / peak,
+        hfu=(model_flops + recompute_flops) / stepsecs / cluster.num_gpus / peak,
         bubble_fraction=_bubble_fraction(run),
         exposed_comm_s=exposed,
         optimizer_s=tails[critical].optimizer_s,
         memory_per_gpu_gb=memory,
         fits_in_memory=fits,
-        time_to_train_days=(t.tokens / (tokens / step) / 86400.0 * steps_multiplier) if t.tokens else None,
+        time_to_train_days=ttt_days,
         timeline=Timeline(tuple(sorted(events))),
+        **energy,
+    )
+
+
+def _energy_fields(
+    cfg: RunConfig, step: _Step, prof: Profile, cluster: Any, tokens: float, throttled: bool, limit: float
+) -> dict[str, Any]:
+    """Energy (per step), carbon and cost fields of the result."""
+    secs, n = step.end, cluster.num_gpus
+    replicas = n / cfg.parallel.pp  # every pipeline rank stands for this many GPUs
+    if cfg.power.mode == "tdp":
+        gpu_j, node_j = n * cluster.gpu.tdp_w * secs, 0.0
+        avg_w = cluster.gpu.tdp_w
+    else:
+        per_rank = _gpu_energy(cfg, step, prof)
+        gpu_j = sum(per_rank) * replicas
+        node_j = cluster.node.host_power_w * n / cluster.gpus_per_node * secs  # the job's share of its nodes
+        avg_w = max(per_rank) / secs
+    facility = (gpu_j + node_j) * cfg.site.pue
+    gpu_hours = n * secs / 3600.0
+    kg, usd = footprint(facility, gpu_hours, cluster.gpu.id, cluster.gpus_per_node, cfg.site)
+    f_max = prof.power.max_sm_clock_mhz
+    return dict(
+        energy_j={"gpu": gpu_j, "node": node_j, "facility": facility},
+        energy_per_token_j=facility / tokens,
+        kgco2e=kg,
+        cost_usd=usd,
+        power={
+            "mode": cfg.power.mode,
+            "avg_gpu_power_w": avg_w,
+            "power_limit_w": limit,
+            "sm_clock_mhz": [r * f_max for r in step.ratios],
+            "throttled": throttled,
+        },
     )
