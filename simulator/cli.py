@@ -202,11 +202,43 @@ def _train_summary(r: Any, cfg: Any) -> str:
             f"buffers {fmt(mem.buffers)}, fragmentation {fmt(mem.fragmentation)} GB)",
         ),
     ]
+    rows += _energy_rows(r, "step")
     if r.time_to_train_days is not None:
-        rows.append(("time to train", f"{fmt(r.time_to_train_days)} days for {fmt(t.tokens / 1e9)}B tokens"))
+        rows.append(
+            (
+                "time to train",
+                f"{fmt(r.time_to_train_days)} days for {fmt(t.tokens / 1e9)}B tokens: {fmt(r.total_mwh)} MWh, "
+                f"{fmt(r.total_tco2e)} tCO2e, ${fmt(r.total_cost_usd)}",
+            )
+        )
     head = f"{r.model} on {r.num_gpus:,} x {r.gpu} ({r.profile} profile)"
     width = max(len(k) for k, _ in rows)
     return "\n".join([head] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+
+def _energy_rows(r: Any, per: str) -> list[tuple[str, str]]:
+    """Power, energy, carbon and cost lines of a training (per step) or serving (per run) result."""
+    pw, e, kg = r.power, r.energy_j, r.kgco2e
+    clocks = pw["sm_clock_mhz"]
+    clock = clocks if not isinstance(clocks, list) else (clocks[0] if len(set(clocks)) == 1 else clocks)
+    clock_txt = f"{fmt(clock)} MHz" if not isinstance(clock, list) else "/".join(fmt(c) for c in clock) + " MHz"
+    power = (
+        f"{fmt(pw['avg_gpu_power_w'])} W per GPU (hottest), limit {fmt(pw['power_limit_w'])} W, SM clock {clock_txt}"
+    )
+    if pw["throttled"]:
+        power += " (throttled to fit the limit)"
+    return [
+        ("power", power + f" [{pw['mode']}]"),
+        (
+            f"energy per {per}",
+            f"{fmt(e['facility'] / 3.6e6)} kWh facility (GPUs {fmt(e['gpu'] / 3.6e6)} kWh, hosts "
+            f"{fmt(e['node'] / 3.6e6)} kWh, x PUE), {fmt(r.energy_per_token_j)} J per token",
+        ),
+        (
+            f"carbon, cost per {per}",
+            f"{fmt(kg['operational'])} kgCO2e operational + {fmt(kg['embodied'])} embodied, ${fmt(r.cost_usd)}",
+        ),
+    ]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -248,6 +280,8 @@ def _serve_summary(r: Any) -> str:
             f"prefix hit rate {r.prefix_hit_rate:.1%}",
         ),
         ("batching", f"mean {fmt(r.mean_batch_size)} decodes per iteration, GPU busy {r.gpu_busy_fraction:.1%}"),
+        *_energy_rows(r, "run"),
+        ("cost per output token", f"${fmt(r.cost_per_million_output_tokens_usd)} per million output tokens"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join([r.model] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
@@ -321,9 +355,97 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate_energy(args: argparse.Namespace) -> int:
+    from simulator.carbon import FOOTPRINT_BASES, footprint_rows
+
+    rows = footprint_rows()
+    data = [
+        {
+            "model": c.model,
+            "basis": c.basis,
+            "gpu_hours": c.gpu_hours,
+            "published_mwh": c.published_energy_mwh,
+            "predicted_mwh": c.predicted_energy_mwh,
+            "energy_error": c.energy_error,
+            "published_tco2e": c.published_tco2e,
+            "predicted_tco2e": c.predicted_tco2e,
+            "tco2e_error": c.tco2e_error,
+        }
+        for c in rows
+    ]
+    if args.json:
+        _print_json(data)
+        return 0
+    for d in data:
+        d["e_err"] = "-" if d["energy_error"] is None else f"{d['energy_error']:+.2%}"
+        d["c_err"] = f"{d['tco2e_error']:+.2%}"
+    print("Published training footprints vs tdp-mode bookkeeping (GPU-hours x power x PUE x grid intensity)")
+    print(
+        table(
+            data,
+            [
+                ("model", "model"),
+                ("basis", "basis"),
+                ("gpu_hours", "GPU-hours"),
+                ("published_mwh", "published MWh"),
+                ("predicted_mwh", "predicted MWh"),
+                ("e_err", "error"),
+                ("published_tco2e", "published tCO2e"),
+                ("predicted_tco2e", "predicted tCO2e"),
+                ("c_err", "error"),
+            ],
+        )
+    )
+    worst = max(max(abs(d["energy_error"] or 0), abs(d["tco2e_error"])) for d in data)
+    print(f"worst |error| {worst:.2%}")
+    for basis, text in FOOTPRINT_BASES.items():
+        print(f"  {basis}: {text}")
+    return 0
+
+
+def cmd_dvfs(args: argparse.Namespace) -> int:
+    from simulator import dvfs
+    from simulator.config import apply_overrides, read_yaml
+
+    data = apply_overrides(read_yaml(args.config or example_path("quickstart.yaml")), args.set)
+    clocks = [float(c) for c in args.clocks.split(",")] if args.clocks else None
+    caps = [float(c) for c in args.caps.split(",")] if args.caps else None
+    points = dvfs.sweep(data, clocks_mhz=clocks, caps_w=caps, profile=args.profile, progress=not args.json)
+    rows = dvfs.to_rows(points)
+    best, best_fac = dvfs.optimum(points), dvfs.optimum(points, "facility_j_per_token")
+    if args.json:
+        _print_json({"points": rows, "gpu_energy_optimum": best.value, "facility_energy_optimum": best_fac.value})
+        return 0
+    for r in rows:
+        r["front"] = "*" if r["pareto"] else ""
+        r["fac_mj"] = r["facility_energy_j"] / r["work"] * 1e3
+    unit = "MHz" if points[0].setting == "clock" else "W"
+    print(
+        table(
+            rows,
+            [
+                ("value", f"{points[0].setting} {unit}"),
+                ("sm_clock_mhz", "SM clock MHz"),
+                ("time_s", "time s"),
+                ("avg_gpu_power_w", "GPU W"),
+                ("gpu_mj_per_token", "GPU mJ/token"),
+                ("fac_mj", "facility mJ/token"),
+                ("front", "Pareto"),
+            ],
+        )
+    )
+    print(
+        f"\nleast GPU energy per token at {fmt(best.value)} {unit}; least facility energy (hosts and PUE too) at "
+        f"{fmt(best_fac.value)} {unit}. Pareto = energy-time front."
+    )
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from simulator import validation as V
 
+    if args.what == "energy":
+        return cmd_validate_energy(args)
     runners = {
         "megatron-table1": lambda: V.megatron_table1(args.profile, args.rows),
         "megatron-table2": lambda: V.megatron_table2(args.profile),
@@ -480,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare predictions with published measurements",
         description="Simulate every row of the published training tables and print the errors.",
     )
-    p.add_argument("what", choices=["training"], help="which validation suite")
+    p.add_argument("what", choices=["training", "energy"], help="which validation suite")
     p.add_argument(
         "--table",
         action="append",
@@ -492,6 +614,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="hardware profile (default: the GPU's own)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser(
+        "dvfs",
+        help="energy vs time over locked SM clocks or power caps (training or serving config)",
+        description="Re-simulate a config at each locked SM clock (default: 9 from the lowest to the max) or power "
+        "cap and print time, power and energy per token with the energy-time Pareto front.",
+    )
+    _add_config_args(p)
+    p.add_argument("--clocks", help="comma-separated SM clocks in MHz, e.g. 990,1200,1410")
+    p.add_argument("--caps", help="comma-separated power caps in W, e.g. 300,350,400")
+    p.set_defaults(func=cmd_dvfs)
     p = sub.add_parser(
         "app",
         help="open the Streamlit explorer (training, serving, trade-offs, hardware)",

@@ -1,0 +1,143 @@
+"""DVFS sweeps: the energy-time trade-off of locked SM clocks and power caps.
+
+Each point re-simulates the run at one setting (a locked clock, ``nvidia-smi -lgc``, or a power
+cap, ``nvidia-smi -pl``), so the time side includes everything the clock touches (compute-bound
+kernels below the clock knee, bubbles that follow them) and the energy side is the power model
+over that timeline. Compute-bound training has its energy minimum below the maximum clock (power
+falls faster than the step stretches until static power dominates); memory-bound decode barely
+slows at all, so its optimum sits far lower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from hwmodels.errors import ClusterSimError
+from hwmodels.profile import Profile, load_profile
+from simulator.pareto import pareto_front
+
+
+@dataclass(frozen=True)
+class DvfsPoint:
+    """One setting of a sweep and what the run does there."""
+
+    setting: str  # "clock" or "cap"
+    value: float  # MHz or W
+    sm_clock_mhz: float  # the clock the run ran at (throttled under a cap)
+    time_s: float  # step time (training) or first arrival to last completion (serving)
+    work: float  # tokens trained (per step) or output tokens served
+    gpu_energy_j: float
+    facility_energy_j: float
+    avg_gpu_power_w: float
+
+    @property
+    def gpu_j_per_token(self) -> float:
+        return self.gpu_energy_j / self.work
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self.time_s / self.work
+
+
+def _kind(data: dict[str, Any]) -> Literal["training", "serving"]:
+    return "training" if "cluster" in data or "parallel" in data or "training" in data else "serving"
+
+
+def _as_dict(config: dict[str, Any] | str | Path) -> dict[str, Any]:
+    from simulator.config import read_yaml
+
+    return dict(config) if isinstance(config, dict) else read_yaml(config)
+
+
+def _run(data: dict[str, Any], profile: Profile | str | None) -> tuple[float, float, Any]:
+    if _kind(data) == "training":
+        from simulator.training.simulate import simulate_training
+
+        r = simulate_training(data, profile)
+        return r.step_time_s, r.tokens_per_s * r.step_time_s, r
+    from simulator.serving.simulate import simulate_serving
+
+    r = simulate_serving(data, profile)
+    return r.duration_s, r.throughput_tokens_per_s * r.duration_s, r
+
+
+def default_clocks(gpu: str, points: int = 9) -> list[float]:
+    """Evenly spaced clocks from the lowest the model considers to the maximum (MHz)."""
+    p = load_profile(gpu=gpu).power
+    return [float(round(c)) for c in np.linspace(p.lowest_clock_mhz, p.max_sm_clock_mhz, points)]
+
+
+def sweep(
+    config: dict[str, Any] | str | Path,
+    *,
+    clocks_mhz: Sequence[float] | None = None,
+    caps_w: Sequence[float] | None = None,
+    profile: Profile | str | None = None,
+    progress: bool = False,
+) -> list[DvfsPoint]:
+    """Simulate ``config`` at each locked clock (default: 9 from the lowest to the max) or each cap."""
+    data = _as_dict(config)
+    gpu = data.get("cluster", {}).get("gpu") if _kind(data) == "training" else data.get("gpu")
+    if gpu is None:
+        raise ClusterSimError("the config names no GPU (cluster.gpu for training, gpu for serving)")
+    if clocks_mhz is not None and caps_w is not None:
+        raise ClusterSimError("sweep either clocks_mhz or caps_w, not both")
+    settings = (
+        [("cap", float(w)) for w in caps_w]
+        if caps_w is not None
+        else [("clock", float(c)) for c in (clocks_mhz if clocks_mhz is not None else default_clocks(gpu))]
+    )
+    if not settings:
+        raise ClusterSimError("give at least one clock or cap to sweep")
+    out = []
+    iterator: Any = settings
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(settings, desc="DVFS sweep", unit="setting")
+    for setting, value in iterator:
+        power = dict(data.get("power") or {})
+        power.pop("stage_clocks_mhz", None)
+        power.update({"sm_clock_mhz": value} if setting == "clock" else {"power_limit_w": value})
+        secs, work, r = _run({**data, "power": power}, profile)
+        clocks = r.power["sm_clock_mhz"]
+        clock = float(np.mean(clocks)) if isinstance(clocks, list) else float(clocks)
+        out.append(
+            DvfsPoint(
+                setting, value, clock, secs, work, r.energy_j["gpu"], r.energy_j["facility"], r.power["avg_gpu_power_w"]
+            )
+        )
+    return out
+
+
+def optimum(points: Sequence[DvfsPoint], metric: str = "gpu_j_per_token") -> DvfsPoint:
+    """The point with the least energy per token (GPU energy by default; ``facility_j_per_token`` counts
+    the host and PUE too, which favours faster clocks)."""
+    if metric == "facility_j_per_token":
+        return min(points, key=lambda p: p.facility_energy_j / p.work)
+    return min(points, key=lambda p: getattr(p, metric))
+
+
+def front(points: Sequence[DvfsPoint]) -> list[DvfsPoint]:
+    """The energy-time Pareto front (time per token vs GPU energy per token, both minimised)."""
+    mask = pareto_front([(p.seconds_per_token, p.gpu_j_per_token) for p in points], [True, True])
+    return [p for p, keep in zip(points, mask, strict=True) if keep]
+
+
+def to_rows(points: Sequence[DvfsPoint]) -> list[dict[str, float]]:
+    """Table rows with derived per-token figures (for the CLI, the app and notebooks)."""
+    on_front = {id(p) for p in front(points)}
+    return [
+        {
+            **asdict(p),
+            "gpu_mj_per_token": p.gpu_j_per_token * 1e3,
+            "ms_per_token": p.seconds_per_token * 1e3,
+            "pareto": id(p) in on_front,
+        }
+        for p in points
+    ]
