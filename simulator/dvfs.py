@@ -141,3 +141,76 @@ def to_rows(points: Sequence[DvfsPoint]) -> list[dict[str, float]]:
         }
         for p in points
     ]
+
+
+@dataclass(frozen=True)
+class PhaseDvfs:
+    """A phase-aware governor vs running every kernel at the maximum clock (one GPU, one step)."""
+
+    light_mhz: float
+    heavy_mhz: float
+    base_time_s: float
+    time_s: float
+    base_energy_j: float
+    energy_j: float
+    base_light_power_w: float  # average power of the light (not compute-bound) kernels at max clock
+    light_power_w: float  # ... at the light clock
+    light_time_share: float  # share of the step in light kernels
+
+    @property
+    def slowdown(self) -> float:
+        return self.time_s / self.base_time_s - 1.0
+
+    @property
+    def energy_change(self) -> float:
+        return self.energy_j / self.base_energy_j - 1.0
+
+    @property
+    def light_power_change(self) -> float:
+        return self.light_power_w / self.base_light_power_w - 1.0
+
+
+def phase_dvfs(
+    config: dict[str, Any] | str | Path, light_mhz: float, heavy_mhz: float, profile: Profile | str | None = None
+) -> PhaseDvfs:
+    """Per-kernel DVFS on one GPU: compute-bound kernels (as classified at max clock) at ``heavy_mhz``,
+    the rest (memory-bound, launch-bound, communication) at ``light_mhz``.
+
+    Each kernel's time comes from the cost model at its clock and its energy from the power model
+    over that time (:func:`hwmodels.power.window_energy_j`); the step is every layer's kernels
+    forward and backward for each micro-batch (a single rank: no pipeline, no DP).
+    """
+    from hwmodels.power import window_energy_j
+    from simulator.config import load_config
+    from simulator.costs import op_cost
+    from simulator.training.plan import op_work
+    from simulator.workload import head_ops, layer_ops
+
+    cfg = load_config(_as_dict(config))
+    p, t, m = cfg.parallel, cfg.training, cfg.model
+    if p.pp * p.dp * p.cp * p.tp != 1:
+        raise ClusterSimError("phase_dvfs models one GPU: set tp = pp = dp = cp = 1 and cluster.num_gpus = 1")
+    base = load_profile(profile, gpu=cfg.cluster.gpu)
+    f_max = base.power.max_sm_clock_mhz
+    ops = [op for i in range(m.num_layers) for op in layer_ops(m, i, t.micro_batch, t.seq_len, dtype=t.precision)]
+    ops += head_ops(m, t.micro_batch, t.seq_len, dtype=t.precision)
+    heavy = [op_cost(op, base, {}, t.precision).bound == "compute" for op in ops]
+    num_mb = t.global_batch // t.micro_batch
+
+    def run(light: float, hot: float) -> tuple[float, float, float, float]:
+        total_t = total_e = light_t = light_e = 0.0
+        for op, is_heavy in zip(ops, heavy, strict=True):
+            clock = hot if is_heavy else light
+            prof = base.at(sm_clock_mhz=clock)
+            c = op_cost(op, prof, {}, t.precision)
+            secs = c.forward_s + c.backward_s
+            tensor, hbm = op_work([op], base, t.precision)
+            energy = window_energy_j(base.power, secs, secs, tensor, hbm, prof.clock_ratio)
+            total_t, total_e = total_t + secs, total_e + energy
+            if not is_heavy:
+                light_t, light_e = light_t + secs, light_e + energy
+        return total_t * num_mb, total_e * num_mb, light_e / max(light_t, 1e-12), light_t / max(total_t, 1e-12)
+
+    t0, e0, p0, share = run(f_max, f_max)
+    t1, e1, p1, _ = run(light_mhz, heavy_mhz)
+    return PhaseDvfs(light_mhz, heavy_mhz, t0, t1, e0, e1, p0, p1, share)

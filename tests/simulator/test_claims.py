@@ -29,3 +29,15 @@ def test_known_verdicts() -> None:
     assert by["C5"].verdict == "consistent"
     assert set(CLAIMS) == {f"C{i}" for i in range(1, 19)}
     assert "| C5 |" in to_markdown([by["C5"]])
+
+
+def test_energy_and_carbon_claims_are_modelled() -> None:
+    by = {r.id: r for r in run_claims(["C11", "C12"])}
+    c11, c12 = by["C11"], by["C12"]
+    assert c11.verdict != "not modelled" and "light power" in c11.predicted_effect
+    assert "energy -" in c11.predicted_effect  # a phase-aware governor saves energy in the model too
+    assert c12.verdict != "not modelled" and "t/year" in c12.technique_result
+    # pause-resume (free to pick the cleanest hours) saves at least as much as one best start time
+    saved = dict(part.split(" saves ") for part in c12.technique_result.split(", "))
+    as_t = {k: float(v.split()[0].replace(",", "")) for k, v in saved.items()}
+    assert as_t["pause-resume"] >= as_t["best-start"] > 0
