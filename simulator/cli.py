@@ -632,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_app)
+    from simulator.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
