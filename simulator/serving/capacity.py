@@ -54,6 +54,8 @@ def max_rate(
         if hi > 1e6:
             raise ClusterSimError("the SLO holds at any arrival rate; check slo and the workload size")
     while hi - lo > rel_tol * hi:
+        if best is None and hi < start / 64:
+            break  # not even 1/64 of the starting rate passes: the SLO is out of reach
         mid = (lo + hi) / 2.0
         passed, res = ok(mid)
         if passed:

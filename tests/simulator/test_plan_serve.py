@@ -1,0 +1,36 @@
+"""Serving deployment search: cheapest shape meeting the SLO at a target rate, simulated."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwmodels.errors import ClusterSimError
+from simulator.cli import example_path
+from simulator.config import read_yaml
+from simulator.plan_serve import plan_serving
+
+BASE = read_yaml(example_path("serve-llama3-8b-h100.yaml"))
+
+
+def test_cheapest_plan_meets_the_slo_and_scales_replicas_with_the_rate() -> None:
+    kw = dict(tps=[1], policies=("continuous",), max_num_seqs=(256,), requests=100)
+    low, plans = plan_serving(BASE, rate_per_s=2.0, **kw)
+    cap = plans[0].replica_capacity_per_s
+    high, _ = plan_serving(BASE, rate_per_s=2.5 * cap, **kw)
+    print(
+        f"replica capacity {cap:.1f} req/s; 2 req/s -> {low.replicas} replica(s); {2.5 * cap:.1f} req/s -> "
+        f"{high.replicas} replicas, ${high.usd_per_hour:.2f}/h, ${high.usd_per_million_output_tokens:.2f}/M tokens"
+    )
+    assert low.replicas == 1 and high.replicas >= 3
+    assert high.usd_per_hour == pytest.approx(low.usd_per_hour * high.num_gpus / low.num_gpus)
+    for plan in (low, high):
+        assert plan.simulated["slo_attainment"] >= 0.9  # the reported plan was simulated at the target rate
+        assert plan.usd_per_million_output_tokens > 0
+
+
+def test_impossible_slo_is_a_one_line_error() -> None:
+    strict = {**BASE, "slo": {"ttft_s": 1e-4, "tpot_s": 1e-5}}
+    with pytest.raises(ClusterSimError, match="meets the SLO"):
+        plan_serving(strict, rate_per_s=1.0, tps=[1], policies=("continuous",), max_num_seqs=(64,), requests=60)
+    with pytest.raises(ClusterSimError, match="positive"):
+        plan_serving(BASE, rate_per_s=0.0)
