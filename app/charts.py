@@ -527,3 +527,253 @@ def efficiency_curves(
         yaxis={"title": "fraction of dense peak", "tickformat": ".0%", "range": [0, 1.05]},
     )
     return fig
+
+
+# ---- power & carbon ------------------------------------------------------------------------------
+
+POWER_SOURCE = (
+    "compute: rank-average power while busy (model); inline collectives: active idle + SM activity; gaps: active idle"
+)
+
+
+def power_timeline(trace: Any, limit_w: float | None = None, max_ranks: int = 16, max_points: int = 4000) -> go.Figure:
+    """Per-GPU power of each pipeline rank (or serving replica) over the window, from a PowerTrace.
+
+    Each rank draws its average compute power while it computes, active idle plus the SM-activity
+    term during inline collectives and active idle between kernels (:mod:`simulator.power_trace`);
+    long runs are drawn as averages over equal time bins. The power limit is a dashed line: the GPU
+    holds it on the average, so a compute stretch may sit above it.
+    """
+    unit = "replica" if trace.kind == "serving" else "rank"
+    ranks = list(trace.ranks)[:max_ranks]
+    binned = sum(len(r.busy) + len(r.comm) for r in ranks) * 2 > max_points
+    bins = max(1, max_points // max(1, len(ranks)))
+    fig = go.Figure()
+    for r in ranks:
+        if binned:
+            times, watts = trace.binned(r, bins)
+            xs, ys = [*times, trace.end_s], [*watts, watts[-1]]
+        else:
+            segs = trace.segments(r)
+            xs = [s for s, _e, _w in segs] + [segs[-1][1]]
+            ys = [w for _s, _e, w in segs] + [segs[-1][2]]
+        fig.add_trace(
+            go.Scattergl(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line={"shape": "hv", "width": 1.5},
+                name=f"{unit} {r.rank}",
+                hovertemplate="%{x:.4g} s: %{y:.0f} W<extra>" + f"{unit} {r.rank}" + "</extra>",
+            )
+        )
+    if limit_w:
+        fig.add_hline(
+            y=limit_w,
+            line_dash="dash",
+            line_color="red",
+            annotation_text=f"power limit {limit_w:.0f} W (held on the average)",
+            annotation_position="top left",
+        )
+    more = f" (first {len(ranks)} of {len(trace.ranks)} {unit}s)" if len(trace.ranks) > len(ranks) else ""
+    what = "one training step" if trace.kind == "training" else "the serving run"
+    how = f"average over {trace.seconds / bins:.3g} s bins of: {POWER_SOURCE}" if binned else POWER_SOURCE
+    fig.update_layout(
+        title=f"GPU power over {what}, per {unit}{more}",
+        xaxis_title="time (s)",
+        yaxis_title="W per GPU",
+        yaxis_rangemode="tozero",
+        legend={"orientation": "h", "y": -0.2},
+        annotations=[
+            {
+                "text": how,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0,
+                "y": 1.0,
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 11},
+            }
+        ],
+    )
+    return fig
+
+
+ENERGY_PARTS = (("GPUs", "#4C78A8"), ("hosts (CPU, DRAM, NICs, switches)", "#72B7B2"), ("PUE overhead", "#BAB0AC"))
+
+
+def energy_breakdown(energy_j: Mapping[str, float], per: str = "step") -> go.Figure:
+    """Facility energy split into GPUs, the hosts' non-GPU power and the site's PUE overhead.
+
+    ``energy_j`` is a result's ``{gpu, node, facility}`` in J; ``per`` names the window ("step" or "run").
+    """
+    gpu, node, facility = (float(energy_j.get(k, 0.0)) for k in ("gpu", "node", "facility"))
+    parts = [gpu, node, max(0.0, facility - gpu - node)]
+    scale, unit = 3.6e6, "kWh"
+    fig = go.Figure()
+    for (name, color), joules in zip(ENERGY_PARTS, parts, strict=True):
+        share = joules / facility if facility else 0.0
+        fig.add_trace(
+            go.Bar(
+                x=[joules / scale],
+                y=[f"per {per}"],
+                orientation="h",
+                name=f"{name}: {joules / scale:.3g} {unit} ({share:.0%})",
+                marker_color=color,
+                text=[f"{share:.0%}" if share >= 0.1 else ""],
+                textposition="inside",
+                hovertemplate="%{x:.4g} " + unit + "<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        title=f"Facility energy per {per} by component: {facility / scale:.3g} {unit}",
+        xaxis={"title": unit, "tickformat": ".3~g"},
+        height=300,
+        legend={"orientation": "h", "y": -0.45},
+        margin={"t": 60, "b": 40},
+    )
+    return fig
+
+
+def dvfs_front(rows: Sequence[Mapping[str, Any]], optimum: Mapping[str, Any] | None = None) -> go.Figure:
+    """DVFS sweep: time per token against GPU energy per token, one point per setting (clock or cap),
+    labelled with its clock; the energy-time Pareto front as a line and the energy optimum as a star.
+
+    ``rows`` are :func:`simulator.dvfs.to_rows` rows (``ms_per_token``, ``gpu_mj_per_token``, ``pareto``).
+    """
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return go.Figure().update_layout(title="DVFS sweep: no points")
+
+    def label(row: Mapping[str, Any]) -> str:
+        clock = f"{row['sm_clock_mhz']:.0f} MHz"
+        return clock if row["setting"] == "clock" else f"{row['value']:.0f} W cap: {clock}"
+
+    df["label"] = [label(r) for r in df.to_dict("records")]
+    spot = list(zip(df["ms_per_token"].round(12), df["gpu_mj_per_token"].round(9), strict=True))
+    df["text"] = ["" if spot[i] in spot[:i] else t for i, t in enumerate(df["label"])]  # one label per spot
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=df["ms_per_token"],
+            y=df["gpu_mj_per_token"],
+            mode="markers+text",
+            name="settings",
+            text=df["text"],
+            hovertext=df["label"],
+            textposition="top right",
+            marker={"size": 10, "color": np.where(df["pareto"], "#E45756", "#4C78A8").tolist()},
+            customdata=df[["avg_gpu_power_w"]].to_numpy(),
+            hovertemplate="%{hovertext}<br>%{x:.4g} ms/token, %{y:.4g} mJ/token<br>"
+            "%{customdata[0]:.0f} W per GPU<extra></extra>",
+        )
+    )
+    front = df[df["pareto"]].sort_values("ms_per_token")
+    fig.add_trace(
+        go.Scatter(
+            x=front["ms_per_token"],
+            y=front["gpu_mj_per_token"],
+            mode="lines",
+            name="Pareto front",
+            line={"color": "#E45756"},
+            hoverinfo="skip",
+        )
+    )
+    if optimum is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[optimum["ms_per_token"]],
+                y=[optimum["gpu_mj_per_token"]],
+                mode="markers",
+                name=f"least energy: {label(optimum)}",
+                marker={"symbol": "star", "size": 18, "color": "black"},
+                hovertemplate="least GPU energy per token<br>%{x:.4g} ms/token, %{y:.4g} mJ/token<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title="DVFS: time vs GPU energy per token (red: Pareto front)",
+        xaxis_title="time per token (ms, whole job)",
+        yaxis_title="GPU energy per token (mJ)",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def carbon_schedule(series: Any, schedule: Any, baseline: Any | None = None) -> go.Figure:
+    """Grid intensity over the series' hours with the job's running fraction per hour overlaid
+    (right axis), the run-now baseline dotted, and the window up to the deadline shaded.
+
+    ``series`` is an :class:`simulator.carbon.IntensitySeries`, ``schedule`` a :class:`Schedule`.
+    """
+    hours = list(range(len(series)))
+    xs: list[Any] = [series.timestamp(h) for h in hours] if series.start is not None else hours
+
+    def x_at(hour: float) -> Any:
+        if series.start is None:
+            return hour
+        return series.start + pd.Timedelta(hours=hour)
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=[v * 1e3 for v in series.values],
+            mode="lines",
+            name="grid intensity",
+            line={"color": "#54A24B", "shape": "hv"},
+            hovertemplate="%{x}: %{y:.0f} g/kWh<extra></extra>",
+        ),
+        secondary_y=False,
+    )
+    window = range(schedule.now, schedule.now + len(schedule.fractions))
+    fig.add_trace(
+        go.Bar(
+            x=[x_at(h + 0.5) for h in window],
+            y=[f * 100.0 for f in schedule.fractions],
+            width=[3.6e6 if series.start is not None else 1.0] * len(window),
+            name=f"job running ({schedule.policy})",
+            marker={"color": "#4C78A8", "line": {"width": 0}},
+            opacity=0.5,
+            hovertemplate="%{y:.0f}% of the job's GPUs<extra></extra>",
+        ),
+        secondary_y=True,
+    )
+    if baseline is not None and baseline is not schedule:
+        fig.add_trace(
+            go.Scatter(
+                x=[x_at(h) for h in window] + [x_at(window.stop)],
+                y=[f * 100.0 for f in baseline.fractions] + [baseline.fractions[-1] * 100.0],
+                mode="lines",
+                name="run now (baseline)",
+                line={"color": "black", "dash": "dot", "shape": "hv"},
+                hovertemplate="run now: %{y:.0f}%<extra></extra>",
+            ),
+            secondary_y=True,
+        )
+    fig.add_vrect(
+        x0=x_at(schedule.now),
+        x1=x_at(window.stop),
+        fillcolor="#EECA3B",
+        opacity=0.12,
+        line_width=0,
+        annotation_text="until the deadline",
+        annotation_position="top left",
+    )
+    fig.update_layout(
+        title=f"Carbon-aware schedule ({schedule.policy}): saves {schedule.saving_kg:,.3g} kgCO2e "
+        f"({schedule.saving_pct:.1f}%) vs running now",
+        xaxis_title="time" if series.start is not None else "hour of the series",
+        legend={"orientation": "h", "y": -0.2},
+        bargap=0,
+    )
+    fig.update_yaxes(title_text="grid intensity (gCO2e/kWh)", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(
+        title_text="job running (% of its GPUs)",
+        range=[0, 105],
+        tickvals=[0, 25, 50, 75, 100],
+        showgrid=False,
+        secondary_y=True,
+    )
+    return fig

@@ -77,6 +77,7 @@ PAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "serving": ("serve",),
     "tradeoffs": ("sweep",),
     "hardware": ("gpu",),
+    "power": ("power",),
 }
 
 

@@ -1,6 +1,6 @@
 """clustersim explorer: the Streamlit entry point (`clustersim app`, or `streamlit run app/main.py`).
 
-Four pages with stable URL paths: /training, /serving, /tradeoffs, /hardware. The root URL is a
+Five pages with stable URL paths: /training, /serving, /tradeoffs, /hardware, /power. The root URL is a
 hidden page that forwards to /training (keeping the query string), because Streamlit serves its
 default page at "/" only, and a link to /training must always work.
 """
@@ -21,6 +21,7 @@ PAGE_SPECS = {
     "serving": ("serving.py", "Serving planner", ":material/chat:"),
     "tradeoffs": ("tradeoffs.py", "Trade-off explorer", ":material/balance:"),
     "hardware": ("hardware.py", "Hardware", ":material/memory:"),
+    "power": ("power.py", "Power & carbon", ":material/bolt:"),
 }
 PAGES = {
     url: st.Page(HERE / "views" / file, title=title, url_path=url, icon=icon)

@@ -28,6 +28,7 @@ PAGES = {  # url path -> text that must appear once the page has rendered
     "serving": "TTFT",
     "tradeoffs": "Pareto",
     "hardware": "h100-sxm5-80gb",
+    "power": "avg GPU power",
 }
 
 playwright_api = pytest.importorskip("playwright.sync_api")
