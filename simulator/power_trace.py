@@ -10,7 +10,8 @@ energy (the math and HBM terms). Pipeline sends (pp) overlap other work and the 
 is not counted as busy, as in the energy model, so the busy time here is the one the energy was
 computed with.
 
-A result carries only the sum of its ranks' energies and the hottest GPU's average power, so the
+A training result carries each pipeline rank's energy (``power["gpu_j_per_rank"]``), used as is.
+Otherwise (serving, older results) only the sum and the hottest GPU's average power are known, so the
 hottest rank gets exactly that average and the other ranks share the rest of the activity energy
 (above active idle) in proportion to busy time x clock ratio^(k-1), the clock scaling of the math
 term that dominates it. The trace therefore integrates to the result's GPU energy (to rounding) and
@@ -199,7 +200,10 @@ def power_trace(result: Any, profile: Profile | str | None = None) -> PowerTrace
     weight = {r: busy_s[r] * ratio[r] ** (k - 1.0) for r in rank_ids}
     energy = _split(per_gpu_total, idle * seconds, weight)
     hottest_w = power.get("avg_gpu_power_w")
-    if hottest_w is not None and len(rank_ids) > 1:  # the hottest rank's average is known exactly
+    exact = power.get("gpu_j_per_rank")
+    if exact is not None and len(exact) == len(rank_ids):  # training results carry each rank's energy
+        energy = {r: float(e) for r, e in zip(rank_ids, exact, strict=True)}
+    elif hottest_w is not None and len(rank_ids) > 1:  # the hottest rank's average is known exactly
         hot = max(rank_ids, key=lambda r: energy[r])
         rest = {r: w for r, w in weight.items() if r != hot}
         rest_total = per_gpu_total - float(hottest_w) * seconds

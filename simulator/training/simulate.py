@@ -372,6 +372,7 @@ def _energy_fields(
     if cfg.power.mode == "tdp":
         gpu_j, node_j = n * cluster.gpu.tdp_w * secs, 0.0
         avg_w = cluster.gpu.tdp_w
+        per_rank = [cluster.gpu.tdp_w * secs] * cfg.parallel.pp
     else:
         per_rank = _gpu_energy(cfg, step, prof)
         gpu_j = sum(per_rank) * replicas
@@ -391,6 +392,7 @@ def _energy_fields(
             "avg_gpu_power_w": avg_w,
             "power_limit_w": limit,
             "sm_clock_mhz": [r * f_max for r in step.ratios],
+            "gpu_j_per_rank": per_rank,
             "throttled": throttled,
         },
     )
