@@ -441,6 +441,48 @@ def cmd_dvfs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan_serve(args: argparse.Namespace) -> int:
+    from simulator.config import apply_overrides, read_yaml
+    from simulator.plan_serve import plan_serving
+
+    data = apply_overrides(read_yaml(args.config or example_path(DEFAULT_SERVE_CONFIG)), args.set)
+    tps = [int(t) for t in args.tp.split(",")] if args.tp else None
+    best, shapes = plan_serving(
+        data,
+        rate_per_s=args.rate,
+        attainment=args.attainment,
+        tps=tps,
+        requests=args.requests,
+        profile=args.profile,
+        progress=not args.json,
+    )
+    if args.json:
+        _print_json({"best": best.as_dict(), "candidates": [s.as_dict() for s in shapes]})
+        return 0
+    rows = [{**s.as_dict(), "shape": f"TP{s.tp} {s.policy} max {s.max_num_seqs}"} for s in shapes]
+    print(
+        table(
+            rows,
+            [
+                ("shape", "replica shape"),
+                ("replica_capacity_per_s", "req/s per replica"),
+                ("replicas", "replicas"),
+                ("num_gpus", "GPUs"),
+                ("usd_per_hour", "$ per hour"),
+            ],
+        )
+    )
+    sim = best.simulated
+    print(
+        f"\ncheapest at {fmt(args.rate)} req/s: TP{best.tp} {best.policy} (max {best.max_num_seqs} seqs) x "
+        f"{best.replicas} replicas = {best.num_gpus} GPUs, ${fmt(best.usd_per_hour)}/h, "
+        f"${fmt(best.usd_per_million_output_tokens)} per million output tokens; simulated at the rate: SLO met by "
+        f"{sim['slo_attainment']:.1%}, p99 TTFT {fmt(sim['ttft_p99_s'] * 1e3)} ms, p99 TPOT "
+        f"{fmt(sim['tpot_p99_s'] * 1e3)} ms"
+    )
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from simulator import validation as V
 
@@ -632,9 +674,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_app)
+    from simulator.plansearch import add_plan_parser
     from simulator.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
+    plan_sub = add_plan_parser(sub)
+    p = plan_sub.add_parser(
+        "serve",
+        help="cheapest deployment (TP x replicas x policy x max batch) meeting the SLO at a rate",
+        description="Find the cheapest deployment of a serving config's model that meets its SLO at --rate "
+        "requests/s: per-replica capacity by the capacity search, then the cheapest deployment simulated at the rate.",
+    )
+    _add_config_args(p)
+    p.add_argument("--rate", type=float, required=True, help="target arrival rate, requests/s")
+    p.add_argument("--attainment", type=float, default=0.9, help="share of requests that must meet the SLO")
+    p.add_argument("--tp", default=None, help="comma-separated TP degrees to try (default: 1,2,4,8 that divide heads)")
+    p.add_argument("--requests", type=int, default=400, help="requests per capacity search (default 400)")
+    p.set_defaults(func=cmd_plan_serve)
     return parser
 
 

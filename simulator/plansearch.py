@@ -2,7 +2,7 @@
 
 ``clustersim plan train MODEL --gpus N --gpu TYPE`` answers "how should I split this job?" (issue #9). A
 simulation costs 0.05-1 s, and the space -- TP, PP, DP, CP, EP, virtual stages, schedule, micro-batch, ZeRO
-stage, recompute, sequence parallelism -- holds about a million candidates for GPT-3 on 1,024 GPUs, so the
+stage, recompute, sequence parallelism -- holds about 1.5 million candidates for GPT-3 on 1,024 GPUs, so the
 search runs in three steps:
 
 1. **Enumerate** every candidate and prune the impossible ones with the integer rules of
@@ -16,7 +16,8 @@ search runs in three steps:
    and the optimizer; the per-GPU peak memory mirrors :mod:`simulator.training.memory` term by term (a test
    pins the two together), and plans that do not fit are pruned as "out of memory".
 3. **Simulate** the ``top_k`` fastest screened plans plus the screen's time/memory Pareto front with
-   :func:`simulator.training.simulate_training`; every plan reported was simulated.
+   :func:`simulator.training.simulate_training`; every plan reported was simulated. What the screen leaves
+   out -- power-cap throttling, gradient compression, the exact DualPipe pairing -- only the simulation sees.
 
 The work is split over processes by (tp, cp), so no two workers build the same layer costs, and every order
 is sorted on a plan key, so results do not depend on the number of workers.
@@ -113,8 +114,13 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "cp", "ep", "micro_batch", "vpp"):
             values = getattr(self, name)
-            if values is not None and (not values or any(int(v) != v or v < 1 for v in values)):
+            if values is None:
+                continue
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
                 raise ClusterSimError(f"search space {name}={list(values)} must list positive integers")
+            object.__setattr__(self, name, tuple(sorted(set(values))))  # a value listed twice counts once
+        for name in ("schedule", "zero", "recompute", "sp"):
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         if self.vpp is not None and min(self.vpp) < 2:
             raise ClusterSimError(f"search space vpp={list(self.vpp)}: interleaving degrees start at 2")
         checks = [("schedule", SCHEDULES), ("recompute", RECOMPUTE), ("zero", (0, 1, 2, 3)), ("sp", (False, True))]
@@ -191,6 +197,7 @@ class PlanResult:
     def to_dict(self) -> dict[str, Any]:
         """``parallel``, ``training``, every TrainingResult field, and the screen's estimates."""
         return {
+            "plan": self.label(),
             "parallel": self.parallel.model_dump(),
             "training": self.training.model_dump(mode="json"),
             **self.result.to_dict(),
@@ -229,7 +236,7 @@ class PlanSearchResult:
 
     @property
     def plans_per_second(self) -> float:
-        """Candidates per second of wall time, screening and simulation together."""
+        """Candidates per second of the search's wall time (screening and simulation together)."""
         return self.candidates / self.wall_s if self.wall_s > 0 else float("inf")
 
     @property
@@ -315,7 +322,8 @@ class _Context:
 _CTX: _Context | None = None
 
 
-def _init_worker(ctx: _Context) -> None:
+def _init_worker(ctx: _Context | None) -> None:
+    """Install the search context in this process (None drops it) and empty the memo tables."""
     global _CTX
     _CTX = ctx
     _Caches.clear()
@@ -1292,7 +1300,7 @@ class _Pool:
     def __exit__(self, *exc: object) -> None:
         if self.executor is not None:
             self.executor.shutdown(cancel_futures=True)
-        _init_worker(None)  # type: ignore[arg-type]
+        _init_worker(None)
 
 
 def _progress(items: Iterable[Any] | None, total: int | None, desc: str, enabled: bool) -> Any:
