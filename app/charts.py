@@ -40,6 +40,20 @@ _COMPUTE_OFFSET, _COMPUTE_WIDTH = -0.42, 0.5
 _LANE_START, _LANE_STEP = 0.1, 0.066
 
 
+def _note(text: str) -> dict:
+    """A small caption above the plot area, left-aligned (how to read the chart)."""
+    return {
+        "text": text,
+        "xref": "paper",
+        "yref": "paper",
+        "x": 0,
+        "y": 1.0,
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": 11},
+    }
+
+
 def event_category(stream: str, phase: str) -> str:
     """Gantt category of one timeline event: its compute phase, or ``comm <stream>``."""
     if stream == "compute":
@@ -107,18 +121,7 @@ def pipeline_gantt(timeline: Any, max_ranks: int = 16) -> go.Figure:
         legend={"orientation": "h", "y": -0.2},
         height=max(260, 60 + 42 * len(labels)),
         margin={"t": 60, "b": 40},
-        annotations=[
-            {
-                "text": "gaps on a rank's compute lane = pipeline bubble (idle); thin lanes: tp/cp/ep/pp/dp comm",
-                "xref": "paper",
-                "yref": "paper",
-                "x": 0,
-                "y": 1.0,
-                "yanchor": "bottom",
-                "showarrow": False,
-                "font": {"size": 11},
-            }
-        ],
+        annotations=[_note("gaps on a rank's compute lane = pipeline bubble (idle); thin lanes: tp/cp/ep/pp/dp comm")],
     )
     return fig
 
@@ -584,18 +587,7 @@ def power_timeline(trace: Any, limit_w: float | None = None, max_ranks: int = 16
         yaxis_title="W per GPU",
         yaxis_rangemode="tozero",
         legend={"orientation": "h", "y": -0.2},
-        annotations=[
-            {
-                "text": how,
-                "xref": "paper",
-                "yref": "paper",
-                "x": 0,
-                "y": 1.0,
-                "yanchor": "bottom",
-                "showarrow": False,
-                "font": {"size": 11},
-            }
-        ],
+        annotations=[_note(how)],
     )
     return fig
 

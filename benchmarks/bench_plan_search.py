@@ -46,21 +46,11 @@ def gpt3_1024(workers: int) -> None:
 
 
 def gpt3_1536(workers: int) -> None:
-    row = next(
-        r
-        for r in V.read_table("megatron_sc21_table2.csv")
-        if (r["scheme"], r["params_b"], r["gpus"]) == ("ptdp", "174.6", "1536")
-    )
-    gpus, tp, pp, mb, gb = (int(row[k]) for k in ("gpus", "tp", "pp", "micro_batch", "global_batch"))
-    spec = V.gpt_spec(f"gpt-{row['params_b']}b", 96, 12288, 96, 51200, 2048)
-    published = load_config(
-        {
-            "model": spec,
-            "cluster": {**V.DGX_A100, "num_gpus": gpus},
-            "parallel": {"tp": tp, "pp": pp, "dp": gpus // (tp * pp), "zero": 1},
-            "training": {"seq_len": 2048, "global_batch": gb, "micro_batch": mb, **V.MEGATRON_2021},
-        }
-    )
+    row = V.table2_row("ptdp", "174.6", 1536)
+    gpus, gb = int(row["gpus"]), int(row["global_batch"])
+    published = load_config(V.table2_config(row))
+    spec = published.model
+    tp, pp, mb = published.parallel.tp, published.parallel.pp, published.training.micro_batch
     t0 = time.perf_counter()
     pub = simulate_training(published)
     pub_s = time.perf_counter() - t0

@@ -156,24 +156,38 @@ def megatron_table1(profile: Any = None, rows: int | None = None) -> list[Compar
     return out
 
 
+_TABLE2_SHAPES = {"174.6": (96, 12288, 96), "529.6": (105, 20480, 128)}
+
+
+def table2_config(r: dict[str, str]) -> dict[str, Any]:
+    """The config of one Megatron SC'21 Table 2 row (GPT shape, DGX A100 cluster, the paper's plan and stack)."""
+    layers, hidden, heads = _TABLE2_SHAPES[r["params_b"]]
+    spec = gpt_spec(f"gpt-{r['params_b']}b", layers, hidden, heads, 51200, 2048)
+    gpus, tp, pp, mb, gb = (int(r[k]) for k in ("gpus", "tp", "pp", "micro_batch", "global_batch"))
+    return {
+        "model": spec,
+        "cluster": {**DGX_A100, "num_gpus": gpus},
+        "parallel": {"tp": tp, "pp": pp, "dp": gpus // (tp * pp), "zero": 3 if r["scheme"] == "zero3" else 1},
+        "training": {"seq_len": 2048, "global_batch": gb, "micro_batch": mb, **MEGATRON_2021},
+    }
+
+
+def table2_row(scheme: str, params_b: str, gpus: int) -> dict[str, str]:
+    """One row of Megatron SC'21 Table 2, e.g. ``table2_row("ptdp", "174.6", 1536)``."""
+    for r in read_table("megatron_sc21_table2.csv"):
+        if (r["scheme"], r["params_b"], int(r["gpus"])) == (scheme, params_b, gpus):
+            return r
+    raise KeyError(f"no Table 2 row {scheme} {params_b}B {gpus} GPUs")
+
+
 def megatron_table2(profile: Any = None) -> list[Comparison]:
     """PTD-P vs ZeRO-3 (no model parallelism), GPT 175B and 530B: TFLOP/s per GPU."""
-    shapes = {"174.6": (96, 12288, 96), "529.6": (105, 20480, 128)}
     out = []
     for r in read_table("megatron_sc21_table2.csv"):
-        layers, hidden, heads = shapes[r["params_b"]]
-        spec = gpt_spec(f"gpt-{r['params_b']}b", layers, hidden, heads, 51200, 2048)
-        gpus, tp, pp, mb, gb = (int(r[k]) for k in ("gpus", "tp", "pp", "micro_batch", "global_batch"))
-        dp = gpus // (tp * pp)
-        zero = 3 if r["scheme"] == "zero3" else 1
-        cfg = {
-            "model": spec,
-            "cluster": {**DGX_A100, "num_gpus": gpus},
-            "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero": zero},
-            "training": {"seq_len": 2048, "global_batch": gb, "micro_batch": mb, **MEGATRON_2021},
-        }
+        cfg = table2_config(r)
+        gpus, gb = int(r["gpus"]), int(r["global_batch"])
         res = simulate_training(load_config(cfg), profile)
-        tflops = megatron_flops(spec, gb, 2048) / res.step_time_s / gpus / 1e12
+        tflops = megatron_flops(cfg["model"], gb, 2048) / res.step_time_s / gpus / 1e12
         label = f"{r['scheme']} {r['params_b']}B {gpus} GPUs"
         out.append(Comparison("megatron-table2", label, float(r["tflops_per_gpu"]), tflops, "TFLOP/s/GPU", cfg))
     return out

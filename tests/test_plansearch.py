@@ -196,21 +196,11 @@ def test_gpt3_1536_best_plan_is_at_least_as_fast_as_the_published_ptdp_plan() ->
     """Megatron SC'21 table 2 (TP 8, PP 12, 1,536 A100, batch 1,536), configured exactly as validation.py
     configures it; the search holds the framework settings fixed and varies the plan. The full space takes
     minutes (benchmarks/bench_plan_search.py); this is a reduced one around the published plan."""
-    row = next(
-        r
-        for r in V.read_table("megatron_sc21_table2.csv")
-        if (r["scheme"], r["params_b"], r["gpus"]) == ("ptdp", "174.6", "1536")
-    )
-    gpus, tp, pp, mb, gb = (int(row[k]) for k in ("gpus", "tp", "pp", "micro_batch", "global_batch"))
-    spec = V.gpt_spec(f"gpt-{row['params_b']}b", 96, 12288, 96, 51200, 2048)
-    published = load_config(
-        {
-            "model": spec,
-            "cluster": {**V.DGX_A100, "num_gpus": gpus},
-            "parallel": {"tp": tp, "pp": pp, "dp": gpus // (tp * pp), "zero": 1},
-            "training": {"seq_len": 2048, "global_batch": gb, "micro_batch": mb, **V.MEGATRON_2021},
-        }
-    )
+    row = V.table2_row("ptdp", "174.6", 1536)
+    gpus, gb = int(row["gpus"]), int(row["global_batch"])
+    published = load_config(V.table2_config(row))
+    spec = published.model
+    mb = published.training.micro_batch
     fixed = [f"training.{k}={v}" for k, v in V.MEGATRON_2021.items() if k != "recompute"]
     space = SearchSpace(
         tp=(4, 8), pp=(8, 12, 16), cp=(1,), micro_batch=(1, 2), schedule=("1f1b", "interleaved"), zero=(1,)
