@@ -48,8 +48,8 @@ def gpt3_1024(workers: int) -> None:
 def gpt3_1536(workers: int) -> None:
     row = V.table2_row("ptdp", "174.6", 1536)
     gpus, gb = int(row["gpus"]), int(row["global_batch"])
-    published = load_config(V.table2_config(row))
-    spec = published.model
+    cfg = V.table2_config(row)
+    published, spec = load_config(cfg), cfg["model"]
     tp, pp, mb = published.parallel.tp, published.parallel.pp, published.training.micro_batch
     t0 = time.perf_counter()
     pub = simulate_training(published)

@@ -198,8 +198,8 @@ def test_gpt3_1536_best_plan_is_at_least_as_fast_as_the_published_ptdp_plan() ->
     minutes (benchmarks/bench_plan_search.py); this is a reduced one around the published plan."""
     row = V.table2_row("ptdp", "174.6", 1536)
     gpus, gb = int(row["gpus"]), int(row["global_batch"])
-    published = load_config(V.table2_config(row))
-    spec = published.model
+    cfg = V.table2_config(row)
+    published, spec = load_config(cfg), cfg["model"]
     mb = published.training.micro_batch
     fixed = [f"training.{k}={v}" for k, v in V.MEGATRON_2021.items() if k != "recompute"]
     space = SearchSpace(
