@@ -15,6 +15,7 @@ from typing import Any
 
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError
+from hwmodels.topology import ClusterSpec
 
 POLICIES = ("continuous", "chunked")
 
@@ -37,8 +38,9 @@ class ServePlan:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def _tps(model: Any, gpu_per_node: int) -> list[int]:
-    return [t for t in (1, 2, 4, 8) if t <= gpu_per_node and model.num_attention_heads % t == 0]
+def _tps(model: Any, gpus_per_node: int) -> list[int]:
+    """Tensor-parallel degrees inside one node (powers of two that divide the attention heads)."""
+    return [t for t in (1, 2, 4, 8, 16) if t <= gpus_per_node and model.num_attention_heads % t == 0]
 
 
 def _shape(base: dict[str, Any], tp: int, policy: str, seqs: int) -> dict[str, Any]:
@@ -77,7 +79,9 @@ def plan_serving(
     if price is None:
         price = gpu_hour_price(gpu.id, site.price_preset).value_usd
     workload = {**base.get("workload", {}), "num_requests": requests}
-    shapes = [(tp, pol, seqs) for tp in (tps or _tps(cfg0.model, 8)) for pol in policies for seqs in max_num_seqs]
+    per_node = ClusterSpec(gpu=gpu.id, num_gpus=1, node=cfg0.node).resolve().gpus_per_node
+    tps = tps or _tps(cfg0.model, per_node)
+    shapes = [(tp, pol, seqs) for tp in tps for pol in policies for seqs in max_num_seqs]
     it: Any = shapes
     if progress:
         from tqdm import tqdm

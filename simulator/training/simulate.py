@@ -307,11 +307,11 @@ def simulate_training(
     step = _simulate(cfg, prof, cluster, _stage_ratios(cfg, prof), include_comm)
     limit = cfg.power.power_limit_w or prof.power.power_limit_w
     throttled = False
-    if cfg.power.mode == "modelled" and max(_gpu_energy(cfg, step, prof)) / step.end > limit * 1.005:
+    per_rank = _gpu_energy(cfg, step, prof)
+    if cfg.power.mode == "modelled" and max(per_rank) / step.end > limit * 1.005:
         step = _simulate(cfg, prof, cluster, _throttle(cfg, prof, cluster, step, limit, include_comm), include_comm)
-        throttled = True
+        per_rank, throttled = _gpu_energy(cfg, step, prof), True
     run, tails, chunks, layout = step.run, step.tails, step.chunks, step.layout
-    groups = Groups.of(cfg, cluster)
     num_mb = t.global_batch // (t.micro_batch * p.dp)
     stepsecs = step.end
     critical = max(range(p.pp), key=lambda r: tails[r].end)
@@ -320,7 +320,6 @@ def simulate_training(
     exposed.update({k: v for k, v in crit.comm_s.items()})
     exposed["pp"] = crit.pp_wait_s
     exposed["dp"] = exposed.get("dp", 0.0) + tails[critical].exposed_dp_s
-    del groups
 
     tokens = t.global_batch * t.seq_len
     steps_multiplier = t.compression.steps_multiplier if t.compression is not None else 1.0
@@ -329,7 +328,7 @@ def simulate_training(
     peak = prof.peak_flops(t.precision)
     memory, fits = _memory(cfg, run, layout)
     events = run.events + [e for tail in tails for e in tail.events]
-    energy = _energy_fields(cfg, step, prof, cluster, tokens, throttled, limit)
+    energy = _energy_fields(cfg, step, prof, cluster, tokens, throttled, limit, per_rank)
     ttt_days = (t.tokens / (tokens / stepsecs) / 86400.0 * steps_multiplier) if t.tokens else None
     if ttt_days is not None:
         steps = t.tokens / tokens * steps_multiplier
@@ -364,9 +363,17 @@ def simulate_training(
 
 
 def _energy_fields(
-    cfg: RunConfig, step: _Step, prof: Profile, cluster: Any, tokens: float, throttled: bool, limit: float
+    cfg: RunConfig,
+    step: _Step,
+    prof: Profile,
+    cluster: Any,
+    tokens: float,
+    throttled: bool,
+    limit: float,
+    per_rank: list[float],
 ) -> dict[str, Any]:
-    """Energy (per step), carbon and cost fields of the result."""
+    """Energy (per step), carbon and cost fields of the result; ``per_rank`` is each pipeline rank's
+    modelled GPU energy (J)."""
     secs, n = step.end, cluster.num_gpus
     replicas = n / cfg.parallel.pp  # every pipeline rank stands for this many GPUs
     if cfg.power.mode == "tdp":
@@ -374,7 +381,6 @@ def _energy_fields(
         avg_w = cluster.gpu.tdp_w
         per_rank = [cluster.gpu.tdp_w * secs] * cfg.parallel.pp
     else:
-        per_rank = _gpu_energy(cfg, step, prof)
         gpu_j = sum(per_rank) * replicas
         node_j = cluster.node.host_power_w * n / cluster.gpus_per_node * secs  # the job's share of its nodes
         avg_w = max(per_rank) / secs

@@ -148,3 +148,22 @@ def test_serve_bad_input_exits_2(capsys) -> None:
     assert code == 2 and "rate_per_s" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "serve", "--set", "batching.kind=magic")
     assert code == 2 and "batching" in err
+
+
+def test_energy_commands(capsys) -> None:
+    import json as _json
+
+    from simulator.cli import main as cli
+
+    assert cli(["validate", "energy", "--json"]) == 0
+    rows = _json.loads(capsys.readouterr().out)
+    assert len(rows) == 7 and all(abs(r["tco2e_error"]) <= 0.01 for r in rows)
+    assert cli(["dvfs", "--clocks", "1000,1980", "--json"]) == 0
+    out = _json.loads(capsys.readouterr().out)
+    assert [p["value"] for p in out["points"]] == [1000.0, 1980.0]
+    assert out["points"][0]["time_s"] >= out["points"][1]["time_s"]
+    assert cli(["train", "--set", "power.power_limit_w=100"]) == 2  # below active idle: one line, exit 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "power" in err
+    assert cli(["plan", "serve", "--rate", "0"]) == 2
+    assert "rate" in capsys.readouterr().err
