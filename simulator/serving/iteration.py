@@ -262,6 +262,23 @@ class IterationModel:
             t += self.profile.iteration_overhead_s
         return t  # with PP the stages run one after another for a single iteration's latency
 
+    def _work_constants(self) -> tuple[float, float, float, float, float, float]:
+        """Per-model constants of :meth:`work_totals` (computed once: the engine calls it every iteration)."""
+        m = self.model
+        qk, v = m._attention_core_dims()
+        wbytes = bytes_per_element(self.weight_dtype)
+        expert = 0.0
+        if m.moe is not None:
+            expert = m._mlp_matmul_params(m.moe.expert_ffn_hidden_size) * m.num_moe_layers * wbytes
+        return (
+            float(m._active_matmul_params()),
+            2.0 * m.num_layers * (qk + v),
+            float(m.total_params * wbytes),
+            expert,
+            m.kv_cache_bytes_per_token(self.kv_dtype),
+            self.profile.peak_flops(self.compute_dtype()),
+        )
+
     def work_totals(self, prefill: Sequence[tuple[int, int]], decodes: int, decode_context: int) -> tuple[float, float]:
         """Work of one iteration on each GPU of the replica, for the energy model: (math as seconds at
         the dtype's full peak, HBM traffic as seconds at full bandwidth). Weights are read once per
@@ -272,19 +289,14 @@ class IterationModel:
         tokens = sum(c for c, _ in prefill) + decodes
         if tokens == 0:
             return 0.0, 0.0
-        qk, v = m._attention_core_dims()
-        attn_flops = 2.0 * m.num_layers * (qk + v) * (sum(c * (ctx + c / 2.0) for c, ctx in prefill) + decode_context)
-        flops = 2.0 * m._active_matmul_params() * tokens + attn_flops
-        wbytes = bytes_per_element(self.weight_dtype)
-        weights = m.total_params * wbytes
+        matmul, attn_width, weights, expert, kv_token, peak = self._memo(("work",), self._work_constants)
+        attn_flops = attn_width * (sum(c * (ctx + c / 2.0) for c, ctx in prefill) + decode_context)
+        flops = 2.0 * matmul * tokens + attn_flops
         if m.moe is not None:
-            expert = m._mlp_matmul_params(m.moe.expert_ffn_hidden_size) * m.num_moe_layers * wbytes
-            touched = min(1.0, tokens * m.moe.top_k / m.moe.num_experts)
-            weights -= expert * m.moe.num_experts * (1.0 - touched)
-        kv = m.kv_cache_bytes_per_token(self.kv_dtype) * (decode_context + sum(ctx + 2 * c for c, ctx in prefill))
+            weights -= expert * m.moe.num_experts * (1.0 - min(1.0, tokens * m.moe.top_k / m.moe.num_experts))
+        kv = kv_token * (decode_context + sum(ctx + 2 * c for c, ctx in prefill))
         act = 4.0 * tokens * m.hidden_size * m.num_layers * 2.0  # norms, residuals, activations (16-bit)
-        tensor = flops / self.profile.peak_flops(self.compute_dtype()) / gpus
-        return tensor, (weights + kv + act) / self.profile.bandwidth_bytes_s / gpus
+        return flops / peak / gpus, (weights + kv + act) / self.profile.bandwidth_bytes_s / gpus
 
 
 def iteration_model(
