@@ -792,8 +792,7 @@ def _activations(tp: int, sp: bool, cp: int, mb: int, recompute: str) -> tuple[n
     for i in range(model.num_layers):
         moe = model.is_moe_layer(i)
         if moe not in kinds:
-            # simulate._memory calls memory_breakdown with its default flash_attention=True
-            args = {"tp": tp, "sp": sp, "flash_attention": True, "layer": i}
+            args = {"tp": tp, "sp": sp, "flash_attention": _CTX.training.flash_attention, "layer": i}
             kept = model.activation_bytes_per_layer(seq, mb, recompute=recompute, **args)
             full = model.activation_bytes_per_layer(seq, mb, recompute="none", **args)
             kinds[moe] = (kept, full - kept if recompute != "none" else 0.0)

@@ -142,7 +142,7 @@ def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryRep
     copies = 2.0 if layout.dual else 1.0  # DualPipe keeps two copies of the parameters
     best = None
     for rank, st in enumerate(run.ranks):
-        mem = memory_breakdown(cfg, rank, st.peak_inflight)
+        mem = memory_breakdown(cfg, rank, st.peak_inflight, flash_attention=cfg.training.flash_attention)
         static = (mem.weights + mem.gradients + mem.optimizer) * (copies - 1.0)
         total = mem.total + static * 1.08
         if best is None or total > best[0]:
