@@ -59,30 +59,25 @@ def gpt3_1536(workers: int) -> None:
         "eager host costs; recompute searched)"
     )
     fixed = [f"training.{k}={v}" for k, v in V.MEGATRON_2021.items() if k != "recompute"]
-    res = search_training_plans(
-        spec,
-        num_gpus=gpus,
-        gpu=V.DGX_A100["gpu"],
-        node=V.DGX_A100["node"],
-        global_batch=gb,
-        seq_len=2048,
-        overrides=fixed,
-        workers=workers,
-    )
+
+    def search(space: SearchSpace | None = None):
+        return search_training_plans(
+            spec,
+            num_gpus=gpus,
+            gpu=V.DGX_A100["gpu"],
+            node=V.DGX_A100["node"],
+            global_batch=gb,
+            seq_len=2048,
+            overrides=fixed,
+            space=space,
+            workers=workers,
+        )
+
+    res = search()
     report(res)
     # for context: the paper's own plan space (no CP, SP, selective recompute, ZeRO-2/3 or newer schedules)
     paper = SearchSpace(cp=(1,), sp=(False,), recompute=("full",), zero=(1,), schedule=("1f1b", "interleaved"))
-    own = search_training_plans(
-        spec,
-        num_gpus=gpus,
-        gpu=V.DGX_A100["gpu"],
-        node=V.DGX_A100["node"],
-        global_batch=gb,
-        seq_len=2048,
-        overrides=fixed,
-        space=paper,
-        workers=workers,
-    )
+    own = search(paper)
     print(f"  within the paper's own plan space ({own.plans_evaluated:,} candidates, {own.wall_s:.1f} s):")
     report(own, top=3, counts=False)
     best = res.best[0].result
