@@ -543,7 +543,7 @@ def power_timeline(trace: Any, limit_w: float | None = None, max_ranks: int = 16
     """Per-GPU power of each pipeline rank (or serving replica) over the window, from a PowerTrace.
 
     Each rank draws its average compute power while it computes, active idle plus the SM-activity
-    term during inline collectives and active idle between kernels (:mod:`simulator.power_trace`);
+    term during inline collectives and active idle between kernels (:mod:`simulator.energy.power_trace`);
     long runs are drawn as averages over equal time bins. The power limit is a dashed line: the GPU
     holds it on the average, so a compute stretch may sit above it.
     """
@@ -633,7 +633,7 @@ def dvfs_front(rows: Sequence[Mapping[str, Any]], optimum: Mapping[str, Any] | N
     """DVFS sweep: time per token against GPU energy per token, one point per setting (clock or cap),
     labelled with its clock; the energy-time Pareto front as a line and the energy optimum as a star.
 
-    ``rows`` are :func:`simulator.dvfs.to_rows` rows (``ms_per_token``, ``gpu_mj_per_token``, ``pareto``).
+    ``rows`` are :func:`simulator.search.dvfs.to_rows` rows (``ms_per_token``, ``gpu_mj_per_token``, ``pareto``).
     """
     df = pd.DataFrame(list(rows))
     if df.empty:
@@ -697,7 +697,7 @@ def carbon_schedule(series: Any, schedule: Any, baseline: Any | None = None) -> 
     """Grid intensity over the series' hours with the job's running fraction per hour overlaid
     (right axis), the run-now baseline dotted, and the window up to the deadline shaded.
 
-    ``series`` is an :class:`simulator.carbon.IntensitySeries`, ``schedule`` a :class:`Schedule`.
+    ``series`` is an :class:`simulator.energy.carbon.IntensitySeries`, ``schedule`` a :class:`Schedule`.
     """
     hours = list(range(len(series)))
     xs: list[Any] = [series.timestamp(h) for h in hours] if series.start is not None else hours

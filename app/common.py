@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import streamlit as st
+from simulator.app.plans import deep_merge, from_json, parse_upload, to_json, to_yaml
 
-from app.plans import deep_merge, from_json, parse_upload, to_json, to_yaml
 from hwmodels.errors import ClusterSimError
 
 T = TypeVar("T")

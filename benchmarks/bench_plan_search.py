@@ -3,7 +3,7 @@
 1. GPT-3 175B (preset) on 1,024 A100 80GB, global batch 1,536, today's defaults for what is not searched:
    candidates, feasible plans, screened plans per second per worker, simulated plans, wall time, best plans.
 2. GPT-3 175B on 1,536 A100 as Megatron-LM SC'21 table 2 ran it (fp16, unfused attention, eager-framework host
-   costs, configured as simulator.validation does): the best plan against the published PTD-P plan
+   costs, configured as simulator.validation.tables does): the best plan against the published PTD-P plan
    (TP 8, PP 12, micro-batch 1), both simulated.
 
 Run: python benchmarks/bench_plan_search.py [--workers 2] [--only 1024|1536]   (numbers go in the README)
@@ -15,10 +15,10 @@ import argparse
 import os
 import time
 
-from simulator import validation as V
-from simulator.config import load_config
-from simulator.plansearch import PlanSearchResult, SearchSpace, search_training_plans
+from simulator.core.config import load_config
+from simulator.search.plan_train import PlanSearchResult, SearchSpace, search_training_plans
 from simulator.training import simulate_training
+from simulator.validation import tables as V
 
 
 def report(res: PlanSearchResult, top: int = 5, counts: bool = True) -> None:

@@ -10,7 +10,7 @@ import statistics
 import time
 
 from hwmodels.errors import ClusterSimError
-from simulator.config import load_config
+from simulator.core.config import load_config
 from simulator.training import simulate_training
 
 GPT3_1024 = {

@@ -16,7 +16,7 @@ import itertools
 import time
 
 from hwmodels.profile import datasheet_profile
-from simulator import validation as V
+from simulator.validation import tables as V
 
 
 def profile_with(eff: float):

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -21,6 +19,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+
+from hwmodels.fileio import atomic_write
 
 SECTIONS = ("gemm", "attn_prefill", "attn_decode", "membw", "h2d", "launch", "nccl", "power")
 
@@ -154,11 +154,7 @@ class Measurer:
 
     def save(self) -> None:
         """Atomic write: temp file in the same folder, then rename."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.raw, fh, indent=1)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(self.raw, indent=1))
 
     def _done(self, section: str, key: dict[str, Any]) -> bool:
         return any(all(r.get(k) == v for k, v in key.items()) for r in self.raw[section])

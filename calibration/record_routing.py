@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 
 from hwmodels.errors import ClusterSimError
-from simulator.moe import TRACE_FORMAT, load_trace, write_trace
+from simulator.moe.routing import TRACE_FORMAT, load_trace, write_trace
 
 Scoring = Literal["softmax", "sigmoid"]
 

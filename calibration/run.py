@@ -78,7 +78,7 @@ def fit_and_write(raw: dict, out: Path, gpu: str | None, device: str | None, str
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m calibration` = `clustersim calibrate`."""
-    from simulator.cli import main as cli_main
+    from simulator.cli.commands import main as cli_main
 
     return cli_main(["calibrate", *(argv if argv is not None else sys.argv[1:])])
 

@@ -131,8 +131,8 @@ def measure(s: Shape, device: str) -> dict[str, float]:
 
 def predict(s: Shape, profile: Profile) -> dict[str, float]:
     """The simulator's prediction of :func:`measure` on ``profile`` (one GPU, no parallelism)."""
-    from simulator.config import load_config
-    from simulator.layer_costs import layer_cost_report
+    from simulator.core.config import load_config
+    from simulator.core.layer_costs import layer_cost_report
     from simulator.serving.iteration import predict_iteration_time
     from simulator.training.simulate import ADAM_BYTES_PER_PARAM
 

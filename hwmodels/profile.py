@@ -18,8 +18,6 @@ per-kernel cost overlaps device work and a stream of kernels runs at whichever i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
@@ -32,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hwmodels.catalogue import get_gpu, get_link
 from hwmodels.dtypes import DTYPES, bytes_per_element, normalize_dtype
 from hwmodels.errors import ClusterSimError, first_validation_error
+from hwmodels.fileio import atomic_write
 
 PROFILE_SCHEMA_VERSION = 1
 
@@ -361,13 +360,7 @@ def read_profile(path: str | Path) -> Profile:
 
 def write_profile(profile: Profile, path: str | Path) -> Path:
     """Write ``profile`` as JSON atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(profile.model_dump_json(indent=1, exclude={"clock_ratio", "sm_fraction"}))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, profile.model_dump_json(indent=1, exclude={"clock_ratio", "sm_fraction"}))
 
 
 def load_profile(name_or_path: str | Path | None = None, *, gpu: str | None = None) -> Profile:

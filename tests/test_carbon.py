@@ -14,7 +14,8 @@ from scipy.optimize import linprog
 
 from hwmodels.catalogue import list_gpus
 from hwmodels.errors import ClusterSimError
-from simulator.carbon import (
+from simulator.core.resources import data_path, read_table
+from simulator.energy.carbon import (
     FOOTPRINT_BASES,
     POLICIES,
     IntensitySeries,
@@ -32,9 +33,8 @@ from simulator.carbon import (
     tdp_energy_mwh,
     tdp_tco2e,
 )
-from simulator.validation import read_table
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "carbon" / "synthetic_week.csv"
+EXAMPLE = data_path("carbon/synthetic_week.csv")
 
 
 # ----------------------------------------------------------------------------------------------- grid intensity

@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-import simulator.plansearch as P
+import simulator.search.plan_train as P
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import load_profile
-from simulator import validation as V
-from simulator.config import RunConfig, load_config
-from simulator.plansearch import SearchSpace, add_plan_parser, divisors, search_training_plans
+from simulator.core.config import RunConfig, load_config
+from simulator.search.plan_train import SearchSpace, add_plan_parser, divisors, search_training_plans
 from simulator.training import simulate_training
+from simulator.validation import tables as V
 
 SMALL = "megatron-gpt-1.7b"  # 24 layers, 24 heads, hidden 2304
 A100 = "a100-sxm4-80gb"
@@ -234,8 +234,8 @@ def test_gpt3_1536_best_plan_is_at_least_as_fast_as_the_published_ptdp_plan() ->
 
 
 def _run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """``clustersim plan ...`` through simulator.cli when it is wired there, else the same parser standalone."""
-    from simulator import cli
+    """``clustersim plan ...`` through simulator.cli.commands when it is wired there, else the same parser standalone."""
+    from simulator.cli import commands as cli
 
     with contextlib.redirect_stderr(io.StringIO()):
         try:

@@ -1,4 +1,4 @@
-"""Power over the timeline (simulator.power_trace): the trace must integrate to the result's GPU
+"""Power over the timeline (simulator.energy.power_trace): the trace must integrate to the result's GPU
 energy, per rank and in total, keep the hottest rank at the reported average power, and follow the
 timeline's compute and collective intervals."""
 
@@ -8,7 +8,7 @@ import pytest
 
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import load_profile
-from simulator.power_trace import power_trace
+from simulator.energy.power_trace import power_trace
 from simulator.serving import simulate_serving
 from simulator.training import simulate_training
 

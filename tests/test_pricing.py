@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hwmodels.catalogue import get_gpu, list_gpus
 from hwmodels.errors import ClusterSimError
-from simulator.pricing import (
+from simulator.energy.pricing import (
     Price,
     cost_per_million_tokens,
     cost_usd,
@@ -47,7 +47,7 @@ def test_default_preset_prices_every_catalogue_gpu() -> None:
 
 
 def test_a_gpu_no_preset_prices_asks_for_a_price(tmp_path: Path) -> None:
-    from simulator import pricing
+    from simulator.energy import pricing
 
     only = tmp_path / "p.yaml"
     only.write_text("presets:\n  x:\n    prices:\n      v100: {usd_per_gpu_hour: 1, source: s}\n")

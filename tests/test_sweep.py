@@ -13,11 +13,11 @@ import yaml
 
 import simulator.training
 from hwmodels.errors import ClusterSimError
-from simulator import sweep as sw
-from simulator.sweep import SweepSpec, load_sweep_file, normalise_reason, pareto, sweep, write_frame
+from simulator.search import sweep as sw
+from simulator.search.sweep import SweepSpec, load_sweep_file, normalise_reason, pareto, sweep, write_frame
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "sweeps"
+EXAMPLES = REPO / "simulator" / "examples" / "sweeps"
 
 #: Llama-3 8B on one DGX H100 node: a step simulates in milliseconds.
 BASE = {
@@ -276,7 +276,7 @@ def test_cache_files_are_whole_json_written_atomically(tmp_path, monkeypatch, ca
     def boom(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sw.os, "replace", boom)
+    monkeypatch.setattr("hwmodels.fileio.os.replace", boom)
     with pytest.raises(ClusterSimError, match="No space left on device"):
         sweep(AUTO, space, cache_dir=other, progress=False)
     assert list(other.rglob("*")) == [] or all(p.is_dir() for p in other.rglob("*"))

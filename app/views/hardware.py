@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from simulator.app import charts
+from simulator.app.common import PAGE_PARAMS, drop_foreign_params, guarded, run_page
+from simulator.app.plans import gemm_errors, load_measurements, to_yaml
 
-from app import charts
-from app.common import PAGE_PARAMS, drop_foreign_params, guarded, run_page
-from app.plans import gemm_errors, load_measurements, to_yaml
 from hwmodels.catalogue import list_gpus
 from hwmodels.profile import load_profile
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -20,9 +19,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 import yaml
-
-from app import charts
-from app.common import (
+from simulator.app import charts
+from simulator.app.common import (
     PAGE_PARAMS,
     clamp_choice,
     coerce_state,
@@ -38,12 +36,16 @@ from app.common import (
     set_state,
     warn_reset,
 )
-from app.plans import default_serving, default_training, parse_upload, to_json
-from simulator import carbon, dvfs, pricing
-from simulator.power_trace import power_trace
+from simulator.app.plans import default_serving, default_training, parse_upload, to_json
+
+from hwmodels.fileio import atomic_write
+from simulator.core.resources import data_path
+from simulator.energy import carbon, pricing
+from simulator.search import dvfs
+from simulator.energy.power_trace import power_trace
 
 PARAM, STATE = PAGE_PARAMS["power"][0], "power_cfg"
-SYNTHETIC_WEEK = Path(__file__).resolve().parents[2] / "examples" / "carbon" / "synthetic_week.csv"
+SYNTHETIC_WEEK = data_path("carbon/synthetic_week.csv")
 EXAMPLES = {
     "quickstart": "training: Llama-3 8B on 8 x H100 (quickstart)",
     "gpt3-175b": "training: GPT-3 175B on 1,024 x A100",
@@ -248,10 +250,7 @@ def _series_upload() -> None:
     data = up.getvalue()
     path = Path(tempfile.gettempdir()) / f"clustersim-intensity-{hashlib.sha256(data).hexdigest()[:16]}.csv"
     if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
     st.session_state["pw_series_path"] = str(path)
     st.session_state["pw_series_name"] = up.name
     st.session_state["pw_series"] = SERIES_UPLOADED

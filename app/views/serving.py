@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
-
-from app import charts
-from app.common import (
+from simulator.app import charts
+from simulator.app.common import (
     PAGE_PARAMS,
     clamp_choice,
     coerce_state,
@@ -32,8 +30,10 @@ from app.common import (
     set_state,
     warn_reset,
 )
-from app.plans import CURVE_REQUESTS, at_rate, curve_point, default_serving, knee_rate, rates_around, to_json
+from simulator.app.plans import CURVE_REQUESTS, at_rate, curve_point, default_serving, knee_rate, rates_around, to_json
+
 from hwmodels.catalogue import list_gpus, list_links
+from hwmodels.fileio import atomic_write
 from simulator.serving import config as sc
 
 PARAM, STATE = PAGE_PARAMS["serving"][0], "serving_cfg"
@@ -188,10 +188,7 @@ def _trace_upload() -> None:
     suffix = Path(up.name).suffix.lower() or ".csv"
     path = Path(tempfile.gettempdir()) / f"clustersim-trace-{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
     st.session_state["sv_trace_path"] = str(path)
     st.session_state["sv_arrivals"] = "trace"
     st.session_state["sv_lengths"] = "trace"

@@ -12,10 +12,9 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-
-from app import charts
-from app.common import PAGE_PARAMS, drop_foreign_params, error_text, run_page, run_serving, run_training
-from app.plans import (
+from simulator.app import charts
+from simulator.app.common import PAGE_PARAMS, drop_foreign_params, error_text, run_page, run_serving, run_training
+from simulator.app.plans import (
     CURVE_REQUESTS,
     MAX_SWEEP,
     SERVING_KNOB_CHOICES,
@@ -30,8 +29,9 @@ from app.plans import (
     to_yaml,
     training_variants,
 )
+
 from hwmodels.errors import ClusterSimError
-from simulator.pareto import pareto_front
+from simulator.search.pareto import pareto_front
 
 PARAM = PAGE_PARAMS["tradeoffs"][0]
 MODES = {"training": "Training: step time vs memory", "serving": "Serving: throughput vs p99 latency"}

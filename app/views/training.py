@@ -11,9 +11,8 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-
-from app import charts
-from app.common import (
+from simulator.app import charts
+from simulator.app.common import (
     PAGE_PARAMS,
     clamp_choice,
     coerce_state,
@@ -29,7 +28,8 @@ from app.common import (
     set_state,
     warn_reset,
 )
-from app.plans import default_training, derive_dp, from_json, to_json
+from simulator.app.plans import default_training, derive_dp, from_json, to_json
+
 from hwmodels.catalogue import default_node_for_gpu, list_gpus, list_nodes
 
 PARAM, PARAM_B = PAGE_PARAMS["training"]

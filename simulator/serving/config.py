@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
-from simulator.config import apply_overrides, read_yaml
-from simulator.energy import PowerSpec, SiteSpec
+from simulator.core.config import apply_overrides, read_yaml
+from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
-from simulator.moe import MoERouting
+from simulator.moe.routing import MoERouting
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 

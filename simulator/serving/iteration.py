@@ -42,7 +42,7 @@ class IterationModel:
     act_dtype: str = "bf16"  # activations / attention (fp16 on GPUs without bf16, e.g. T4)
     ep: int = 1  # expert parallelism: routed experts split over ep attention groups of tp GPUs
     ep_group: CommGroup | None = None
-    routing: Any = None  # simulator.moe.MoERouting for per-iteration expert loads (ep > 1)
+    routing: Any = None  # simulator.moe.routing.MoERouting for per-iteration expert loads (ep > 1)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _memo(self, key: tuple, fn, *args) -> float:
@@ -159,7 +159,7 @@ class IterationModel:
     def _rank_load_uncached(self, tokens: int) -> float:
         import numpy as np
 
-        from simulator import moe as M
+        from simulator.moe import routing as M
 
         spec = self.model.moe
         assert spec is not None

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulator.timeline import Timeline
+from simulator.core.timeline import Timeline
 
 
 class Percentiles(BaseModel):

@@ -11,7 +11,8 @@ from hwmodels.dtypes import bytes_per_element
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import ClusterSpec
-from simulator.energy import footprint, gpu_energy_j
+from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
+from simulator.energy.accounting import footprint, gpu_energy_j
 from simulator.serving.config import (
     BucketedBatching,
     ChunkedPrefill,
@@ -25,7 +26,6 @@ from simulator.serving.iteration import IterationModel, iteration_model
 from simulator.serving.kv import KVCache
 from simulator.serving.result import ServingResult, build_result
 from simulator.serving.workload import generate_requests
-from simulator.training.memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
 
 
 def kv_bytes_per_token_per_gpu(cfg: ServingConfig) -> float:

@@ -56,9 +56,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError
-from simulator.config import RunConfig
+from simulator.core.config import RunConfig
+from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES
 from simulator.training.plan import chunk_layers
 
 WEIGHT_BYTES = 2.0  # bf16/fp16 model weights
@@ -73,12 +73,6 @@ DDP_BUCKET_MIN_ELEMENTS = 40_000_000  # Megatron DDP: bucket_size = max(40M, 1M 
 DDP_BUCKET_ELEMENTS_PER_DP_RANK = 1_000_000
 ZERO3_PREFETCH_LAYERS = 2  # layers of gathered weights ZeRO-3 holds (current + prefetched next)
 
-#: CUDA context + library workspaces, outside PyTorch's allocator. An ESTIMATE: the CUDA context takes
-#: ~300-500 MB on A100/H100 with CUDA 12 lazy module loading; cuBLAS/cuBLASLt workspaces (PyTorch keeps
-#: 4-32 MiB per handle and stream, TransformerEngine its own) and NCCL's per-communicator channel
-#: buffers (NCCL_BUFFSIZE 4 MiB x channels x peers, for the TP, PP, DP and EP groups) add a few
-#: hundred MB more. 1 GB total.
-RUNTIME_OVERHEAD_BYTES = 1.0e9
 
 #: Allocator fragmentation allowance, as a fraction of all allocator-managed bytes. An ASSUMPTION:
 #: PyTorch's caching allocator rounds and caches blocks, so reserved exceeds allocated by some 5-10 %
@@ -86,10 +80,6 @@ RUNTIME_OVERHEAD_BYTES = 1.0e9
 #: interleaved short- and long-lived tensors); 8 % sits in that range.
 FRAGMENTATION_FRACTION = 0.08
 
-#: CUDA-visible share of the nominal capacity: torch.cuda reports 79.1787 GiB total on the measured
-#: "80GB" H100 SXM5 (/work/shared/data/h100-sxm5-80gb/kernels-2026-11-23.json, meta.mem_gb). Applied to
-#: every GPU (an approximation: the reserved share differs a little between products).
-USABLE_FRACTION = 79.1787109375 / 80.0
 
 _GB = 1e9
 
@@ -322,8 +312,3 @@ def memory_breakdown(
         buffers=static.buffers,
         fragmentation=FRAGMENTATION_FRACTION * managed,
     )
-
-
-def usable_memory_bytes(gpu_id: str) -> float:
-    """Bytes CUDA lets a process use on ``gpu_id``: nominal GiB x the share the H100 measurement saw."""
-    return get_gpu(gpu_id).memory_gb * 2**30 * USABLE_FRACTION

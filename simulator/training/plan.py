@@ -17,9 +17,9 @@ from hwmodels.collectives import BASE_LATENCY_S
 from hwmodels.profile import Profile
 from hwmodels.topology import Cluster, CommGroup
 from simulator.compression import payload_bytes_per_elem
-from simulator.config import RunConfig
-from simulator.costs import OpCost, comm_time, op_cost
-from simulator.workload import Op, embedding_ops, head_ops, layer_ops, numerics
+from simulator.core.config import RunConfig
+from simulator.core.costs import OpCost, comm_time, op_cost
+from simulator.core.workload import Op, embedding_ops, head_ops, layer_ops, numerics
 
 COMM_KINDS = ("tp", "cp", "ep", "dp", "pp")
 _UNFUSED_CORE = ("attn_scores", "attn_softmax_dropout", "attn_context")
@@ -272,7 +272,7 @@ class _MoEAdjust:
 
     @classmethod
     def of(cls, cfg: RunConfig, groups: dict[str, CommGroup]) -> _MoEAdjust:
-        from simulator import moe as M
+        from simulator.moe import routing as M
 
         m, p, t = cfg.model, cfg.parallel, cfg.training
         spec = m.moe

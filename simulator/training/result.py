@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulator.timeline import Timeline
+from simulator.core.timeline import Timeline
 
 
 class MemoryReport(BaseModel):

@@ -16,12 +16,13 @@ from typing import Any
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
 from simulator.compression import collective_for, compression_compute_s, dp_comm_time
-from simulator.config import RunConfig, load_config
-from simulator.costs import comm_time
-from simulator.energy import footprint, gpu_energy_j
-from simulator.timeline import Timeline
+from simulator.core.config import RunConfig, load_config
+from simulator.core.costs import comm_time
+from simulator.core.device_memory import usable_memory_bytes
+from simulator.core.timeline import Timeline
+from simulator.energy.accounting import footprint, gpu_energy_j
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
-from simulator.training.memory import memory_breakdown, usable_memory_bytes
+from simulator.training.memory import memory_breakdown
 from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs, grad_comm_bytes
 from simulator.training.result import MemoryReport, TrainingResult
 from simulator.training.schedules import Layout, make_layout

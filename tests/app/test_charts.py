@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from simulator.app import charts, plans
+from simulator.app.views.tradeoffs import _selected_row, front_mask
 
-from app import charts, plans
-from app.views.tradeoffs import _selected_row, front_mask
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import datasheet_profile
 from simulator.serving import simulate_serving
@@ -175,7 +175,7 @@ def test_latency_vs_rate_marks_the_knee_and_slo() -> None:
 
 def test_pareto_chart_draws_all_points_and_the_front() -> None:
     df = pd.DataFrame({"label": list("abcd"), "t": [3.0, 1.0, 2.0, 4.0], "m": [10.0, 30.0, 20.0, 40.0]})
-    from simulator.pareto import pareto_front
+    from simulator.search.pareto import pareto_front
 
     mask = pareto_front(df[["t", "m"]].to_numpy().tolist(), [True, True])
     assert mask == [True, True, True, False]

@@ -10,16 +10,18 @@ import json
 from pathlib import Path
 
 import pytest
+from simulator.app import charts
 from streamlit.testing.v1 import AppTest
 
-from app import charts
-from simulator import carbon, dvfs
-from simulator.power_trace import power_trace
+from simulator.core.resources import data_path
+from simulator.energy import carbon
+from simulator.search import dvfs
+from simulator.energy.power_trace import power_trace
 from simulator.training import simulate_training
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = str(REPO / "app" / "main.py")
-WEEK = REPO / "examples" / "carbon" / "synthetic_week.csv"
+WEEK = data_path("carbon/synthetic_week.csv")
 TIMEOUT = 120
 SMALL_PP2 = {
     "model": "llama3.2-1b",

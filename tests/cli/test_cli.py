@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from simulator.cli import main
+from simulator.cli.commands import main
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -153,7 +153,7 @@ def test_serve_bad_input_exits_2(capsys) -> None:
 def test_energy_commands(capsys) -> None:
     import json as _json
 
-    from simulator.cli import main as cli
+    from simulator.cli.commands import main as cli
 
     assert cli(["validate", "energy", "--json"]) == 0
     rows = _json.loads(capsys.readouterr().out)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from simulator import cli
+from simulator.cli import commands as cli
 
 
 def test_app_command_runs_streamlit_on_the_installed_entry(monkeypatch: pytest.MonkeyPatch) -> None:

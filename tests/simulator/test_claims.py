@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from simulator.claims import CLAIMS, run_claims, to_markdown
-from simulator.cli import main
+from simulator.cli.commands import main
+from simulator.validation.claims import CLAIMS, run_claims, to_markdown
 
 
 def test_every_claim_has_a_row_with_a_verdict(tmp_path, capsys) -> None:

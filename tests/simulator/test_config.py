@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hwmodels.errors import ClusterSimError
-from simulator.config import apply_overrides, load_config
+from simulator.core.config import apply_overrides, load_config
 
 BASE = {
     "model": "gpt3-175b",

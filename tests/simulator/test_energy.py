@@ -6,9 +6,9 @@ import pytest
 
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError
-from simulator import dvfs
-from simulator.cli import example_path
-from simulator.config import load_config, read_yaml
+from simulator.cli.commands import example_path
+from simulator.core.config import load_config, read_yaml
+from simulator.search import dvfs
 from simulator.serving.simulate import simulate_serving
 from simulator.training.simulate import simulate_training
 

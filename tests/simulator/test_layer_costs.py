@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.config import load_config
-from simulator.layer_costs import layer_cost_report
+from simulator.core.config import load_config
+from simulator.core.layer_costs import layer_cost_report
+from simulator.core.workload import head_ops, layer_ops
 from simulator.models import get_model
-from simulator.workload import head_ops, layer_ops
 
 
 def _cfg(model: str, gpus: int = 8, tp: int = 8, **extra):

@@ -8,17 +8,16 @@ from typing import Any
 import pytest
 
 from hwmodels.errors import ClusterSimError
-from simulator.config import RunConfig, load_config
+from simulator.core.config import RunConfig, load_config
+from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
 from simulator.training.memory import (
     FRAGMENTATION_FRACTION,
-    RUNTIME_OVERHEAD_BYTES,
     MemoryBreakdown,
     activation_bytes_per_microbatch,
     memory_breakdown,
     stage_layers,
     static_memory,
     transient_activation_bytes,
-    usable_memory_bytes,
 )
 
 H, HEADS, F, V, L = 1024, 16, 4096, 32000, 8

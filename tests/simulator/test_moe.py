@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodels.errors import ClusterSimError
-from simulator.moe import (
+from simulator.moe.routing import (
     GroupLimitedRouting,
     HierarchicalRouting,
     LoadAwareRouting,

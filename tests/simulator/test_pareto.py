@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hwmodels.errors import ClusterSimError
-from simulator.pareto import dominates, pareto_front
+from simulator.search.pareto import dominates, pareto_front
 
 
 def test_two_objectives_known_front() -> None:

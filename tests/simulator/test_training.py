@@ -260,8 +260,8 @@ def test_skewed_routing_stretches_expert_compute_by_the_rank_load_ratio() -> Non
     import numpy as np
 
     from hwmodels.profile import load_profile
-    from simulator import moe as M
-    from simulator.config import load_config
+    from simulator.core.config import load_config
+    from simulator.moe import routing as M
     from simulator.training.plan import _MoEAdjust, chunk_costs
 
     def expert_time(cfg) -> tuple[float, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator import validation as V
+from simulator.validation import tables as V
 
 
 def _report(name: str, comps: list[V.Comparison], show: int = 12) -> dict:

@@ -7,11 +7,11 @@ A first-class output: the app's Gantt chart, the energy integral and the tests a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hwmodels.fileio import atomic_write
 
 COLUMNS = ("start_s", "end_s", "rank", "stream", "name", "phase", "microbatch", "chunk")
 
@@ -63,10 +63,4 @@ class Timeline:
 
     def write_chrome_trace(self, path: str | Path) -> Path:
         """Write the Chrome trace atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_chrome_trace(), fh)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(self.to_chrome_trace()))

@@ -4,7 +4,7 @@ For each candidate replica shape (tensor parallelism, batching policy, maximum b
 search (:func:`simulator.serving.capacity.max_rate`) finds the highest arrival rate one replica
 sustains at the SLO; enough replicas for the target rate follow, and the cheapest deployment is
 then simulated at the target rate with all its replicas, so the plan reported is a simulated one.
-Cost is GPU-hours x $/GPU-hour (``site`` settings of the config, :mod:`simulator.pricing`).
+Cost is GPU-hours x $/GPU-hour (``site`` settings of the config, :mod:`simulator.energy.pricing`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def plan_serving(
 
     Returns (best, every candidate that fits). ``requests`` sizes each capacity search's workload.
     """
-    from simulator.pricing import gpu_hour_price
+    from simulator.energy.pricing import gpu_hour_price
     from simulator.serving import load_serving_config
     from simulator.serving.capacity import max_rate
 

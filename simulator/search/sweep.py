@@ -17,11 +17,9 @@ import argparse
 import copy
 import hashlib
 import json
-import os
 import random
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwmodels.errors import ClusterSimError, first_validation_error
+from hwmodels.fileio import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -173,12 +172,12 @@ def _validated(model: type[BaseModel], data: Any, where: str = "") -> Any:
 
 
 def _bundled_example(name: str) -> Path:
-    return Path(str(resources.files("simulator").joinpath(f"examples/{name}")))
+    return Path(str(resources.files("simulator").joinpath("examples").joinpath(name)))
 
 
 def _read_base_file(path: Path) -> dict[str, Any]:
     """Read a base config; a serving trace path in it is made relative to the config's folder."""
-    from simulator.config import read_yaml
+    from simulator.core.config import read_yaml
 
     data = read_yaml(path)
     workload = data.get("workload")
@@ -206,7 +205,7 @@ def _resolve_base(base: str | Path | Mapping[str, Any], relative_to: Path | None
 
 def load_sweep_file(path: str | Path) -> SweepFile:
     """Read and validate a sweep YAML file (one-line ClusterSimError on any problem)."""
-    from simulator.config import read_yaml
+    from simulator.core.config import read_yaml
 
     path = Path(path)
     if not path.is_file():
@@ -283,7 +282,7 @@ def config_kind(data: Mapping[str, Any]) -> Kind:
 
 def _load(kind: Kind, data: dict[str, Any]) -> Any:
     if kind == "training":
-        from simulator.config import load_config
+        from simulator.core.config import load_config
 
         return load_config(data)
     from simulator.serving.config import load_serving_config
@@ -389,16 +388,7 @@ class _Cache:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so readers see the old file or the whole new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 # ---- the per-point work (runs in this process, a worker process or a Ray task) -----------------------
@@ -825,7 +815,7 @@ def pareto(frame: pd.DataFrame, objectives: Mapping[str, str], *, feasible_only:
 
     Only ok rows (and, by default, feasible ones) with a value in every objective column take part.
     """
-    from simulator.pareto import pareto_front
+    from simulator.search.pareto import pareto_front
 
     bad = {c: d for c, d in objectives.items() if d not in ("min", "max")}
     if not objectives or bad:
@@ -850,19 +840,9 @@ def write_frame(frame: pd.DataFrame, out: str | Path) -> Path:
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise ClusterSimError(f"--out {out}: use a .parquet or .csv file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            _parquet_safe(frame).to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    if suffix == ".csv":
+        return atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
+    return atomic_write(out, lambda tmp: _parquet_safe(frame).to_parquet(tmp, index=False))
 
 
 def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -936,7 +916,7 @@ def _plain(value: Any) -> Any:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``clustersim sweep``: run the file's sweep, print the best feasible points, write --out."""
-    from simulator.textfmt import fmt, table
+    from simulator.cli.textfmt import fmt, table
 
     path = Path(args.sweep)
     sf = load_sweep_file(path)
@@ -1012,7 +992,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m simulator.sweep SWEEP.yaml ...``: the sweep command on its own (same exit codes as the CLI)."""
+    """``python -m simulator.search.sweep SWEEP.yaml ...``: the sweep command on its own (same exit codes as the CLI)."""
     parser = argparse.ArgumentParser(prog="clustersim sweep", description="Run a clustersim parameter sweep.")
     _add_sweep_args(parser)
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import numpy as np
 
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
-from simulator.pareto import pareto_front
+from simulator.search.pareto import pareto_front
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def _kind(data: dict[str, Any]) -> Literal["training", "serving"]:
 
 
 def _as_dict(config: dict[str, Any] | str | Path) -> dict[str, Any]:
-    from simulator.config import read_yaml
+    from simulator.core.config import read_yaml
 
     return dict(config) if isinstance(config, dict) else read_yaml(config)
 
@@ -181,10 +181,10 @@ def phase_dvfs(
     forward and backward for each micro-batch (a single rank: no pipeline, no DP).
     """
     from hwmodels.power import window_energy_j
-    from simulator.config import load_config
-    from simulator.costs import op_cost
+    from simulator.core.config import load_config
+    from simulator.core.costs import op_cost
+    from simulator.core.workload import head_ops, layer_ops
     from simulator.training.plan import op_work
-    from simulator.workload import head_ops, layer_ops
 
     cfg = load_config(_as_dict(config))
     p, t, m = cfg.parallel, cfg.training, cfg.model

@@ -11,9 +11,9 @@ Two energy modes:
   node power is not counted separately, as in those figures.
 
 Carbon: operational = facility kWh x grid intensity (location-based by default, market-based
-optional; :mod:`simulator.carbon`), embodied = the GPUs' and servers' manufacturing footprint
+optional; :mod:`simulator.energy.carbon`), embodied = the GPUs' and servers' manufacturing footprint
 amortised over their lifetime by the run's GPU-hours. Cost = GPU-hours x $/GPU-hour
-(:mod:`simulator.pricing`).
+(:mod:`simulator.energy.pricing`).
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ class SiteSpec(BaseModel):
     pue: float = Field(
         default=1.1, ge=1.0, description="power usage effectiveness; 1.1 is a hyperscale figure (Meta's Llama 2 card)"
     )
-    region: str = Field(default="us", description="grid region for location-based carbon (simulator.carbon)")
+    region: str = Field(default="us", description="grid region for location-based carbon (simulator.energy.carbon)")
     grid_kg_per_kwh: float | None = Field(default=None, ge=0, description="overrides the region's grid intensity")
     market_kg_per_kwh: float | None = Field(
         default=None, ge=0, description="market-based intensity (contracts, PPAs); location-based when unset"
     )
     price_usd_per_gpu_hour: float | None = Field(default=None, ge=0, description="overrides the price preset")
-    price_preset: str = Field(default="default", description="$/GPU-hour preset (simulator.pricing)")
+    price_preset: str = Field(default="default", description="$/GPU-hour preset (simulator.energy.pricing)")
     embodied_lifetime_years: float = Field(
         default=5.0, gt=0, description="service life the embodied carbon is spread over"
     )
@@ -85,7 +85,7 @@ def footprint(
     facility_j: float, gpu_hours: float, gpu: str, gpus_per_node: int, site: SiteSpec
 ) -> tuple[dict[str, float], float]:
     """(kgCO2e {operational, embodied}, cost in USD) of a run's facility energy and GPU-hours."""
-    from simulator import carbon, pricing
+    from simulator.energy import carbon, pricing
 
     kwh = facility_j / 3.6e6
     if site.market_kg_per_kwh is not None:

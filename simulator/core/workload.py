@@ -1,6 +1,6 @@
 """Workload builder: a model layer + a parallel plan -> the ops one rank runs, with FLOPs and bytes.
 
-Ops are plain records; :mod:`simulator.costs` turns them into seconds with a hardware profile.
+Ops are plain records; :mod:`simulator.core.costs` turns them into seconds with a hardware profile.
 Shapes follow Megatron-LM: column-parallel QKV/up projections and row-parallel output/down
 projections split over TP, so each TP rank sees every token and ``1/tp`` of the hidden units.
 """

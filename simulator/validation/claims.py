@@ -4,20 +4,19 @@ Each claim C1-C18 (shared/seed-claims.md) is a small scenario: a baseline and th
 through clustersim's own models; the row says what clustersim predicts, the predicted effect, and a
 verdict: ``consistent`` (the claimed effect is within the stated tolerance of the prediction),
 ``inconsistent`` (with the reason), or ``not modelled`` (with what would be needed). The scenario
-configs live in examples/claims/*.yaml so users can rerun and edit them.
+configs live in simulator/examples/claims/*.yaml (`clustersim example claims/C5.yaml` copies one) so users can rerun and edit them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hwmodels.errors import ClusterSimError
+from simulator.core.resources import data_path, example_path
 
 #: A claimed effect counts as consistent when it lies within this relative distance of the prediction.
 TOLERANCE = 0.25
@@ -57,15 +56,12 @@ def _both(first: tuple[str, str], second: tuple[str, str]) -> tuple[str, str]:
 
 
 def scenario(claim_id: str) -> dict[str, Any]:
-    """The scenario config of a claim (examples/claims/<id>.yaml in the repository or the package)."""
-    for root in (Path(__file__).resolve().parents[1] / "examples" / "claims",):
-        path = root / f"{claim_id}.yaml"
-        if path.is_file():
-            return yaml.safe_load(path.read_text())
-    text = resources.files("simulator").joinpath(f"examples/claims/{claim_id}.yaml")
-    if text.is_file():
-        return yaml.safe_load(text.read_text())
-    raise ClusterSimError(f"no scenario file for claim {claim_id}; expected examples/claims/{claim_id}.yaml")
+    """The scenario config of a claim (bundled ``simulator/examples/claims/<id>.yaml``)."""
+    try:
+        path = example_path(f"claims/{claim_id}.yaml")
+    except ClusterSimError:
+        raise ClusterSimError(f"no scenario file for claim {claim_id}; expected claims/{claim_id}.yaml") from None
+    return yaml.safe_load(path.read_text())
 
 
 # ---- the claims -----------------------------------------------------------------------------------
@@ -84,7 +80,7 @@ def _serve(cfg: dict[str, Any], overrides: list[str] | None = None):
 def _routing_stats(routing: dict, experts: int, k: int, tokens: int, ep: int, seed: int = 0):
     import numpy as np
 
-    from simulator import moe as M
+    from simulator.moe import routing as M
 
     r = M.validate_routing(routing)
     loads = M.expert_loads(r, experts, k, tokens, rng=np.random.default_rng(seed))
@@ -116,7 +112,7 @@ def c1() -> ClaimRow:
 
 def c11() -> ClaimRow:
     """Phase-aware DVFS: 800 MHz light, 1.5 GHz heavy: light power -40%, energy -28% for 3% slowdown."""
-    from simulator.dvfs import phase_dvfs
+    from simulator.search.dvfs import phase_dvfs
 
     s = scenario("C11")
     r = phase_dvfs(s["config"], s["light_mhz"], s["heavy_mhz"])
@@ -140,11 +136,10 @@ def c11() -> ClaimRow:
 
 def c12() -> ClaimRow:
     """Carbon-aware scheduling of non-urgent training: 120 t CO2 less per year in one data centre."""
-    from simulator.carbon import IntensitySeries, load_intensity_series, schedule_job
+    from simulator.energy.carbon import IntensitySeries, load_intensity_series, schedule_job
 
     s = scenario("C12")
-    root = Path(__file__).resolve().parents[1]
-    week = load_intensity_series(root / s["series"])
+    week = load_intensity_series(data_path(s["series"]))
     cyclic = IntensitySeries(tuple(week.values) * 2, week.start, week.source)  # jobs released late in the week wrap
     r = _train(s["config"])
     w_per_gpu = r.energy_j["facility"] / r.step_time_s / r.num_gpus  # GPU + host share, x PUE
@@ -177,7 +172,7 @@ def c12() -> ClaimRow:
         f"{t_year:,.0f} tCO2e/year saved ({best})",
         verdict,
         why + f"; the claim names no data-centre size: with this series 120 t/year needs ~{size:,.0f} GPUs "
-        f"({s['flexible_share']:.0%} flexible); the intensity series is synthetic (examples/carbon), so this shows "
+        f"({s['flexible_share']:.0%} flexible); the intensity series is synthetic (data/carbon/synthetic_week.csv), so this shows "
         "the method, not a site; shifted work is assumed to find idle GPUs",
     )
 
@@ -186,7 +181,7 @@ def c16() -> ClaimRow:
     """Load-aware routing: hardware utilisation 85%, communication -40% vs plain MoE."""
     import numpy as np
 
-    from simulator import moe as M
+    from simulator.moe import routing as M
 
     s = scenario("C16")
     e, k, t, ep = s["experts"], s["top_k"], s["tokens_per_rank"], s["ep"]
@@ -317,7 +312,7 @@ def c10() -> ClaimRow:
 
 def c3() -> ClaimRow:
     """BF16 forward, FP8 backward on an 'A100 cluster': memory -40%, throughput +35%."""
-    from simulator.config import load_config
+    from simulator.core.config import load_config
 
     s = scenario("C3")
     try:
@@ -563,7 +558,7 @@ def to_markdown(rows: list[ClaimRow]) -> str:
     ]
     intro = (
         "# The source material's claims, as clustersim sees them\n\nGenerated by `clustersim claims` from the "
-        "scenarios in `examples/claims/`. A claimed effect is *consistent* when it lies within "
+        "scenarios in `simulator/examples/claims/`. A claimed effect is *consistent* when it lies within "
         f"{TOLERANCE:.0%} (of the larger value) of clustersim's prediction.\n\n"
     )
     return intro + "\n".join([head, *body]) + "\n"

@@ -6,7 +6,7 @@ stage, recompute, sequence parallelism -- holds about 1.5 million candidates for
 search runs in three steps:
 
 1. **Enumerate** every candidate and prune the impossible ones with the integer rules of
-   :class:`simulator.config.RunConfig` and the schedules (each pruned candidate is counted under its reason;
+   :class:`simulator.core.config.RunConfig` and the schedules (each pruned candidate is counted under its reason;
    a rule that fails high in the loop nest counts its whole subtree). Duplicates -- sequence parallelism
    without TP, ZeRO without data parallelism, a schedule without a pipeline -- are pruned too, counted.
 2. **Screen** every remaining candidate in closed form. Per-layer phase costs come from
@@ -41,12 +41,13 @@ from pydantic import ValidationError
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import Cluster, ClusterSpec, CommGroup
-from simulator.config import ParallelSpec, RunConfig, TrainingSpec, apply_overrides
-from simulator.costs import comm_time
-from simulator.energy import PowerSpec, SiteSpec
+from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec, apply_overrides
+from simulator.core.costs import comm_time
+from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
+from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
-from simulator.moe import MoERouting
-from simulator.pareto import pareto_front
+from simulator.moe.routing import MoERouting
+from simulator.search.pareto import pareto_front
 from simulator.training import TrainingResult, simulate_training
 from simulator.training import memory as M
 from simulator.training.plan import chunk_costs, chunk_layers, grad_comm_bytes
@@ -289,7 +290,7 @@ class _Context:
 
     def __post_init__(self) -> None:
         self.cluster = self.cluster_spec.resolve()
-        self.capacity = M.usable_memory_bytes(self.cluster_spec.gpu)
+        self.capacity = usable_memory_bytes(self.cluster_spec.gpu)
         sms = self.cluster.gpu.sms
         prof = (
             self.profile.at(sm_fraction=(sms - self.training.comm_sms) / sms)
@@ -716,7 +717,7 @@ def _static_parts(tp: int, pp: int, dp: int, cp: int, ep: int, vpp: int, mb: int
     expert_split = min(tp * ep, tp * dp * cp)
     dense_rep, expert_rep = dp * cp, tp * dp * cp / expert_split
     sbh = (t.seq_len / cp) * mb * model.hidden_size
-    buffers = M.RUNTIME_OVERHEAD_BYTES
+    buffers = RUNTIME_OVERHEAD_BYTES
     if dp * cp > 1:
         buffers += M.GRAD_BYTES * max(M.DDP_BUCKET_MIN_ELEMENTS, M.DDP_BUCKET_ELEMENTS_PER_DP_RANK * dp)
     if tp > 1:
@@ -828,7 +829,7 @@ def _memory_estimate(statics: tuple[_RankStatic, ...], acts: tuple[_RankActs, ..
         weight = 1.0 if schedule == "interleaved" else s.layers / stage_avg
         static = s.static[zero]
         total = static + s.buffers[zero == 3] + _inflight(schedule, rank, pp, vpp, m, weight) * per_mb + transient
-        total += M.FRAGMENTATION_FRACTION * (total - M.RUNTIME_OVERHEAD_BYTES)
+        total += M.FRAGMENTATION_FRACTION * (total - RUNTIME_OVERHEAD_BYTES)
         if dual:  # DualPipe keeps a second copy of the parameters and their state
             total += static * (1.0 + M.FRAGMENTATION_FRACTION)
         peak = max(peak, total)
@@ -1392,7 +1393,7 @@ def _plan_rows(plans: Sequence[PlanResult]) -> tuple[list[dict[str, Any]], list[
 
 def format_search(res: PlanSearchResult) -> str:
     """The text report of a plan search: what was searched, the fastest plans, the front, the prune counts."""
-    from simulator.textfmt import fmt, table
+    from simulator.cli.textfmt import fmt, table
 
     lines = [
         f"{res.model} on {res.num_gpus:,} x {res.gpu}, global batch {res.global_batch:,} x {res.seq_len:,} tokens",

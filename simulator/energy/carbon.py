@@ -1023,7 +1023,7 @@ class FootprintComparison:
 
 def footprint_rows(pue_scale: float = 1.0) -> list[FootprintComparison]:
     """Every row of training_footprints.csv with its prediction. ``pue_scale`` perturbs PUE (tests only)."""
-    from simulator.validation import read_table
+    from simulator.core.resources import read_table
 
     out = []
     for r in read_table("training_footprints.csv"):

@@ -20,9 +20,9 @@ from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.compression import CompressionSpec
-from simulator.energy import PowerSpec, SiteSpec
+from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
-from simulator.moe import MoERouting
+from simulator.moe.routing import MoERouting
 
 
 class ParallelSpec(BaseModel):
@@ -103,7 +103,7 @@ class RunConfig(BaseModel):
     cluster: ClusterSpec
     parallel: ParallelSpec = ParallelSpec()
     training: TrainingSpec = TrainingSpec()
-    moe_routing: MoERouting = Field(default_factory=MoERouting, description="how tokens pick experts (simulator.moe)")
+    moe_routing: MoERouting = Field(default_factory=MoERouting, description="how tokens pick experts (simulator.moe.routing)")
     power: PowerSpec = PowerSpec()
     site: SiteSpec = SiteSpec()
     seed: int = 0

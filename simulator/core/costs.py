@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hwmodels import collectives
 from hwmodels.profile import Profile
 from hwmodels.topology import CommGroup
-from simulator.workload import Op
+from simulator.core.workload import Op
 
 _BACKWARD_COLLECTIVE = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather"}
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels.errors import ClusterSimError, first_validation_error
+from hwmodels.fileio import atomic_write
 
 TRACE_FORMAT = "clustersim-routing/1"
 _DRIFT_BLOCK = 64  # steps of popularity drift drawn from one generator
@@ -959,14 +958,4 @@ def dumps_trace(doc: dict[str, Any]) -> str:
 def write_trace(doc: dict[str, Any], path: str | Path) -> Path:
     """Validate ``doc`` and write it atomically (temp file, then rename) so readers never see half a trace."""
     parse_trace(doc, where=str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(dumps_trace(doc))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, dumps_trace(doc))

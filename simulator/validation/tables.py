@@ -9,15 +9,13 @@ the paper or the code that produced it, never from a row's result.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from hwmodels.errors import ClusterSimError
-from simulator.config import load_config
+from simulator.core.config import load_config
+from simulator.core.resources import read_table
 from simulator.training import TrainingResult, simulate_training
 
 TABLES = ("megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi", "deepseek-v3")
@@ -38,26 +36,6 @@ class Comparison:
     def error(self) -> float:
         """Signed relative error, (predicted - published) / published."""
         return (self.predicted - self.published) / self.published
-
-
-def _norm(col: str) -> str:
-    col = col.replace("\ufeff", "").strip().lstrip("#").strip().lower()
-    for a, b in (("(", ""), (")", ""), (" ", "_"), ("#", "")):
-        col = col.replace(a, b)
-    return {"parameters_billion": "params_b"}.get(col, col)
-
-
-def read_table(filename: str) -> list[dict[str, str]]:
-    """Rows of a bundled CSV (comment lines above the header skipped, columns snake_cased)."""
-    text = resources.files("simulator").joinpath(f"data/validation/{filename}").read_text(encoding="utf-8-sig")
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    start = next(
-        i
-        for i in range(len(lines) - 1)
-        if not lines[i + 1].startswith("#") and lines[i].count(",") == lines[i + 1].count(",")
-    )
-    reader = csv.DictReader(io.StringIO("\n".join(lines[start:])))
-    return [{_norm(k): v for k, v in row.items()} for row in reader]
 
 
 def gpt_spec(name: str, layers: int, hidden: int, heads: int, vocab: int, seq: int) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Power over a simulated timeline: what each GPU draws, interval by interval, for plotting.
 
-The energy model (:mod:`hwmodels.power`, :mod:`simulator.energy`) integrates power over a window
+The energy model (:mod:`hwmodels.power`, :mod:`simulator.energy.accounting`) integrates power over a window
 without drawing it: active-idle power for the whole window plus activity terms for the time kernels
 run. This module spreads that energy back over the timeline so it can be drawn, in three levels
 per GPU: between kernels the board's active-idle power; during the collectives that run inline with

@@ -16,14 +16,10 @@ from typing import Any
 
 from hwmodels.catalogue import list_gpus, list_links, list_nodes
 from hwmodels.errors import ClusterSimError
-from simulator.textfmt import fmt, table
+from simulator.cli.textfmt import fmt, table
+from simulator.core.resources import example_path
 
 EXIT_USAGE = 2
-
-
-def example_path(name: str) -> Path:
-    """A config bundled with the package (simulator/examples/NAME)."""
-    return Path(str(resources.files("simulator").joinpath(f"examples/{name}")))
 
 
 def default_config_path() -> Path:
@@ -126,8 +122,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    from simulator.config import load_config
-    from simulator.layer_costs import layer_cost_report
+    from simulator.core.config import load_config
+    from simulator.core.layer_costs import layer_cost_report
 
     cfg = load_config(args.config or default_config_path(), args.set)
     report = layer_cost_report(cfg, args.profile)
@@ -242,7 +238,7 @@ def _energy_rows(r: Any, per: str) -> list[tuple[str, str]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from simulator.config import load_config
+    from simulator.core.config import load_config
     from simulator.training import simulate_training
 
     cfg = load_config(args.config or example_path(DEFAULT_TRAIN_CONFIG), args.set)
@@ -329,7 +325,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from simulator.claims import run_claims, to_markdown
+    from simulator.validation.claims import run_claims, to_markdown
 
     rows = run_claims(args.only or None)
     if args.out:
@@ -356,7 +352,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_energy(args: argparse.Namespace) -> int:
-    from simulator.carbon import FOOTPRINT_BASES, footprint_rows
+    from simulator.energy.carbon import FOOTPRINT_BASES, footprint_rows
 
     rows = footprint_rows()
     data = [
@@ -404,8 +400,8 @@ def cmd_validate_energy(args: argparse.Namespace) -> int:
 
 
 def cmd_dvfs(args: argparse.Namespace) -> int:
-    from simulator import dvfs
-    from simulator.config import apply_overrides, read_yaml
+    from simulator.core.config import apply_overrides, read_yaml
+    from simulator.search import dvfs
 
     data = apply_overrides(read_yaml(args.config or example_path("quickstart.yaml")), args.set)
     clocks = [float(c) for c in args.clocks.split(",")] if args.clocks else None
@@ -442,8 +438,8 @@ def cmd_dvfs(args: argparse.Namespace) -> int:
 
 
 def cmd_plan_serve(args: argparse.Namespace) -> int:
-    from simulator.config import apply_overrides, read_yaml
-    from simulator.plan_serve import plan_serving
+    from simulator.core.config import apply_overrides, read_yaml
+    from simulator.search.plan_serve import plan_serving
 
     data = apply_overrides(read_yaml(args.config or example_path(DEFAULT_SERVE_CONFIG)), args.set)
     tps = [int(t) for t in args.tp.split(",")] if args.tp else None
@@ -484,7 +480,7 @@ def cmd_plan_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from simulator import validation as V
+    from simulator.validation import tables as V
 
     if args.what == "energy":
         return cmd_validate_energy(args)
@@ -532,8 +528,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def app_script() -> Path:
-    """Installed path of the Streamlit explorer's entry script (app/main.py)."""
-    return Path(str(resources.files("app").joinpath("main.py")))
+    """Installed path of the Streamlit explorer's entry script (the repository's app/main.py, installed as simulator/app/main.py)."""
+    return Path(str(resources.files("simulator.app").joinpath("main.py")))
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -633,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "claims",
         help="test the source material's claims C1-C18 against clustersim's models",
-        description="Run every claim scenario (examples/claims/) and print what clustersim predicts and a verdict.",
+        description="Run every claim scenario (bundled claims/*.yaml) and print what clustersim predicts and a verdict.",
     )
     p.add_argument("--only", action="append", metavar="CN", help="only this claim (repeatable), e.g. --only C5")
     p.add_argument("--out", help="also write the full table as Markdown (e.g. docs/claims.md)")
@@ -674,8 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_app)
-    from simulator.plansearch import add_plan_parser
-    from simulator.sweep import add_sweep_parser
+    from simulator.search.plan_train import add_plan_parser
+    from simulator.search.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
     plan_sub = add_plan_parser(sub)

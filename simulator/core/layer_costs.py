@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict
 
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.profile import Profile, load_profile
-from simulator.config import RunConfig
-from simulator.costs import OpCost, op_cost
-from simulator.workload import Op, head_ops, layer_ops
+from simulator.core.config import RunConfig
+from simulator.core.costs import OpCost, op_cost
+from simulator.core.workload import Op, head_ops, layer_ops
 
 
 class OpRow(BaseModel):
