@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from hwmodels.errors import ClusterSimError
+from simulator.serving.policies import BATCHING_POLICIES, get_batching
+from simulator.training.schedules import schedule_names
 
 TRAIN_EXAMPLE = "gpt3-175b-a100.yaml"
 SERVE_EXAMPLE = "serve-llama3-8b-h100.yaml"
@@ -120,7 +122,7 @@ TRAINING_KNOB_CHOICES: dict[str, list[Any]] = {
     "tp": [1, 2, 4, 8, 16],
     "pp": [1, 2, 4, 8, 16, 32],
     "micro_batch": [1, 2, 4, 8],
-    "schedule": ["gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe"],
+    "schedule": list(schedule_names()),  # the schedule registry
     "recompute": ["none", "selective", "full"],
     "zero": [0, 1, 2, 3],
     "vpp": [1, 2, 3, 4],
@@ -174,7 +176,7 @@ def training_variants(
 # ---- serving sweeps ------------------------------------------------------------------------------
 
 SERVING_KNOB_CHOICES: dict[str, list[Any]] = {
-    "batching": ["static", "bucketed", "continuous", "chunked", "disaggregated"],
+    "batching": list(BATCHING_POLICIES),  # the policy registry
     "max_num_seqs": [8, 16, 32, 64, 128, 256, 512],
     "tp": [1, 2, 4, 8],
     "rate_per_s": [2.0, 4.0, 8.0, 12.0, 16.0, 24.0],
@@ -188,14 +190,6 @@ SERVING_KNOB_DEFAULTS: dict[str, list[Any]] = {
     "rate_per_s": [4.0, 8.0, 16.0],
     "kv_dtype": ["bf16", "fp8"],
     "replicas": [1, 2],
-}
-#: The batch-size limit of each policy that the ``max_num_seqs`` knob sets.
-BATCH_LIMIT_KEY = {
-    "static": "batch_size",
-    "bucketed": "max_batch",
-    "continuous": "max_num_seqs",
-    "chunked": "max_num_seqs",
-    "disaggregated": "max_num_seqs",
 }
 
 
@@ -214,7 +208,7 @@ def serving_variants(
         if "max_num_seqs" in values:
             limit = values["max_num_seqs"]
             kind = batching.get("kind", "continuous")
-            batching[BATCH_LIMIT_KEY[kind]] = limit
+            batching[get_batching(kind).batch_limit_field] = limit
             if kind == "bucketed":
                 batching["min_batch"] = min(batching.get("min_batch", 4), limit)
         if "tp" in values:

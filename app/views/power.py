@@ -41,8 +41,8 @@ from simulator.app.plans import default_serving, default_training, parse_upload,
 from hwmodels.fileio import atomic_write
 from simulator.core.resources import data_path
 from simulator.energy import carbon, pricing
-from simulator.search import dvfs
 from simulator.energy.power_trace import power_trace
+from simulator.search import dvfs
 
 PARAM, STATE = PAGE_PARAMS["power"][0], "power_cfg"
 SYNTHETIC_WEEK = data_path("carbon/synthetic_week.csv")

@@ -34,20 +34,13 @@ from simulator.app.plans import CURVE_REQUESTS, at_rate, curve_point, default_se
 
 from hwmodels.catalogue import list_gpus, list_links
 from hwmodels.fileio import atomic_write
-from simulator.serving import config as sc
+from simulator.serving.policies import BATCHING_POLICIES
 
 PARAM, STATE = PAGE_PARAMS["serving"][0], "serving_cfg"
-BATCHING_KINDS = ["static", "bucketed", "continuous", "chunked", "disaggregated"]
-_BATCHING_CLASSES = {
-    "static": sc.StaticBatching,
-    "bucketed": sc.BucketedBatching,
-    "continuous": sc.ContinuousBatching,
-    "chunked": sc.ChunkedPrefill,
-    "disaggregated": sc.DisaggregatedServing,
-}
+BATCHING_KINDS = list(BATCHING_POLICIES)  # the policy registry: a registered policy appears here
 #: Each policy's knobs and their defaults, read from the config schema (one source of truth).
 BATCHING_KNOBS: dict[str, dict[str, Any]] = {
-    kind: {k: v for k, v in cls().model_dump().items() if k != "kind"} for kind, cls in _BATCHING_CLASSES.items()
+    kind: {k: v for k, v in cls().model_dump().items() if k != "kind"} for kind, cls in BATCHING_POLICIES.items()
 }
 ARRIVAL_KINDS = ["poisson", "gamma", "fixed", "trace"]
 LENGTH_KINDS = ["fixed", "uniform", "lognormal", "zipf", "trace"]

@@ -31,6 +31,7 @@ from simulator.app.common import (
 from simulator.app.plans import default_training, derive_dp, from_json, to_json
 
 from hwmodels.catalogue import default_node_for_gpu, list_gpus, list_nodes
+from simulator.training.schedules import schedule_names
 
 PARAM, PARAM_B = PAGE_PARAMS["training"]
 STATE, STATE_B = "training_cfg", "training_b"
@@ -68,7 +69,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
 }
 #: Plan B changes only these knobs of plan A (dp is re-derived).
 B_FIELDS = ("tp", "pp", "vpp", "micro_batch", "schedule", "recompute", "zero")
-SCHEDULES = ["gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe"]
+SCHEDULES = list(schedule_names())  # the schedule registry: a registered schedule appears here
 RECOMPUTE = ["none", "selective", "full"]
 PRECISIONS = ["bf16", "fp16", "fp8"]
 DEFAULT_MODEL, DEFAULT_GPU = "gpt3-175b", "a100-sxm4-80gb"

@@ -23,6 +23,7 @@ from simulator.compression import CompressionSpec
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
 from simulator.moe.routing import MoERouting
+from simulator.training.schedules import get_schedule
 
 
 class ParallelSpec(BaseModel):
@@ -38,7 +39,13 @@ class ParallelSpec(BaseModel):
     sp: bool = False
     vpp: int = Field(default=1, gt=0)
     zero: int = Field(default=0, ge=0, le=3)
-    schedule: Literal["gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe"] = "1f1b"
+    schedule: str = Field(default="1f1b", description="a registered pipeline schedule (simulator.training.schedules)")
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        get_schedule(v)  # one-line error naming the registered schedules
+        return v
 
 
 class TrainingSpec(BaseModel):
@@ -103,7 +110,9 @@ class RunConfig(BaseModel):
     cluster: ClusterSpec
     parallel: ParallelSpec = ParallelSpec()
     training: TrainingSpec = TrainingSpec()
-    moe_routing: MoERouting = Field(default_factory=MoERouting, description="how tokens pick experts (simulator.moe.routing)")
+    moe_routing: MoERouting = Field(
+        default_factory=MoERouting, description="how tokens pick experts (simulator.moe.routing)"
+    )
     power: PowerSpec = PowerSpec()
     site: SiteSpec = SiteSpec()
     seed: int = 0
@@ -139,7 +148,7 @@ class RunConfig(BaseModel):
             raise ClusterSimError(
                 f"num_layers={m.num_layers} cannot be split over pp*vpp={p.pp}*{p.vpp} chunks; use fewer stages"
             )
-        if p.vpp > 1 and p.schedule != "interleaved":
+        if p.vpp > 1 and not get_schedule(p.schedule).interleaved:
             raise ClusterSimError(f"parallel.vpp={p.vpp} needs parallel.schedule=interleaved")
         if t.global_batch % (t.micro_batch * p.dp):
             raise ClusterSimError(

@@ -51,11 +51,11 @@ from simulator.search.pareto import pareto_front
 from simulator.training import TrainingResult, simulate_training
 from simulator.training import memory as M
 from simulator.training.plan import chunk_costs, chunk_layers, grad_comm_bytes
+from simulator.training.schedules import StageAggregate, get_schedule, schedule_names
 from simulator.training.simulate import ADAM_BYTES_PER_PARAM
 
-SCHEDULES: tuple[str, ...] = get_args(ParallelSpec.model_fields["schedule"].annotation)
+SCHEDULES: tuple[str, ...] = schedule_names()  # the registry, in registration order
 RECOMPUTE: tuple[str, ...] = get_args(TrainingSpec.model_fields["recompute"].annotation)
-SPLIT_BACKWARD = ("zero-bubble", "dualpipe")  # schedules that run weight gradients as separate tasks
 
 # Prune reasons (keys of PlanSearchResult.pruned).
 R_WORLD = "tp*pp*cp does not divide num_gpus"
@@ -70,8 +70,6 @@ R_SP = "duplicate: sp needs tp > 1"
 R_PIPE = "duplicate: a pipeline schedule needs pp > 1"
 R_ZERO = "duplicate: zero needs dp*cp > 1"
 R_VPP_LAYERS = "interleaving needs num_layers divisible by pp*vpp"
-R_VPP_MB = "interleaving needs micro-batches divisible by pp"
-R_DUALPIPE = "dualpipe needs an even pp and an even number of micro-batches >= pp"
 R_OOM = "out of memory"
 
 #: Screened Pareto plans slower than this many times the fastest are not simulated (few would trade that much
@@ -442,20 +440,6 @@ def _layer_table(tp: int, sp: bool, cp: int, ep: int, mb: int, recompute: str) -
 
 
 @dataclass(frozen=True)
-class _Agg:
-    """A plan's pipeline in the few numbers the closed-form schedule models need."""
-
-    smax: float  # slowest rank's forward + backward per micro-batch
-    ssum: float  # all ranks' forward + backward per micro-batch
-    fb_mean: float  # mean rank forward + input-gradient backward
-    w_mean: float  # mean rank weight-gradient backward
-    f_mean: float  # mean chunk forward
-    drain: float  # backwards the last rank finishes before the first (per micro-batch, all but the last rank)
-    pair_work: np.ndarray | None = None  # dualpipe: per-rank mean chunk work
-    pair_hidden: np.ndarray | None = None  # dualpipe: per-rank communication an F/B pair hides
-
-
-@dataclass(frozen=True)
 class _Stages:
     """One plan's chunks (model order), how they map onto pipeline ranks, and their aggregates."""
 
@@ -471,7 +455,7 @@ class _Stages:
     dual: bool
     send_bytes: float
     edge_chunks: tuple[tuple[int, ...], tuple[int, ...]]  # chunks of the first and of the last rank
-    agg: _Agg
+    agg: StageAggregate
 
 
 def _aggregate(
@@ -485,17 +469,18 @@ def _aggregate(
     pp: int,
     v: int,
     dual: bool,
-) -> _Agg:
+) -> StageAggregate:
     if dual:
         work = f + b + w
         comm = comm + (f - st_f) + (b - st_b)  # ZeRO-3's exposed gathers are communication the pairs hide too
         hidden = np.minimum(comm, f + b - comm)
-        return _Agg(0.0, 0.0, 0.0, 0.0, float(f.mean()), 0.0, 0.5 * (work + work[::-1]), 0.5 * (hidden + hidden[::-1]))
+        pair_work, pair_hidden = 0.5 * (work + work[::-1]), 0.5 * (hidden + hidden[::-1])
+        return StageAggregate(0.0, 0.0, 0.0, 0.0, float(f.mean()), 0.0, pair_work, pair_hidden)
     fr = np.bincount(rank, f, minlength=pp)
     br = np.bincount(rank, b, minlength=pp)
     wr = np.bincount(rank, w, minlength=pp)
     s = fr + br + wr
-    return _Agg(
+    return StageAggregate(
         smax=float(s.max()),
         ssum=float(s.sum()),
         fb_mean=float((fr + br).mean()),
@@ -563,27 +548,6 @@ def _zero3(st: _Stages, dp_cp: int, tp: int) -> tuple[np.ndarray, np.ndarray]:
     return f, st.b + exposed
 
 
-def _pipeline(a: _Agg, schedule: str, pp: int, v: int, m: int, p2p: float) -> tuple[float, float]:
-    """(pipeline time, how much earlier the last rank finishes than the first) of one step."""
-    hops = 2.0 * (pp - 1) * p2p
-    if schedule == "dualpipe":
-        # rank r runs chunk r of one direction and chunk pp-1-r of the other, m/2 micro-batches each; a
-        # forward and a backward of opposite directions run as one task that hides their communication,
-        # which the engine manages for about m - 3 pp micro-batches; filling the two pipelines from both
-        # ends leaves about (pp/2 - 1) forwards of bubble
-        assert a.pair_work is not None and a.pair_hidden is not None
-        per_rank = m * a.pair_work - max(0, m - 3 * pp) * a.pair_hidden
-        return float(per_rank.max()) + (pp / 2 - 1) * a.f_mean + hops, 0.0
-    if schedule == "zero-bubble":
-        # ZB-H1: deferred weight gradients fill the 1F1B bubble once there are enough micro-batches
-        bubble = max(0.0, (pp - 1) * a.fb_mean - min(m - 1, pp - 1) * a.w_mean)
-        return m * a.smax + bubble + hops, 0.0
-    # 1F1B, GPipe and interleaved: the steady state runs at the slowest rank; filling and draining the
-    # pipeline costs the other ranks' work once, divided by the virtual stages
-    total = m * a.smax + (a.ssum - a.smax) / v + hops * (1.0 + (v - 1) / v)
-    return total, a.drain + (pp - 1) * p2p
-
-
 def _rank_tail(st: _Stages, side: int, end: float, key: PlanKey) -> float:
     """When the first (``side`` 0) or last (1) rank finishes its step: DP gradient buckets after its last
     backwards, the tied-embedding all-reduce, the optimizer and ZeRO-1/2's parameter gather
@@ -600,7 +564,7 @@ def _rank_tail(st: _Stages, side: int, end: float, key: PlanKey) -> float:
     if zero < 3 and dp_cp > 1:
         kind = "all_reduce" if zero == 0 else "reduce_scatter"
         per_bucket = max(t.bucket_mparams * 1e6, 1e6 * dp)
-        split = schedule in SPLIT_BACKWARD
+        split = get_schedule(schedule).split_weight
         queue = -math.inf
         # local chunk k's gradients are complete about k x pp backwards before the rank's end (interleaved
         # cool-down runs the chunks' backwards in groups of pp, the last chunk first)
@@ -633,7 +597,7 @@ def _step_estimate(st: _Stages, key: PlanKey, m: int) -> float:
         f, b = _zero3(st, dp * cp, tp)
         agg = _aggregate(st.f, st.b, f, b, st.w, st.fc + st.bc, st.rank, pp, st.v, st.dual)
     p2p = _comm("send_recv", st.send_bytes, 2, tp * cp * dp) if pp > 1 else 0.0
-    total, early = _pipeline(agg, schedule, pp, st.v, m, p2p)
+    total, early = get_schedule(schedule).screen_time(agg, pp, st.v, m, p2p)
     end = _rank_tail(st, 0, total, key)
     if pp > 1:
         end = max(end, _rank_tail(st, 1, total - early, key))
@@ -803,32 +767,21 @@ def _activations(tp: int, sp: bool, cp: int, mb: int, recompute: str) -> tuple[n
     return hit
 
 
-def _inflight(schedule: str, rank: int, pp: int, vpp: int, m: int, weight: float) -> float:
-    """Peak micro-batches of activations the engine keeps on ``rank`` (PipelineEngine.peak_inflight)."""
-    if schedule == "gpipe":
-        return m * weight
-    if schedule == "interleaved":
-        warmup = min(2 * (pp - rank - 1) + (vpp - 1) * pp, m * vpp)
-        return min(warmup + 1, m * vpp) / vpp
-    if schedule == "dualpipe":
-        return float(min(pp - rank, m // 2) + min(rank + 1, m // 2)) * weight
-    return min(pp - rank, m) * weight
-
-
 def _memory_estimate(statics: tuple[_RankStatic, ...], acts: tuple[_RankActs, ...], key: PlanKey, m: int) -> float:
     """Peak bytes per GPU over the pipeline ranks that can hold the most (simulate._memory)."""
     assert _CTX is not None
     pp, vpp, zero, schedule = key[1], key[6], key[7], key[8]
-    gpipe, dual = schedule == "gpipe", schedule == "dualpipe"
+    sched = get_schedule(schedule)
+    gpipe, dual = sched.all_forwards_first, sched.dual
     stage_avg = _CTX.model.num_layers / pp
     peak = 0.0
     for s, a in zip(statics, acts, strict=True):
         rank = s.rank
         per_mb = a.per_mb + (a.out_layer if gpipe else 0.0)
         transient = a.transient + (0.0 if gpipe else a.out_layer)
-        weight = 1.0 if schedule == "interleaved" else s.layers / stage_avg
+        weight = 1.0 if sched.interleaved else s.layers / stage_avg
         static = s.static[zero]
-        total = static + s.buffers[zero == 3] + _inflight(schedule, rank, pp, vpp, m, weight) * per_mb + transient
+        total = static + s.buffers[zero == 3] + sched.inflight(rank, pp, vpp, m, weight) * per_mb + transient
         total += M.FRAGMENTATION_FRACTION * (total - RUNTIME_OVERHEAD_BYTES)
         if dual:  # DualPipe keeps a second copy of the parameters and their state
             total += static * (1.0 + M.FRAGMENTATION_FRACTION)
@@ -859,7 +812,7 @@ def _schedule_variants(space: SearchSpace, num_layers: int) -> list[tuple[str, i
     vpps = space.vpp if space.vpp is not None else tuple(d for d in divisors(num_layers) if d >= 2)
     out: list[tuple[str, int]] = []
     for s in space.schedule:
-        out += [(s, v) for v in vpps] if s == "interleaved" else [(s, 1)]
+        out += [(s, v) for v in vpps] if get_schedule(s).interleaved else [(s, 1)]
     return out
 
 
@@ -952,7 +905,7 @@ def _screen_task(task: tuple[int, int]) -> _TaskOut:
                                 continue
                             if table is None:
                                 table = _layer_table(*lkey)
-                            dual = schedule == "dualpipe"
+                            dual = get_schedule(schedule).dual
                             st = _stages(table, lkey, pp, vpp, dual, t.host_s_per_layer, recompute == "full")
                             statics = _static_parts(tp, pp, dp, cp, ep, vpp, mb)
                             acts = _act_parts(tp, sp, cp, mb, recompute, pp, vpp)
@@ -975,19 +928,14 @@ def _screen_task(task: tuple[int, int]) -> _TaskOut:
 
 
 def _schedule_rule(schedule: str, pp: int, vpp: int, m: int, layers: int) -> str | None:
-    """Why a (schedule, vpp) cannot run this pipeline, or None."""
+    """Why a (schedule, vpp) cannot run this pipeline, or None (the schedule's own rule from the registry)."""
     if pp == 1:
         return R_PIPE if schedule != "1f1b" else None
-    if schedule == "interleaved":
-        if pp * vpp > layers:
-            return R_PP_LAYERS
-        if layers % (pp * vpp):
-            return R_VPP_LAYERS
-        if m % pp:
-            return R_VPP_MB
-    if schedule == "dualpipe" and (pp % 2 or m % 2 or m < pp):
-        return R_DUALPIPE
-    return None
+    if vpp > 1 and pp * vpp > layers:
+        return R_PP_LAYERS
+    if vpp > 1 and layers % (pp * vpp):
+        return R_VPP_LAYERS
+    return get_schedule(schedule).rule(pp, vpp, m)
 
 
 def _front_2d(points: Sequence[tuple[float, float, PlanKey]]) -> list[tuple[float, float, PlanKey]]:
@@ -1020,7 +968,7 @@ def _tasks_of(key: PlanKey, global_batch: int) -> int:
     """Engine tasks of a plan: a forward and a backward (and a weight task) per micro-batch and chunk."""
     tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, _ = key
     m = global_batch // (mb * dp)
-    return m * pp * vpp * (3 if schedule in SPLIT_BACKWARD else 2)
+    return m * pp * vpp * (3 if get_schedule(schedule).split_weight else 2)
 
 
 def _pick_spread(front: Sequence[Any], n: int) -> list[Any]:

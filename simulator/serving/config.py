@@ -1,6 +1,7 @@
 """Serving configuration: model, replicas, batching policy, KV cache, traffic and SLO.
 
-Policies and distributions are tagged unions (``kind: continuous``), validated by pydantic; every
+Distributions are tagged unions (``kind: lognormal``), validated by pydantic; the batching policy is
+looked up by its ``kind`` in the policy registry (:mod:`simulator.serving.policies`); every
 cross-field problem is a one-line ``ClusterSimError`` naming the field to change.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
@@ -17,6 +18,15 @@ from simulator.core.config import apply_overrides, read_yaml
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
 from simulator.moe.routing import MoERouting
+from simulator.serving.policies import (  # noqa: F401 - re-exported: the policies' old home
+    BatchingPolicy,
+    BucketedBatching,
+    ChunkedPrefill,
+    ContinuousBatching,
+    DisaggregatedServing,
+    StaticBatching,
+    parse_batching,
+)
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -174,76 +184,6 @@ class WorkloadSpec(BaseModel):
         return self
 
 
-# ---- batching policies ---------------------------------------------------------------------------
-class StaticBatching(BaseModel):
-    """Request-level batching: wait for ``batch_size`` requests (or ``max_wait_s``), prefill them
-    together, decode until the whole batch is done; nobody joins a running batch."""
-
-    model_config = _STRICT
-    kind: Literal["static"] = "static"
-    batch_size: int = Field(default=8, gt=0)
-    max_wait_s: float = Field(default=0.5, ge=0)
-
-
-class BucketedBatching(BaseModel):
-    """Dynamic length-bucketed batching: requests wait in ``num_buckets`` bins of ``bucket_width``
-    prompt tokens; a bin runs as a static batch once it holds ``min_batch`` requests (up to
-    ``max_batch``) or its oldest request has waited ``max_wait_s``."""
-
-    model_config = _STRICT
-    kind: Literal["bucketed"] = "bucketed"
-    bucket_width: int = Field(default=256, gt=0)
-    num_buckets: int = Field(default=8, gt=0)
-    min_batch: int = Field(default=4, gt=0)
-    max_batch: int = Field(default=32, gt=0)
-    max_wait_s: float = Field(default=0.2, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> BucketedBatching:
-        if self.min_batch > self.max_batch:
-            raise ClusterSimError(f"batching.min_batch={self.min_batch} exceeds max_batch={self.max_batch}")
-        return self
-
-
-class ContinuousBatching(BaseModel):
-    """Iteration-level batching (Orca, vLLM): finished sequences leave and waiting ones join every
-    iteration; a new request's whole prompt is prefilled in one iteration (prefills first)."""
-
-    model_config = _STRICT
-    kind: Literal["continuous"] = "continuous"
-    max_num_seqs: int = Field(default=256, gt=0)
-    max_num_batched_tokens: int = Field(default=8192, gt=0)
-
-
-class ChunkedPrefill(BaseModel):
-    """Sarathi-Serve: each iteration has a ``token_budget``; running decodes take one token each and
-    the rest of the budget prefills waiting prompts in chunks, so long prompts never stall decodes."""
-
-    model_config = _STRICT
-    kind: Literal["chunked"] = "chunked"
-    max_num_seqs: int = Field(default=256, gt=0)
-    token_budget: int = Field(default=512, gt=0)
-
-
-class DisaggregatedServing(BaseModel):
-    """Separate prefill and decode pools (Splitwise, DistServe): prompts run on prefill replicas, the
-    KV cache moves over ``link`` to a decode replica, which batches decodes continuously."""
-
-    model_config = _STRICT
-    kind: Literal["disaggregated"] = "disaggregated"
-    prefill_replicas: int = Field(default=1, gt=0)
-    decode_replicas: int = Field(default=1, gt=0)
-    max_num_seqs: int = Field(default=256, gt=0)
-    max_num_batched_tokens: int = Field(default=8192, gt=0)
-    link: str = Field(default="ib-ndr", description="link class for the KV transfer (`clustersim nodes`)")
-
-
-Batching = Annotated[
-    StaticBatching | BucketedBatching | ContinuousBatching | ChunkedPrefill | DisaggregatedServing,
-    Field(discriminator="kind"),
-]
-
-
 # ---- KV cache ------------------------------------------------------------------------------------
 class RetentionSpec(BaseModel):
     """Structured KV retention for long conversations: keep the last ``keep_last_turns`` turns in
@@ -311,7 +251,9 @@ class ServingConfig(BaseModel):
     moe_routing: MoERouting = Field(default_factory=MoERouting, description="expert routing for ep > 1")
     weight_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     router: Literal["round_robin", "least_outstanding", "kv_aware"] = "least_outstanding"
-    batching: Batching = ContinuousBatching()
+    batching: SerializeAsAny[BatchingPolicy] = Field(
+        default_factory=ContinuousBatching, description="a registered batching policy (simulator.serving.policies)"
+    )
     kv: KVSpec = KVSpec()
     workload: WorkloadSpec = WorkloadSpec()
     slo: SLOSpec = SLOSpec()
@@ -323,6 +265,11 @@ class ServingConfig(BaseModel):
     @classmethod
     def _resolve_model(cls, v: Any) -> ModelSpec:
         return v if isinstance(v, ModelSpec) else get_model(v)
+
+    @field_validator("batching", mode="before")
+    @classmethod
+    def _policy(cls, v: Any) -> BatchingPolicy:
+        return parse_batching(v)
 
     @field_validator("gpu")
     @classmethod
@@ -349,9 +296,7 @@ class ServingConfig(BaseModel):
 
     @property
     def num_gpus(self) -> int:
-        b = self.batching
-        pools = b.prefill_replicas + b.decode_replicas if isinstance(b, DisaggregatedServing) else self.replicas
-        return pools * self.gpus_per_replica
+        return len(self.batching.replica_roles(self.replicas)) * self.gpus_per_replica
 
 
 def load_serving_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> ServingConfig:

@@ -16,17 +16,10 @@ from dataclasses import dataclass, field
 import simpy
 
 from hwmodels.errors import ClusterSimError
-from simulator.serving.config import (
-    BucketedBatching,
-    ChunkedPrefill,
-    ContinuousBatching,
-    DisaggregatedServing,
-    RetentionSpec,
-    ServingConfig,
-    StaticBatching,
-)
+from simulator.serving.config import RetentionSpec, ServingConfig
 from simulator.serving.iteration import IterationModel
 from simulator.serving.kv import KVCache
+from simulator.serving.policies import RequestLevelBatching
 from simulator.serving.workload import Request
 
 
@@ -138,11 +131,7 @@ class ServingEngine:
         self.preemptions = 0
         self.max_admitted = 0  # most sequences a replica held at once (decoding, prefilling or swapped out)
         self.kv_link_bytes_s = 0.0
-        b = cfg.batching
-        if isinstance(b, DisaggregatedServing):
-            roles = ["prefill"] * b.prefill_replicas + ["decode"] * b.decode_replicas
-        else:
-            roles = ["serve"] * cfg.replicas
+        roles = cfg.batching.replica_roles(cfg.replicas)
         self.replicas = [Replica(i, r, model, make_kv(), self.env) for i, r in enumerate(roles)]
         self._rr = 0
 
@@ -274,8 +263,9 @@ class ServingEngine:
             else:
                 break
 
-    # ---- policies: each returns (prefill [(seq, chunk)], decodes, padded_prefill, padded_decode) ----
-    def _continuous(self, rep: Replica, max_seqs: int, max_tokens: int) -> tuple[list, list]:
+    # ---- batch builders the policies (simulator.serving.policies) call: (prefill [(seq, chunk)], decodes) ----
+    def continuous_batch(self, rep: Replica, max_seqs: int, max_tokens: int) -> tuple[list, list]:
+        """Orca/vLLM iteration: admit whole prompts (prefill-only iterations first), else grow the decodes."""
         self._resume_swapped(rep)
         admitted: list[tuple[Seq, int]] = []
         tokens = 0
@@ -302,10 +292,11 @@ class ServingEngine:
             return admitted, []
         return [], self._grow_decodes(rep, self._decoding(rep))
 
-    def _chunked(self, rep: Replica, pol: ChunkedPrefill) -> tuple[list, list]:
+    def chunked_batch(self, rep: Replica, max_seqs: int, token_budget: int) -> tuple[list, list]:
+        """Sarathi-Serve iteration: every decode, then prompt chunks filling the rest of ``token_budget``."""
         self._resume_swapped(rep)
-        decodes = self._grow_decodes(rep, self._decoding(rep)[: pol.max_num_seqs])
-        budget = pol.token_budget - len(decodes)
+        decodes = self._grow_decodes(rep, self._decoding(rep)[:max_seqs])
+        budget = token_budget - len(decodes)
         prefill: list[tuple[Seq, int]] = []
         partial = [s for s in rep.running if s.to_prefill > 0 and not s.swapped]
         for seq in partial:
@@ -316,7 +307,7 @@ class ServingEngine:
                 break
             prefill.append((seq, chunk))
             budget -= chunk
-        while budget > 0 and rep.waiting and len(rep.running) < pol.max_num_seqs:
+        while budget > 0 and rep.waiting and len(rep.running) < max_seqs:
             seq = rep.waiting[0]
             self._claim_prefix(rep, seq)
             chunk = min(seq.to_prefill, budget)
@@ -331,31 +322,25 @@ class ServingEngine:
 
     # ---- the replica process ----------------------------------------------------------------------
     def _replica(self, rep: Replica) -> Generator:
-        pol = self.cfg.batching
+        policy = self.cfg.batching
         while True:
             if not rep.waiting and not rep.running:
                 rep.wake = self.env.event()
                 yield rep.wake
                 continue
-            if isinstance(pol, StaticBatching | BucketedBatching):
-                yield from self._static_batch(rep, pol)
-                continue
-            if isinstance(pol, ChunkedPrefill):
-                prefill, decodes = self._chunked(rep, pol)
-            elif isinstance(pol, DisaggregatedServing):
-                prefill, decodes = self._continuous(rep, pol.max_num_seqs, pol.max_num_batched_tokens)
-            else:
-                assert isinstance(pol, ContinuousBatching)
-                prefill, decodes = self._continuous(rep, pol.max_num_seqs, pol.max_num_batched_tokens)
-            if not prefill and not decodes:
-                if rep.running and not rep.waiting and all(s.swapped for s in rep.running):
-                    raise ClusterSimError("KV cache cannot hold even one swapped-in sequence; raise kv memory")
-                if not rep.running:
-                    self._unfittable(rep)
-                rep.wake = self.env.event()
-                yield rep.wake
-                continue
+            yield from policy.step(self, rep)
+
+    def run_batch(self, rep: Replica, prefill: list[tuple[Seq, int]], decodes: list[Seq]) -> Generator:
+        """Run one iteration of ``prefill`` chunks and ``decodes``; with nothing to run, wait for a change."""
+        if prefill or decodes:
             yield from self._run_iteration(rep, prefill, decodes)
+            return
+        if rep.running and not rep.waiting and all(s.swapped for s in rep.running):
+            raise ClusterSimError("KV cache cannot hold even one swapped-in sequence; raise kv memory")
+        if not rep.running:
+            self._unfittable(rep)
+        rep.wake = self.env.event()
+        yield rep.wake
 
     def _unfittable(self, rep: Replica) -> None:
         seq = rep.waiting[0]
@@ -429,7 +414,8 @@ class ServingEngine:
         self._enqueue(rep, seq)
 
     # ---- static and bucketed batching -----------------------------------------------------------
-    def _static_batch(self, rep: Replica, pol: StaticBatching | BucketedBatching) -> Generator:
+    def static_batch(self, rep: Replica, pol: RequestLevelBatching) -> Generator:
+        """Form a request-level batch, prefill it padded to its longest prompt and decode it to the end."""
         batch, reserved = self._form_batch(rep, pol)
         if not batch:
             oldest = min(s.arrival for s in rep.waiting)
@@ -470,20 +456,11 @@ class ServingEngine:
             IterationRecord(rep.index, start, self.env.now, prefill_tokens, decodes, rep.kv.gpu_used, rep.kv.gpu_blocks)
         )
 
-    def _form_batch(self, rep: Replica, pol: StaticBatching | BucketedBatching) -> tuple[list[Seq], int]:
+    def _form_batch(self, rep: Replica, pol: RequestLevelBatching) -> tuple[list[Seq], int]:
         """Pick the next static batch, reserving KV for every member's padded full length."""
         now = self.env.now
-        if isinstance(pol, StaticBatching):
-            groups = [list(rep.waiting)]
-            size, minimum = pol.batch_size, pol.batch_size
-        else:
-            buckets: dict[int, list[Seq]] = {}
-            for s in rep.waiting:
-                b = min(s.prompt // pol.bucket_width, pol.num_buckets - 1)
-                buckets.setdefault(b, []).append(s)
-            groups = sorted(buckets.values(), key=lambda g: g[0].arrival)
-            size, minimum = pol.max_batch, pol.min_batch
-        for group in groups:
+        size, minimum = pol.size_limits
+        for group in pol.groups(list(rep.waiting)):
             if len(group) >= minimum or (group and now - group[0].arrival >= pol.max_wait_s - 1e-12):
                 batch = group[:size]
                 while batch:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hwmodels.catalogue import get_gpu, get_link
+from hwmodels.catalogue import get_gpu
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
@@ -14,11 +14,7 @@ from hwmodels.topology import ClusterSpec
 from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
 from simulator.energy.accounting import footprint, gpu_energy_j
 from simulator.serving.config import (
-    BucketedBatching,
-    ChunkedPrefill,
-    DisaggregatedServing,
     ServingConfig,
-    StaticBatching,
     load_serving_config,
 )
 from simulator.serving.engine import ServingEngine
@@ -42,14 +38,8 @@ def kv_bytes_per_token_per_gpu(cfg: ServingConfig) -> float:
 
 
 def max_iteration_tokens(cfg: ServingConfig, max_prompt: int) -> int:
-    b = cfg.batching
-    if isinstance(b, ChunkedPrefill):
-        return b.token_budget
-    if isinstance(b, StaticBatching):
-        return b.batch_size * max_prompt
-    if isinstance(b, BucketedBatching):
-        return b.max_batch * min(max_prompt, b.bucket_width * b.num_buckets)
-    return max(b.max_num_batched_tokens, max_prompt)
+    """Most prompt tokens one iteration holds under the config's batching policy."""
+    return cfg.batching.max_iteration_tokens(max_prompt)
 
 
 def kv_budget_blocks(cfg: ServingConfig, max_prompt: int) -> tuple[int, dict[str, float]]:
@@ -150,8 +140,7 @@ def _run(cfg: ServingConfig, prof: Profile, requests: list) -> tuple[ServingEngi
         )
 
     engine = ServingEngine(cfg, model, make_kv, requests)
-    if isinstance(cfg.batching, DisaggregatedServing):
-        engine.kv_link_bytes_s = get_link(cfg.batching.link).effective_bandwidth_bytes_per_s
+    cfg.batching.setup(engine)
     seqs = engine.run()
     return engine, seqs, memory
 

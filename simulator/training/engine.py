@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from simulator.training.plan import ChunkCost, Phase
-from simulator.training.schedules import DYNAMIC, STATIC, Layout, Task, rank_tasks
+from simulator.training.schedules import Layout, Task, get_schedule, rank_tasks
 
 #: timeline record: (start_s, end_s, rank, stream, name, phase, microbatch, chunk)
 Event = tuple[float, float, int, str, str, str, int, int]
@@ -54,7 +54,7 @@ class PipelineEngine:
         self.layout = layout
         self.chunks = chunks
         self.schedule = schedule
-        self.split = schedule in DYNAMIC
+        self.split = get_schedule(schedule).split_weight
         self.p2p_s = p2p_s
         self.env = simpy.Environment()
         self.events: list[Event] = []
@@ -249,12 +249,10 @@ class PipelineEngine:
                 yield from self._wait(rank, self._heads(backs) + self._heads(forwards), any_of=True)
 
     def run(self) -> PipelineRun:
+        schedule = get_schedule(self.schedule)
         for rank in range(self.layout.pp):
-            if self.schedule in STATIC:
-                proc = self.static_rank(rank, STATIC[self.schedule](self.layout, rank))
-            else:
-                proc = self.dynamic_rank(rank)
-            self.env.process(proc)
+            order = schedule.order(self.layout, rank)
+            self.env.process(self.dynamic_rank(rank) if order is None else self.static_rank(rank, order))
         self.env.run()
         missing = [t for t, ev in self.done.items() if not ev.triggered]
         if missing:  # a schedule that deadlocks is a bug in the schedule, not a user error

@@ -60,6 +60,7 @@ from hwmodels.errors import ClusterSimError
 from simulator.core.config import RunConfig
 from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES
 from simulator.training.plan import chunk_layers
+from simulator.training.schedules import get_schedule
 
 WEIGHT_BYTES = 2.0  # bf16/fp16 model weights
 FP8_WEIGHT_BYTES = 1.0  # TransformerEngine's fp8 copy of each GEMM weight (precision=fp8)
@@ -265,7 +266,7 @@ def activation_bytes_per_microbatch(cfg: RunConfig, stage: int, *, flash_attenti
     total = sum(_layer_activations(cfg, i, t.recompute, flash_attention) for i in stage_layers(cfg, stage))
     if _is_first(cfg, stage):
         total += MASK_BYTES * (t.seq_len / p.cp) * t.micro_batch * m.hidden_size / (p.tp if p.sp else 1)
-    if _is_last(cfg, stage) and p.schedule == "gpipe":
+    if _is_last(cfg, stage) and get_schedule(p.schedule).all_forwards_first:
         total += _output_layer_activations(cfg)
     return total
 
@@ -283,7 +284,7 @@ def transient_activation_bytes(cfg: RunConfig, stage: int, *, flash_attention: b
             _layer_activations(cfg, i, "none", flash_attention) - _layer_activations(cfg, i, recompute, flash_attention)
             for i in stage_layers(cfg, stage)
         )
-    if _is_last(cfg, stage) and cfg.parallel.schedule != "gpipe":
+    if _is_last(cfg, stage) and not get_schedule(cfg.parallel.schedule).all_forwards_first:
         working += _output_layer_activations(cfg)
     return working
 
