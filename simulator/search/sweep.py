@@ -13,7 +13,6 @@ what is missing.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -41,17 +40,15 @@ __all__ = [
     "SWEEP_SCHEMA",
     "SweepFile",
     "SweepSpec",
-    "add_sweep_parser",
-    "cmd_sweep",
     "code_version",
     "config_hash",
     "config_kind",
     "evaluate_point",
     "load_sweep_file",
-    "main",
     "normalise_reason",
     "pareto",
     "sweep",
+    "sweep_file_base",
     "write_frame",
 ]
 
@@ -307,23 +304,21 @@ def code_version() -> str:
     never come back from the cache."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import hwmodels
-    import simulator
-
     try:
         pkg = version("clustersim")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         pkg = "dev"
     digest = hashlib.sha256()
-    skip = {"sweep.py", "cli.py"}  # presentation only; they never change a simulated number
-    for pkg_mod in (simulator, hwmodels):
-        root = Path(pkg_mod.__file__).parent
+    skip = ("search/sweep.py", "cli/", "app/")  # presentation only; they never change a simulated number
+    for name in ("simulator", "hwmodels"):
+        root = Path(str(resources.files(name)))
         for path in sorted(root.rglob("*")):
             if path.suffix not in {".py", ".yaml", ".json", ".csv"} or "__pycache__" in path.parts:
                 continue
-            if path.parent == root and path.name in skip:
+            rel = path.relative_to(root).as_posix()
+            if rel.startswith(skip):
                 continue
-            digest.update(f"{pkg_mod.__name__}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(f"{name}/{rel}\0".encode())
             digest.update(path.read_bytes())
     return f"{SWEEP_SCHEMA}/clustersim-{pkg}/{digest.hexdigest()[:16]}"
 
@@ -858,152 +853,13 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-# ---- CLI ----------------------------------------------------------------------------------------------
-
-_TRAIN_COLUMNS = [
-    ("step_time_s", "step s"),
-    ("tokens_per_s_per_gpu", "tokens/s/GPU"),
-    ("mfu", "MFU"),
-    ("bubble_fraction", "bubble"),
-    ("memory_per_gpu_gb_peak", "peak GB/GPU"),
-    ("fits_in_memory", "fits"),
-]
-_SERVE_COLUMNS = [
-    ("throughput_tokens_per_s", "tokens/s"),
-    ("goodput_requests_per_s", "goodput req/s"),
-    ("slo_attainment", "SLO met"),
-    ("ttft_s_p99", "TTFT p99 s"),
-    ("tpot_s_p99", "TPOT p99 s"),
-    ("kv_peak_utilization", "KV peak"),
-]
-_PERCENT = {"mfu", "bubble_fraction", "slo_attainment", "kv_peak_utilization", "hfu"}
+# ---- sweep files (``clustersim sweep`` in simulator/cli/search.py prints the results) -----------------
 
 
-def add_sweep_parser(subparsers: Any) -> None:
-    """Register ``clustersim sweep`` on the CLI's subparsers (wired in simulator/cli.py)."""
-    help_ = "run a parameter sweep (grid or random) over a training or serving config"
-    p = subparsers.add_parser(
-        "sweep",
-        help=help_,
-        description="Simulate every point of a sweep file's space (base config + dotted-path values), prune "
-        "invalid plans, rank feasible ones by the objective, and write all rows to --out. Cached points "
-        "(--cache-dir) are not simulated again.",
-    )
-    _add_sweep_args(p)
-
-
-def _add_sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file: base, space, and optional mode/objective/...")
-    p.add_argument("--workers", type=int, default=1, help="parallel simulations (local processes or Ray tasks)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local", help="where points run (default local)")
-    p.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. auto (default: start a local Ray)")
-    p.add_argument("--out", help="write every row to this .parquet or .csv file")
-    p.add_argument("--cache-dir", help="cache one JSON per simulated point here; reruns resume from it")
-    p.add_argument("--profile", default=None, help="hardware profile (default: each GPU's own)")
-    p.add_argument("--top", type=int, default=5, help="feasible points to print (default 5)")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
-    p.set_defaults(func=cmd_sweep)
-
-
-def _plain(value: Any) -> Any:
-    """A frame cell as plain JSON: numpy scalars unwrapped, NaN as null."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """``clustersim sweep``: run the file's sweep, print the best feasible points, write --out."""
-    from simulator.cli.textfmt import fmt, table
-
-    path = Path(args.sweep)
-    sf = load_sweep_file(path)
-    if args.out and Path(args.out).suffix.lower() not in (".parquet", ".csv"):
-        raise ClusterSimError(f"--out {args.out}: use a .parquet or .csv file name")
-    if args.top < 0:
-        raise ClusterSimError("--top must be >= 0")
-    base = _resolve_base(sf.base, path.parent)
+def sweep_file_base(sf: SweepFile, path: str | Path) -> dict[str, Any]:
+    """The base config of the sweep file at ``path`` (read as ``sf`` by :func:`load_sweep_file`) with the
+    file's ``overrides`` set: a base path is looked up beside the file first, then as given, then bundled."""
+    base = _resolve_base(sf.base, Path(path).parent)
     for key, value in sf.overrides.items():
         _set_path(base, key, value)
-    frame = sweep(
-        base,
-        sf.spec(),
-        workers=args.workers,
-        backend=args.backend,
-        cache_dir=args.cache_dir,
-        progress=not args.json,
-        ray_address=args.ray_address,
-        profile=args.profile or sf.profile,
-        kind=sf.kind,
-    )
-    a = frame.attrs
-    out = write_frame(frame, args.out) if args.out else None
-    feasible = frame[frame["feasible"]]
-    best = feasible.head(args.top)
-    swept = list(sf.space) + [c for c in ("parallel.dp",) if c in frame.columns and c not in sf.space]
-    if args.json:
-        summary = {
-            k: a[k] for k in ("kind", "points", "evaluated", "cached", "pruned", "errors", "wall_s", "objective")
-        }
-        summary.update(
-            sweep=str(path),
-            feasible=len(feasible),
-            best=[{k: _plain(v) for k, v in rec.items()} for rec in best.to_dict("records")],
-            out=str(out) if out else None,
-        )
-        print(json.dumps(summary, indent=2, default=str))
-        return 1 if a["errors"] else 0
-
-    metric_cols = _TRAIN_COLUMNS if a["kind"] == "training" else _SERVE_COLUMNS
-    cols = [(c, c) for c in swept] + [(c, h) for c, h in metric_cols if c in frame.columns]
-    if sf.objective and sf.objective not in {c for c, _ in cols}:
-        cols.append((sf.objective, sf.objective))
-    print(f"sweep {path}: {a['kind']}, {a['points']:,} points ({sf.mode})")
-    if best.empty:
-        ok = int((frame["status"] == _STATUS_OK).sum())
-        print(f"no feasible point ({ok} simulated points miss the constraints)")
-    else:
-        rows = []
-        for rec in best.to_dict("records"):
-            rec = {k: _plain(v) for k, v in rec.items()}
-            for c in _PERCENT & rec.keys():
-                if isinstance(rec[c], float):
-                    rec[c] = f"{rec[c]:.1%}"
-            rows.append(rec)
-        by = f" by {sf.objective} ({'higher' if sf.maximize else 'lower'} is better)" if sf.objective else ""
-        print(f"best {len(best)} of {len(feasible):,} feasible points{by}:")
-        print(table(rows, cols))
-    if a["pruned"]:
-        print(f"\npruned {sum(a['pruned'].values()):,} invalid points:")
-        for reason, count in a["pruned"].items():
-            print(f"  {count:6,}  {reason}")
-    errors = frame[frame["status"] == _STATUS_ERROR]
-    if len(errors):
-        print(f"\n{len(errors)} points failed in the simulator (reason column), first: {errors['reason'].iloc[0]}")
-    print(
-        f"\nevaluated {a['evaluated']:,}, cached {a['cached']:,}, wall {fmt(a['wall_s'])} s "
-        f"({args.backend}, {args.workers} worker{'s' if args.workers != 1 else ''})"
-    )
-    if out:
-        print(f"wrote {out} ({len(frame):,} rows)")
-    return 1 if len(errors) else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m simulator.search.sweep SWEEP.yaml ...``: the sweep command on its own (same exit codes as the CLI)."""
-    parser = argparse.ArgumentParser(prog="clustersim sweep", description="Run a clustersim parameter sweep.")
-    _add_sweep_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_sweep(args)
-    except ClusterSimError as exc:
-        print(f"clustersim: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return base
