@@ -110,7 +110,7 @@ class MemoryBreakdown(BaseModel):
 
 
 @dataclass(frozen=True)
-class _StageParams:
+class StageParams:
     """Parameters one rank holds, split by how they are sharded (per-rank counts, before ZeRO)."""
 
     layers: float  # transformer-layer parameters except routed experts, replicated over dp x cp
@@ -170,7 +170,7 @@ def _layer_split(cfg: RunConfig, i: int) -> tuple[float, float]:
     return dense / cfg.parallel.tp, experts / _expert_split(cfg)
 
 
-def _stage_params(cfg: RunConfig, stage: int) -> _StageParams:
+def _stage_params(cfg: RunConfig, stage: int) -> StageParams:
     m, p = cfg.model, cfg.parallel
     layers = experts = 0.0
     for i in stage_layers(cfg, stage):
@@ -184,7 +184,7 @@ def _stage_params(cfg: RunConfig, stage: int) -> _StageParams:
         extra += m.output_params()
         if m.tied_embeddings and p.pp > 1:
             extra += m.vocab_size * m.hidden_size  # the last rank's copy of the shared word embedding
-    return _StageParams(layers=layers, experts=experts, edges=extra / p.tp)
+    return StageParams(layers=layers, experts=experts, edges=extra / p.tp)
 
 
 def static_memory(cfg: RunConfig, stage: int) -> MemoryBreakdown:
@@ -193,45 +193,80 @@ def static_memory(cfg: RunConfig, stage: int) -> MemoryBreakdown:
     These do not depend on the schedule, so a planner can reject a plan before simulating it.
     """
     par = _stage_params(cfg, stage)
-    zero = cfg.parallel.zero
-    dense_rep, expert_rep = _replicas(cfg)
-
-    def sharded(level: int, *, edges: bool = True) -> float:
-        """Parameters this rank keeps of a state ZeRO shards from stage ``level`` on."""
-        dense = par.layers + (par.edges if edges else 0.0)
-        if zero >= level:
-            return dense / dense_rep + par.experts / expert_rep
-        return dense + par.experts
-
-    weights = WEIGHT_BYTES * sharded(3)
-    if cfg.training.precision == "fp8":
-        weights += FP8_WEIGHT_BYTES * sharded(3, edges=False)
+    weights, gradients, optimizer = sharded_states(
+        par, *_replicas(cfg), zero=cfg.parallel.zero, fp8=cfg.training.precision == "fp8"
+    )
     return MemoryBreakdown(
         weights=weights,
-        gradients=GRAD_BYTES * sharded(2),
-        optimizer=OPTIMIZER_BYTES * sharded(1),
+        gradients=gradients,
+        optimizer=optimizer,
         activations=0.0,
         buffers=_buffer_bytes(cfg, stage),
         fragmentation=0.0,
     )
 
 
+def sharded_states(
+    par: StageParams, dense_rep: float, expert_rep: float, *, zero: int, fp8: bool
+) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer state) bytes of one rank holding ``par`` under ZeRO stage ``zero``.
+
+    ZeRO-1 shards the optimizer state, ZeRO-2 also the gradients, ZeRO-3 also the weights (Rajbhandari
+    et al. 2020): dense parameters over ``dense_rep`` ranks (dp x cp), routed experts over ``expert_rep``.
+    With fp8, TransformerEngine keeps an fp8 copy of each GEMM weight (not of the embedding/head).
+    """
+
+    def sharded(level: int, edges: bool = True) -> float:
+        dense = par.layers + (par.edges if edges else 0.0)
+        return dense / dense_rep + par.experts / expert_rep if zero >= level else dense + par.experts
+
+    weights = WEIGHT_BYTES * sharded(3) + (FP8_WEIGHT_BYTES * sharded(3, edges=False) if fp8 else 0.0)
+    return weights, GRAD_BYTES * sharded(2), OPTIMIZER_BYTES * sharded(1)
+
+
+def buffer_bytes(*, tp: int, pp: int, dp: int, cp: int, sbh: float, zero3_layer_params: float = 0.0) -> float:
+    """Communication buffers and the fixed runtime overhead of one rank.
+
+    ``sbh`` is tokens x hidden size of one micro-batch on the rank (sequence / cp x micro-batch x h);
+    ``zero3_layer_params`` the largest layer's per-rank parameters when ZeRO-3 prefetches gathered weights.
+    """
+    total = RUNTIME_OVERHEAD_BYTES
+    if dp * cp > 1:
+        total += GRAD_BYTES * max(DDP_BUCKET_MIN_ELEMENTS, DDP_BUCKET_ELEMENTS_PER_DP_RANK * dp)
+    if tp > 1:
+        total += 2 * ACT_BYTES * sbh
+    if pp > 1:
+        total += 2 * ACT_BYTES * sbh / tp
+    return total + ZERO3_PREFETCH_LAYERS * WEIGHT_BYTES * zero3_layer_params
+
+
+def peak_bytes(static: float, buffers: float, activations: float, copies: float = 1.0) -> float:
+    """Peak bytes of a rank: every term plus fragmentation of the allocator-managed part.
+
+    ``static`` is weights + gradients + optimizer state; ``copies`` > 1 keeps extra copies of it
+    (DualPipe holds two model copies).
+    """
+    managed = static + activations + buffers - RUNTIME_OVERHEAD_BYTES
+    total = static + activations + buffers + FRAGMENTATION_FRACTION * managed
+    return total + (copies - 1.0) * static * (1.0 + FRAGMENTATION_FRACTION)
+
+
+def embedding_mask_bytes(sbh: float, tp: int, sp: bool) -> float:
+    """The first rank's embedding dropout mask, per in-flight micro-batch (bytes; /tp with SP)."""
+    return MASK_BYTES * sbh / (tp if sp else 1)
+
+
+def output_layer_bytes(tokens: float, hidden: int, vocab: int, tp: int, sp: bool) -> float:
+    """Last rank: final-norm and LM-head inputs (4 s b h, /t with SP) and the fp32 logits (4 s b V / t)."""
+    return 2 * ACT_BYTES * tokens * hidden / (tp if sp else 1) + LOGIT_BYTES * tokens * vocab / tp
+
+
 def _buffer_bytes(cfg: RunConfig, stage: int) -> float:
     """Communication buffers and the fixed runtime overhead on rank ``stage``."""
     p, t, m = cfg.parallel, cfg.training, cfg.model
+    biggest = max(sum(_layer_split(cfg, i)) for i in stage_layers(cfg, stage)) if p.zero == 3 else 0.0
     sbh = (t.seq_len / p.cp) * t.micro_batch * m.hidden_size
-    total = RUNTIME_OVERHEAD_BYTES
-    if p.dp * p.cp > 1:
-        bucket = max(DDP_BUCKET_MIN_ELEMENTS, DDP_BUCKET_ELEMENTS_PER_DP_RANK * p.dp)
-        total += GRAD_BYTES * bucket
-    if p.tp > 1:
-        total += 2 * ACT_BYTES * sbh
-    if p.pp > 1:
-        total += 2 * ACT_BYTES * sbh / p.tp
-    if p.zero == 3:
-        biggest = max(sum(_layer_split(cfg, i)) for i in stage_layers(cfg, stage))
-        total += ZERO3_PREFETCH_LAYERS * WEIGHT_BYTES * biggest
-    return total
+    return buffer_bytes(tp=p.tp, pp=p.pp, dp=p.dp, cp=p.cp, sbh=sbh, zero3_layer_params=biggest)
 
 
 def _layer_activations(cfg: RunConfig, i: int, recompute: str, flash_attention: bool) -> float:
@@ -248,11 +283,8 @@ def _layer_activations(cfg: RunConfig, i: int, recompute: str, flash_attention: 
 
 
 def _output_layer_activations(cfg: RunConfig) -> float:
-    """Last rank: final-norm and LM-head inputs (4 s b h, /t with SP) and the fp32 logits (4 s b V / t)."""
     p, t, m = cfg.parallel, cfg.training, cfg.model
-    tokens = (t.seq_len / p.cp) * t.micro_batch
-    inputs = 2 * ACT_BYTES * tokens * m.hidden_size / (p.tp if p.sp else 1)
-    return inputs + LOGIT_BYTES * tokens * m.vocab_size / p.tp
+    return output_layer_bytes((t.seq_len / p.cp) * t.micro_batch, m.hidden_size, m.vocab_size, p.tp, p.sp)
 
 
 def activation_bytes_per_microbatch(cfg: RunConfig, stage: int, *, flash_attention: bool = True) -> float:
@@ -265,7 +297,7 @@ def activation_bytes_per_microbatch(cfg: RunConfig, stage: int, *, flash_attenti
     p, t, m = cfg.parallel, cfg.training, cfg.model
     total = sum(_layer_activations(cfg, i, t.recompute, flash_attention) for i in stage_layers(cfg, stage))
     if _is_first(cfg, stage):
-        total += MASK_BYTES * (t.seq_len / p.cp) * t.micro_batch * m.hidden_size / (p.tp if p.sp else 1)
+        total += embedding_mask_bytes((t.seq_len / p.cp) * t.micro_batch * m.hidden_size, p.tp, p.sp)
     if _is_last(cfg, stage) and get_schedule(p.schedule).all_forwards_first:
         total += _output_layer_activations(cfg)
     return total
@@ -305,7 +337,7 @@ def memory_breakdown(
     ) + transient_activation_bytes(cfg, stage, flash_attention=flash_attention)
     managed = static.weights + static.gradients + static.optimizer + activations
     managed += static.buffers - RUNTIME_OVERHEAD_BYTES
-    return MemoryBreakdown(
+    return MemoryBreakdown(  # total == peak_bytes(weights + gradients + optimizer, buffers, activations)
         weights=static.weights,
         gradients=static.gradients,
         optimizer=static.optimizer,

@@ -22,7 +22,7 @@ from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.timeline import Timeline
 from simulator.energy.accounting import footprint, gpu_energy_j
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
-from simulator.training.memory import memory_breakdown
+from simulator.training.memory import FRAGMENTATION_FRACTION, memory_breakdown, peak_bytes
 from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs, grad_comm_bytes
 from simulator.training.result import MemoryReport, TrainingResult
 from simulator.training.schedules import Layout, make_layout
@@ -144,10 +144,10 @@ def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryRep
     best = None
     for rank, st in enumerate(run.ranks):
         mem = memory_breakdown(cfg, rank, st.peak_inflight, flash_attention=cfg.training.flash_attention)
-        static = (mem.weights + mem.gradients + mem.optimizer) * (copies - 1.0)
-        total = mem.total + static * 1.08
+        state = mem.weights + mem.gradients + mem.optimizer
+        total = peak_bytes(state, mem.buffers, mem.activations, copies)
         if best is None or total > best[0]:
-            best = (total, rank, mem, static, st.peak_inflight)
+            best = (total, rank, mem, state * (copies - 1.0), st.peak_inflight)
     assert best is not None
     total, rank, mem, static, inflight = best
     gb = 1e9
@@ -158,7 +158,7 @@ def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryRep
         optimizer=mem.optimizer * copies / gb,
         activations=mem.activations / gb,
         buffers=mem.buffers / gb,
-        fragmentation=(mem.fragmentation + static * 0.08) / gb,
+        fragmentation=(mem.fragmentation + static * FRAGMENTATION_FRACTION) / gb,
         capacity=capacity / gb,
         stage=rank,
         inflight_microbatches=inflight,
