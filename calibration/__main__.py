@@ -1,7 +1,7 @@
-"""``python -m calibration`` runs ``clustersim calibrate``."""
+"""``python -m calibration`` runs ``clustersim calibrate`` (the parser comes from calibration.cli)."""
 
 import sys
 
-from calibration.run import main
+from calibration.cli import main
 
 sys.exit(main())

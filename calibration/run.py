@@ -2,6 +2,8 @@
 
 The raw measurements go to ``<profile>.raw.json`` next to the profile; an interrupted run keeps
 them, and the same command resumes where it stopped. ``clustersim fit RAW.json`` re-fits without a GPU.
+The commands and ``python -m calibration`` are in :mod:`calibration.cli`, which calls this module (never the
+other way round).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from hwmodels.profile import write_profile
 
 
 def raw_path_for(out: Path) -> Path:
+    """Where the raw measurements of profile ``out`` go: ``<profile>.raw.json`` beside it."""
     return out.with_name(out.stem + ".raw.json")
 
 
@@ -52,6 +55,8 @@ def calibrate(device: str, out: Path, quick: bool = True, gpu: str | None = None
 
 
 def fit_and_write(raw: dict, out: Path, gpu: str | None, device: str | None, stream: TextIO) -> int:
+    """Fit a profile to ``raw``, write it to ``out`` and report the held-out errors on ``stream``; with a
+    ``device``, also validate it on a small transformer there. Returns the exit status."""
     from calibration.fit import fit_profile, format_errors
 
     if raw.get("meta", {}).get("name") == "cpu" and gpu is None:
@@ -74,14 +79,3 @@ def fit_and_write(raw: dict, out: Path, gpu: str | None, device: str | None, str
                 file=stream,
             )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m calibration` = `clustersim calibrate`."""
-    from simulator.cli.commands import main as cli_main
-
-    return cli_main(["calibrate", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -15,8 +15,9 @@ import pytest
 import simulator.search.plan_train as P
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import load_profile
+from simulator.cli.search import add_plan_parser
 from simulator.core.config import RunConfig, load_config
-from simulator.search.plan_train import SearchSpace, add_plan_parser, divisors, search_training_plans
+from simulator.search.plan_train import SearchSpace, divisors, search_training_plans
 from simulator.training import simulate_training
 from simulator.validation import tables as V
 
@@ -234,8 +235,8 @@ def test_gpt3_1536_best_plan_is_at_least_as_fast_as_the_published_ptdp_plan() ->
 
 
 def _run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """``clustersim plan ...`` through simulator.cli.commands when it is wired there, else the same parser standalone."""
-    from simulator.cli import commands as cli
+    """``clustersim plan ...`` through simulator.cli when it is wired there, else the same parser standalone."""
+    from simulator import cli
 
     with contextlib.redirect_stderr(io.StringIO()):
         try:

@@ -13,6 +13,8 @@ import yaml
 
 import simulator.training
 from hwmodels.errors import ClusterSimError
+from simulator.cli import main as cli_main
+from simulator.cli.search import add_sweep_parser, cmd_sweep
 from simulator.search import sweep as sw
 from simulator.search.sweep import SweepSpec, load_sweep_file, normalise_reason, pareto, sweep, write_frame
 
@@ -396,14 +398,14 @@ def _write(tmp_path: Path, name: str, data) -> Path:
 )
 def test_cli_bad_sweep_file_exits_2_with_one_line(tmp_path, capsys, content, match) -> None:
     path = _write(tmp_path, "bad.yaml", content)
-    assert sw.main([str(path)]) == 2
+    assert cli_main(["sweep", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("clustersim: error: ") and err.count("\n") == 1 and match in err
 
 
 def test_cli_rejects_a_bad_out_name_before_running(tmp_path, capsys) -> None:
     path = _write(tmp_path, "s.yaml", {"base": BASE, "space": {"parallel.tp": [8]}})
-    assert sw.main([str(path), "--out", str(tmp_path / "r.xlsx")]) == 2
+    assert cli_main(["sweep", str(path), "--out", str(tmp_path / "r.xlsx")]) == 2
     assert ".parquet or .csv" in capsys.readouterr().err
 
 
@@ -422,13 +424,13 @@ def test_cli_runs_a_sweep_file_with_a_relative_base(tmp_path, capsys) -> None:
         },
     )
     out_csv = tmp_path / "r.csv"
-    assert sw.main([str(path), "--out", str(out_csv), "--cache-dir", str(tmp_path / "c"), "--top", "3"]) == 0
+    assert cli_main(["sweep", str(path), "--out", str(out_csv), "--cache-dir", str(tmp_path / "c"), "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "best 3 of" in out and "tokens/s/GPU" in out and "pruned 1 invalid points" in out
     assert "evaluated 7, cached 0" in out and f"wrote {out_csv} (8 rows)" in out
     assert len(pd.read_csv(out_csv)) == 8
 
-    assert sw.main([str(path), "--cache-dir", str(tmp_path / "c"), "--json", "--top", "3"]) == 0
+    assert cli_main(["sweep", str(path), "--cache-dir", str(tmp_path / "c"), "--json", "--top", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["cached"] == 7 and summary["evaluated"] == 0 and summary["points"] == 8
     assert len(summary["best"]) == 3 and summary["best"][0]["feasible"] is True
@@ -440,7 +442,7 @@ def test_example_sweeps_load_and_the_training_one_runs(tmp_path, capsys) -> None
     serving = load_sweep_file(EXAMPLES / "llama3-8b-serving.yaml")
     assert serving.spec().grid_size == 9 and serving.objective == "goodput_requests_per_s"
     out = tmp_path / "gpt3.parquet"
-    assert sw.main([str(EXAMPLES / "gpt3-175b-64xa100.yaml"), "--out", str(out)]) == 0
+    assert cli_main(["sweep", str(EXAMPLES / "gpt3-175b-64xa100.yaml"), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "feasible points by tokens_per_s_per_gpu" in text and "pruned 3 invalid points" in text
     df = pd.read_parquet(out)
@@ -449,6 +451,6 @@ def test_example_sweeps_load_and_the_training_one_runs(tmp_path, capsys) -> None
 
 def test_add_sweep_parser_registers_the_command() -> None:
     parser = argparse.ArgumentParser(prog="clustersim")
-    sw.add_sweep_parser(parser.add_subparsers(dest="command"))
+    add_sweep_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "s.yaml", "--workers", "4", "--backend", "ray", "--ray-address", "auto"])
-    assert args.func is sw.cmd_sweep and args.workers == 4 and args.backend == "ray" and args.ray_address == "auto"
+    assert args.func is cmd_sweep and args.workers == 4 and args.backend == "ray" and args.ray_address == "auto"

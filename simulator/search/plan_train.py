@@ -25,7 +25,6 @@ is sorted on a plan key, so results do not depend on the number of workers.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import math
 import os
@@ -43,7 +42,7 @@ from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import Cluster, ClusterSpec, CommGroup
 from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec, apply_overrides
 from simulator.core.costs import comm_time
-from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
+from simulator.core.device_memory import usable_memory_bytes
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
 from simulator.moe.routing import MoERouting
@@ -604,7 +603,7 @@ def _step_estimate(st: _Stages, key: PlanKey, m: int) -> float:
     return end
 
 
-# ---- the closed-form screen: memory (mirrors simulator.training.memory) ----------------------------
+# ---- the closed-form screen: memory (the memory model's functions over per-layer arrays) ----------
 
 
 @dataclass(frozen=True)
@@ -669,7 +668,8 @@ def _layer_params() -> np.ndarray:
 
 
 def _static_parts(tp: int, pp: int, dp: int, cp: int, ep: int, vpp: int, mb: int) -> tuple[_RankStatic, ...]:
-    """memory.static_memory of the representative ranks (:func:`_rank_reps`), at every ZeRO stage."""
+    """memory.static_memory of the representative ranks (:func:`_rank_reps`), at every ZeRO stage, from the
+    memory model's own functions (sharded_states, buffer_bytes) over per-layer parameter arrays."""
     key = (tp, pp, dp, cp, ep, vpp, mb)
     hit = _Caches.statics.get(key)
     if hit is not None:
@@ -679,19 +679,11 @@ def _static_parts(tp: int, pp: int, dp: int, cp: int, ep: int, vpp: int, mb: int
     model, t = ctx.model, ctx.training
     lp = _layer_params()
     expert_split = min(tp * ep, tp * dp * cp)
-    dense_rep, expert_rep = dp * cp, tp * dp * cp / expert_split
+    reps = (dp * cp, tp * dp * cp / expert_split)
     sbh = (t.seq_len / cp) * mb * model.hidden_size
-    buffers = RUNTIME_OVERHEAD_BYTES
-    if dp * cp > 1:
-        buffers += M.GRAD_BYTES * max(M.DDP_BUCKET_MIN_ELEMENTS, M.DDP_BUCKET_ELEMENTS_PER_DP_RANK * dp)
-    if tp > 1:
-        buffers += 2 * M.ACT_BYTES * sbh
-    if pp > 1:
-        buffers += 2 * M.ACT_BYTES * sbh / tp
+    buffers = M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh)
     out = []
     for rank, layers in _rank_reps(pp, vpp):
-        dense = float(lp[layers, 0].sum()) / tp
-        experts = float(lp[layers, 1].sum()) / expert_split
         edges = 0.0
         if rank == 0:
             edges += model.embedding_params()
@@ -699,24 +691,12 @@ def _static_parts(tp: int, pp: int, dp: int, cp: int, ep: int, vpp: int, mb: int
             edges += model.output_params()
             if model.tied_embeddings and pp > 1:
                 edges += model.vocab_size * model.hidden_size
-        edges /= tp
-
-        def sharded(
-            level: int, zero: int, with_edges: bool = True, d: float = dense, e: float = experts, g: float = edges
-        ) -> float:
-            dense_part = d + (g if with_edges else 0.0)
-            return dense_part / dense_rep + e / expert_rep if zero >= level else dense_part + e
-
-        static = []
-        for zero in range(4):
-            weights = M.WEIGHT_BYTES * sharded(3, zero)
-            if t.precision == "fp8":
-                weights += M.FP8_WEIGHT_BYTES * sharded(3, zero, with_edges=False)
-            static.append(weights + M.GRAD_BYTES * sharded(2, zero) + M.OPTIMIZER_BYTES * sharded(1, zero))
-        prefetch = (
-            M.ZERO3_PREFETCH_LAYERS * M.WEIGHT_BYTES * float((lp[layers, 0] / tp + lp[layers, 1] / expert_split).max())
-        )
-        out.append(_RankStatic(tuple(static), (buffers, buffers + prefetch), len(layers), rank))  # type: ignore[arg-type]
+        par = M.StageParams(float(lp[layers, 0].sum()) / tp, float(lp[layers, 1].sum()) / expert_split, edges / tp)
+        fp8 = t.precision == "fp8"
+        static = tuple(sum(M.sharded_states(par, *reps, zero=zero, fp8=fp8)) for zero in range(4))
+        biggest = float((lp[layers, 0] / tp + lp[layers, 1] / expert_split).max())
+        zero3 = M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh, zero3_layer_params=biggest)
+        out.append(_RankStatic(static, (buffers, zero3), len(layers), rank))  # type: ignore[arg-type]
     hit = _Caches.statics[key] = tuple(out)
     return hit
 
@@ -732,12 +712,11 @@ def _act_parts(tp: int, sp: bool, cp: int, mb: int, recompute: str, pp: int, vpp
     model = ctx.model
     keep, work = _activations(tp, sp, cp, mb, recompute)
     tokens = (ctx.training.seq_len / cp) * mb
-    sbh = tokens * model.hidden_size
-    rep_div = tp if sp else 1
-    out_layer = 2 * M.ACT_BYTES * sbh / rep_div + M.LOGIT_BYTES * tokens * model.vocab_size / tp
+    out_layer = M.output_layer_bytes(tokens, model.hidden_size, model.vocab_size, tp, sp)
+    mask = M.embedding_mask_bytes(tokens * model.hidden_size, tp, sp)
     out = []
     for rank, layers in _rank_reps(pp, vpp):
-        per_mb = float(keep[layers].sum()) + (M.MASK_BYTES * sbh / rep_div if rank == 0 else 0.0)
+        per_mb = float(keep[layers].sum()) + (mask if rank == 0 else 0.0)
         transient = float(work[layers].max()) if recompute != "none" else 0.0
         out.append(_RankActs(per_mb, transient, out_layer if rank == pp - 1 else 0.0))
     hit = _Caches.act_parts[key] = tuple(out)
@@ -780,12 +759,8 @@ def _memory_estimate(statics: tuple[_RankStatic, ...], acts: tuple[_RankActs, ..
         per_mb = a.per_mb + (a.out_layer if gpipe else 0.0)
         transient = a.transient + (0.0 if gpipe else a.out_layer)
         weight = 1.0 if sched.interleaved else s.layers / stage_avg
-        static = s.static[zero]
-        total = static + s.buffers[zero == 3] + sched.inflight(rank, pp, vpp, m, weight) * per_mb + transient
-        total += M.FRAGMENTATION_FRACTION * (total - RUNTIME_OVERHEAD_BYTES)
-        if dual:  # DualPipe keeps a second copy of the parameters and their state
-            total += static * (1.0 + M.FRAGMENTATION_FRACTION)
-        peak = max(peak, total)
+        acts = sched.inflight(rank, pp, vpp, m, weight) * per_mb + transient
+        peak = max(peak, M.peak_bytes(s.static[zero], s.buffers[zero == 3], acts, 2.0 if dual else 1.0))
     return peak
 
 
@@ -1263,132 +1238,3 @@ def _progress(items: Iterable[Any] | None, total: int | None, desc: str, enabled
         file=sys.stderr,
         leave=False,
     )
-
-
-# ---- command line: clustersim plan train ---------------------------------------------------------
-
-
-def add_plan_parser(subparsers: Any) -> Any:
-    """Add ``plan`` (with ``plan train``) to the CLI's subcommands; returns plan's own subparsers so that
-    other planners (``plan serve``) can be added beside ``train``."""
-    p = subparsers.add_parser(
-        "plan",
-        help="search every parallel plan and print the fastest and the Pareto front",
-        description="Search the plan space of a job: every valid split is screened in closed form, the most "
-        "promising are simulated, and the fastest plans and the time/memory(/energy) Pareto front are printed.",
-    )
-    sub = p.add_subparsers(dest="plan_command", required=True, metavar="JOB")
-    t = sub.add_parser(
-        "train",
-        help="search training plans (TP, PP, DP, CP, EP, VPP, schedule, micro-batch, ZeRO, recompute, SP)",
-        description="Search every training plan of MODEL on --gpus x --gpu; --json gives best, pareto, "
-        "plans_evaluated and plans_per_second.",
-    )
-    t.add_argument("model", help="model preset (`clustersim models`), or a path to a model YAML or HF config.json")
-    t.add_argument("--gpus", type=int, required=True, help="number of GPUs")
-    t.add_argument("--gpu", required=True, help="GPU id (`clustersim gpus`)")
-    t.add_argument("--node", default=None, help="node preset (default: the GPU's own; `clustersim nodes`)")
-    t.add_argument("--global-batch", type=int, default=None, help="sequences per step (default: one per GPU)")
-    t.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: 2048)")
-    t.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix a setting the search does not vary, e.g. --set training.precision=fp8 (repeatable)",
-    )
-    t.add_argument(
-        "--space",
-        action="append",
-        default=[],
-        metavar="DIM=V1,V2",
-        help="restrict a searched dimension, e.g. --space tp=4,8 --space schedule=1f1b,interleaved (repeatable; "
-        "tp, pp, cp, ep, micro_batch, vpp, schedule, zero, recompute, sp)",
-    )
-    t.add_argument("--top", type=int, default=5, help="fastest plans to print (default 5)")
-    t.add_argument(
-        "--simulate", type=int, default=32, dest="top_k", help="fastest screened plans to simulate (default 32)"
-    )
-    t.add_argument("--workers", type=int, default=None, help="processes (default: every CPU)")
-    t.add_argument("--profile", default=None, help="hardware profile: the GPU's calibrated one by default")
-    t.add_argument("--json", action="store_true", help="machine-readable output")
-    t.set_defaults(func=cmd_plan)
-    return sub
-
-
-def _plan_rows(plans: Sequence[PlanResult]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    rows = []
-    for p in plans:
-        r = p.result
-        energy = p.energy_j
-        rows.append(
-            {
-                "plan": p.label(),
-                "step": r.step_time_s,
-                "tflops": r.tflops_per_gpu,
-                "mfu": f"{r.mfu:.1%}",
-                "mem": r.memory_per_gpu_gb.peak,
-                "energy": energy / 1e3 if energy is not None else None,
-                "screen": p.screen_step_s,
-            }
-        )
-    cols = [("plan", "plan"), ("step", "step s"), ("tflops", "TFLOP/s/GPU"), ("mfu", "MFU"), ("mem", "memory GB")]
-    if any(row["energy"] is not None for row in rows):
-        cols.append(("energy", "energy kJ/step"))
-    cols.append(("screen", "screened s"))
-    return rows, cols
-
-
-def format_search(res: PlanSearchResult) -> str:
-    """The text report of a plan search: what was searched, the fastest plans, the front, the prune counts."""
-    from simulator.cli.textfmt import fmt, table
-
-    lines = [
-        f"{res.model} on {res.num_gpus:,} x {res.gpu}, global batch {res.global_batch:,} x {res.seq_len:,} tokens",
-        f"{res.plans_evaluated:,} plans screened, {res.feasible:,} feasible, {res.plans_simulated} simulated, in "
-        f"{fmt(res.wall_s)} s on {res.workers} worker(s) ({fmt(res.plans_per_second / res.workers)} plans/s per "
-        f"worker; screen {fmt(res.screen_s)} s, simulation {fmt(res.simulate_s)} s)",
-        "",
-        f"Fastest plans (simulated; {len(res.best)} of {res.plans_simulated}):",
-    ]
-    rows, cols = _plan_rows(res.best)
-    lines += [
-        table(rows, cols),
-        "",
-        "Pareto front (step time vs memory" + (" vs energy" if len(cols) > 6 else "") + "):",
-    ]
-    rows, cols = _plan_rows(res.pareto)
-    lines += [table(rows, cols), "", "Pruned before simulation:"]
-    width = max((len(k) for k in res.pruned), default=0)
-    lines += [f"  {k.ljust(width)}  {v:>12,}" for k, v in res.pruned.items()]
-    return "\n".join(lines)
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    """``clustersim plan train``: search and print (or ``--json``) the plans; bad input raises ClusterSimError."""
-    import json
-
-    if args.plan_command != "train":  # other planners register their own func
-        raise ClusterSimError(f"plan {args.plan_command} is not available; use plan train")
-    if args.gpus < 1:
-        raise ClusterSimError(f"--gpus {args.gpus} must be a positive number of GPUs")
-    res = search_training_plans(
-        args.model,
-        num_gpus=args.gpus,
-        gpu=args.gpu,
-        global_batch=args.global_batch,
-        seq_len=args.seq_len,
-        node=args.node,
-        overrides=args.set,
-        space=SearchSpace.parse(args.space),
-        top_k=args.top_k,
-        top=args.top,
-        workers=args.workers,
-        profile=args.profile,
-        progress=not args.json and sys.stderr.isatty(),
-    )
-    if args.json:
-        print(json.dumps(res.to_dict(), indent=2, default=str))
-    else:
-        print(format_search(res))
-    return 0

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from calibration.measure import Measurer  # noqa: E402
-from simulator.cli.commands import main  # noqa: E402
+from simulator.cli import main  # noqa: E402
 
 
 def test_cpu_measurements_have_the_shared_schema(tmp_path) -> None:

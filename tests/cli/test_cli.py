@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from simulator.cli.commands import main
+from simulator.cli import main
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -153,7 +153,7 @@ def test_serve_bad_input_exits_2(capsys) -> None:
 def test_energy_commands(capsys) -> None:
     import json as _json
 
-    from simulator.cli.commands import main as cli
+    from simulator.cli import main as cli
 
     assert cli(["validate", "energy", "--json"]) == 0
     rows = _json.loads(capsys.readouterr().out)
@@ -167,3 +167,69 @@ def test_energy_commands(capsys) -> None:
     assert err.count("\n") == 1 and "power" in err
     assert cli(["plan", "serve", "--rate", "0"]) == 2
     assert "rate" in capsys.readouterr().err
+
+
+# ---- clustersim example ----------------------------------------------------------------------------
+
+
+def test_example_writes_the_config_into_the_current_folder(capsys, tmp_path, monkeypatch) -> None:
+    from simulator.core.resources import example_path
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "example", "quickstart.yaml")
+    written = tmp_path / "quickstart.yaml"
+    assert code == 0 and written.read_text() == example_path("quickstart.yaml").read_text()
+    assert str(written) in out
+    code, out, _ = run(capsys, "costs", str(written))  # the copy is a runnable config
+    assert code == 0 and "MFU" in out
+
+
+def test_example_in_a_subfolder_is_written_under_its_base_name(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "example", "claims/C5.yaml", "--out", "cfg")
+    assert code == 0 and (tmp_path / "cfg" / "C5.yaml").is_file()
+
+
+def test_example_refuses_to_overwrite_without_force(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart.yaml").write_text("mine\n")
+    code, out, err = run(capsys, "example", "quickstart.yaml")
+    assert code == 2 and out == ""
+    assert err.startswith("clustersim: error: ") and "--force" in err and err.count("\n") == 1
+    assert (tmp_path / "quickstart.yaml").read_text() == "mine\n"
+    code, _, _ = run(capsys, "example", "quickstart.yaml", "--force")
+    assert code == 0 and (tmp_path / "quickstart.yaml").read_text() != "mine\n"
+
+
+def test_example_list_names_every_bundled_example(capsys) -> None:
+    code, out, _ = run(capsys, "example", "--list")
+    names = out.splitlines()
+    assert code == 0 and {"quickstart.yaml", "sweeps/llama3-8b-serving.yaml", "claims/C5.yaml"} <= set(names)
+    assert run(capsys, "example")[1] == out  # no NAME lists too
+
+
+def test_example_unknown_name_exits_2_with_one_line(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "example", "nope.yaml")
+    assert code == 2 and out == "" and list(tmp_path.iterdir()) == []
+    assert err.startswith("clustersim: error: ") and "nope.yaml" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "example", "C5.yaml")  # a bare base name points at the full one
+    assert code == 2 and "claims/C5.yaml" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_exits_130_with_one_line(capsys, monkeypatch) -> None:
+    from simulator.cli import catalogue
+
+    def interrupted() -> list:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalogue, "list_gpus", interrupted)
+    code, out, err = run(capsys, "gpus")
+    assert code == 130 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_python_m_calibration_is_clustersim_calibrate_without_the_simulator_cli() -> None:
+    code = "import sys, calibration.cli; print('simulator.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    proc = subprocess.run([sys.executable, "-m", "calibration", "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: clustersim calibrate")

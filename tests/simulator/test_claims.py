@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from simulator.cli.commands import main
+from simulator.cli import main
 from simulator.validation.claims import CLAIMS, run_claims, to_markdown
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError
-from simulator.cli.commands import example_path
 from simulator.core.config import load_config, read_yaml
+from simulator.core.resources import example_path
 from simulator.search import dvfs
 from simulator.serving.simulate import simulate_serving
 from simulator.training.simulate import simulate_training

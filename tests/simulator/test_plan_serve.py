@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hwmodels.errors import ClusterSimError
-from simulator.cli.commands import example_path
 from simulator.core.config import read_yaml
+from simulator.core.resources import example_path
 from simulator.search.plan_serve import plan_serving
 
 BASE = read_yaml(example_path("serve-llama3-8b-h100.yaml"))

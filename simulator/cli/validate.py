@@ -1,0 +1,177 @@
+"""Validation commands: ``validate`` (training tables, energy footprints) and ``claims``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from simulator.cli.common import add_json_arg, print_json
+from simulator.cli.textfmt import table
+
+__all__ = ["TRAINING_TABLES", "cmd_claims", "cmd_validate", "cmd_validate_energy", "register"]
+
+#: The published training tables ``validate training`` compares with (``--table`` choices).
+TRAINING_TABLES = ("megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi", "deepseek-v3")
+
+_CLAIM_COLUMNS = [
+    ("id", "claim"),
+    ("technique", "technique"),
+    ("predicted_effect", "clustersim predicts"),
+    ("verdict", "verdict"),
+]
+_FOOTPRINT_COLUMNS = [
+    ("model", "model"),
+    ("basis", "basis"),
+    ("gpu_hours", "GPU-hours"),
+    ("published_mwh", "published MWh"),
+    ("predicted_mwh", "predicted MWh"),
+    ("e_err", "error"),
+    ("published_tco2e", "published tCO2e"),
+    ("predicted_tco2e", "predicted tCO2e"),
+    ("c_err", "error"),
+]
+_COMPARISON_COLUMNS = [("label", "row"), ("published", "published"), ("predicted", "predicted"), ("error", "error")]
+
+
+# ---- claims ----------------------------------------------------------------------------------------
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    """``clustersim claims``: every claim scenario's prediction and verdict (--out: the full Markdown)."""
+    from simulator.validation.claims import run_claims, to_markdown
+
+    rows = run_claims(args.only or None)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_markdown(rows))
+    if args.json:
+        print_json([r.as_dict() for r in rows])
+        return 0
+    print(table([r.as_dict() for r in rows], _CLAIM_COLUMNS))
+    if args.out:
+        print(f"\nfull table with baselines and reasons: {args.out}")
+    return 0
+
+
+# ---- validate energy -------------------------------------------------------------------------------
+
+
+def _footprint_data() -> list[dict[str, Any]]:
+    """Published training footprints next to the tdp-mode bookkeeping's prediction, one dict per model."""
+    from simulator.energy.carbon import footprint_rows
+
+    return [
+        {
+            "model": c.model,
+            "basis": c.basis,
+            "gpu_hours": c.gpu_hours,
+            "published_mwh": c.published_energy_mwh,
+            "predicted_mwh": c.predicted_energy_mwh,
+            "energy_error": c.energy_error,
+            "published_tco2e": c.published_tco2e,
+            "predicted_tco2e": c.predicted_tco2e,
+            "tco2e_error": c.tco2e_error,
+        }
+        for c in footprint_rows()
+    ]
+
+
+def cmd_validate_energy(args: argparse.Namespace) -> int:
+    """``clustersim validate energy``: published training footprints vs the tdp-mode bookkeeping."""
+    from simulator.energy.carbon import FOOTPRINT_BASES
+
+    data = _footprint_data()
+    if args.json:
+        print_json(data)
+        return 0
+    for d in data:
+        d["e_err"] = "-" if d["energy_error"] is None else f"{d['energy_error']:+.2%}"
+        d["c_err"] = f"{d['tco2e_error']:+.2%}"
+    print("Published training footprints vs tdp-mode bookkeeping (GPU-hours x power x PUE x grid intensity)")
+    print(table(data, _FOOTPRINT_COLUMNS))
+    worst = max(max(abs(d["energy_error"] or 0), abs(d["tco2e_error"])) for d in data)
+    print(f"worst |error| {worst:.2%}")
+    for basis, text in FOOTPRINT_BASES.items():
+        print(f"  {basis}: {text}")
+    return 0
+
+
+# ---- validate training -----------------------------------------------------------------------------
+
+
+def _print_comparisons(name: str, comps: list[Any], summary: dict[str, float], show_all: bool) -> None:
+    """One table's rows (its 10 largest errors unless ``show_all`` or short) and its error summary."""
+    print(f"\n{name} ({len(comps)} rows, {comps[0].unit})")
+    shown = comps if show_all or len(comps) <= 20 else sorted(comps, key=lambda c: -abs(c.error))[:10]
+    if shown is not comps:
+        print("(the 10 largest errors; --all prints every row)")
+    rows = [
+        {"label": c.label, "published": c.published, "predicted": c.predicted, "error": f"{c.error:+.1%}"}
+        for c in shown
+    ]
+    print(table(rows, _COMPARISON_COLUMNS))
+    print(
+        f"MAPE {summary['mape']:.1%}, max |error| {summary['max_abs_error']:.1%}, mean signed error "
+        f"{summary['mean_signed_error']:+.1%}"
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``clustersim validate training|energy``: predictions vs the published tables, with error summaries."""
+    from simulator.validation import tables as V
+
+    if args.what == "energy":
+        return cmd_validate_energy(args)
+    runners = {
+        "megatron-table1": lambda: V.megatron_table1(args.profile, args.rows),
+        "megatron-table2": lambda: V.megatron_table2(args.profile),
+        "vtrain-single": lambda: V.vtrain_single(args.profile, args.rows),
+        "vtrain-multi": lambda: V.vtrain_multi(args.profile, args.rows),
+        "deepseek-v3": lambda: V.deepseek_v3(args.profile),
+    }
+    report = {}
+    for name in args.table or list(runners):
+        comps = runners[name]()
+        report[name] = {
+            "summary": V.summary(comps),
+            "rows": [
+                {"label": c.label, "published": c.published, "predicted": c.predicted, "unit": c.unit, "error": c.error}
+                for c in comps
+            ],
+        }
+        if not args.json:
+            _print_comparisons(name, comps, report[name]["summary"], args.all)
+    if args.json:
+        print_json(report)
+    return 0
+
+
+# ---- registration ----------------------------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    """Add ``claims`` and ``validate`` to the CLI's subcommands."""
+    p = sub.add_parser(
+        "claims",
+        help="test the source material's claims C1-C18 against clustersim's models",
+        description="Run every claim scenario (bundled claims/*.yaml) and print what clustersim predicts and a "
+        "verdict.",
+    )
+    p.add_argument("--only", action="append", metavar="CN", help="only this claim (repeatable), e.g. --only C5")
+    p.add_argument("--out", help="also write the full table as Markdown (e.g. docs/claims.md)")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_claims)
+    p = sub.add_parser(
+        "validate",
+        help="compare predictions with published measurements",
+        description="Simulate every row of the published training tables and print the errors.",
+    )
+    p.add_argument("what", choices=["training", "energy"], help="which validation suite")
+    p.add_argument("--table", action="append", choices=list(TRAINING_TABLES), help="only these tables (repeatable)")
+    p.add_argument("--rows", type=int, default=None, help="only the first N rows of each table")
+    p.add_argument("--all", action="store_true", help="print every row, not just the largest errors")
+    p.add_argument("--profile", default=None, help="hardware profile (default: the GPU's own)")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_validate)
