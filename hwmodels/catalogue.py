@@ -195,6 +195,15 @@ class NodeSpec(_Spec):
     nic_link: str
     host_power_w: Positive
     cpu: str
+    nvls: bool = Field(
+        default=False, description="the NVSwitch reduces in-switch (NVLink SHARP, NVSwitch gen 3+): collective nvls"
+    )
+
+    @model_validator(mode="after")
+    def _check_nvls(self) -> NodeSpec:
+        if self.nvls and not self.switched:
+            raise ValueError("nvls: true needs switched: true (NVLink SHARP reduces inside the NVSwitch)")
+        return self
 
     @property
     def gpu_spec(self) -> GPUSpec:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwmodels.catalogue import get_gpu
+from hwmodels.collectives import algorithm_names, check_algorithm, node_features
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.compression import CompressionSpec
@@ -45,6 +46,20 @@ class ParallelSpec(BaseModel):
     @classmethod
     def _known_schedule(cls, v: str) -> str:
         get_schedule(v)  # one-line error naming the registered schedules
+        return v
+
+    collective_algorithm: str = Field(
+        default="default",
+        description="all-reduce/all-gather/reduce-scatter algorithm (hwmodels.collectives): default = the faster "
+        "of ring and tree per call (the validated model); auto = NCCL's tuner, the fastest of ring, tree and nvls "
+        "where the node has NVLink SHARP; or force ring, tree, hierarchical or nvls",
+    )
+
+    @field_validator("collective_algorithm")
+    @classmethod
+    def _known_collective_algorithm(cls, v: str) -> str:
+        if v not in algorithm_names():
+            raise ClusterSimError(f"unknown collective algorithm {v!r}; use one of: {', '.join(algorithm_names())}")
         return v
 
 
@@ -167,6 +182,16 @@ class RunConfig(BaseModel):
             raise ClusterSimError(
                 f"training.precision=fp8 needs FP8 tensor cores, which {self.cluster.gpu} lacks; use bf16"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _collective_algorithm_fits_nodes(self) -> RunConfig:
+        """A forced algorithm must run on the nodes: nvls needs an NVSwitch that reduces in-switch."""
+        name = self.parallel.collective_algorithm
+        if name != "default":
+            cluster = self.cluster.resolve()
+            where = f"node {cluster.node.id}"
+            check_algorithm(name, node_features(cluster), where=where, what="parallel.collective_algorithm")
         return self
 
 

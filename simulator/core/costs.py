@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hwmodels import collectives
 from hwmodels.profile import Profile
-from hwmodels.topology import CommGroup
+from hwmodels.topology import Cluster, CommGroup
 from simulator.core.workload import Op
 
 _BACKWARD_COLLECTIVE = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather"}
@@ -29,11 +29,40 @@ class OpCost:
 
     @property
     def backward_input_s(self) -> float:
+        """The input-gradient part of the backward."""
         return self.backward_s - self.backward_weight_s
 
 
-def comm_time(kind: str, nbytes: float, group: CommGroup) -> float:
-    """Seconds for a collective of ``kind`` moving a ``nbytes`` buffer over ``group``."""
+@dataclass(frozen=True)
+class CommAlgorithm:
+    """How a run's all-reduce / all-gather / reduce-scatter pick their algorithm.
+
+    ``name`` is ``parallel.collective_algorithm`` (a rule such as ``default``/``auto`` or an
+    algorithm of :mod:`hwmodels.collectives`); ``features`` what the nodes offer (NVLS).
+    """
+
+    name: str = "default"
+    features: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, name: str, cluster: Cluster) -> CommAlgorithm:
+        """The setting for ``cluster``; a one-line error if its nodes cannot run ``name``."""
+        features = collectives.node_features(cluster)
+        collectives.check_algorithm(
+            name, features, where=f"node {cluster.node.id}", what="parallel.collective_algorithm"
+        )
+        return cls(name, features)
+
+
+DEFAULT_ALGORITHM = CommAlgorithm()
+
+
+def comm_time(kind: str, nbytes: float, group: CommGroup, algorithm: CommAlgorithm = DEFAULT_ALGORITHM) -> float:
+    """Seconds for a collective of ``kind`` moving a ``nbytes`` buffer over ``group``.
+
+    All-reduce, all-gather and reduce-scatter run the ``algorithm`` setting; all-to-all and
+    point-to-point transfers have one cost model each.
+    """
     if kind == "ring_exchange":  # context-parallel ring attention: cp-1 neighbour hops
         return (group.size - 1) * collectives.send_recv_time(nbytes, group)
     fn = {
@@ -42,7 +71,7 @@ def comm_time(kind: str, nbytes: float, group: CommGroup) -> float:
         "reduce_scatter": collectives.reduce_scatter_time,
     }.get(kind)
     if fn is not None:
-        return fn(nbytes, group)
+        return fn(nbytes, group, algorithm.name, features=algorithm.features)
     if kind == "all_to_all":
         return collectives.all_to_all_time(nbytes, group)
     return collectives.send_recv_time(nbytes, group)
@@ -61,8 +90,16 @@ def _bound(op: Op, t: float, profile: Profile, dtype: str) -> str:
     return "compute" if t_c >= t_m else "memory"
 
 
-def op_cost(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str = "bf16") -> OpCost:
-    """Forward and backward seconds of ``op`` on one rank (in the op's own dtype when it has one)."""
+def op_cost(
+    op: Op,
+    profile: Profile,
+    groups: dict[str, CommGroup],
+    dtype: str = "bf16",
+    algorithm: CommAlgorithm = DEFAULT_ALGORITHM,
+) -> OpCost:
+    """Forward and backward seconds of ``op`` on one rank (in the op's own dtype when it has one).
+
+    Collectives run the ``algorithm`` setting (``parallel.collective_algorithm``)."""
     dtype = op.dtype or dtype
     wgrad = 0.0
     if op.kind == "gemm" and op.batched:  # one kernel over all count matrices; both operands are activations
@@ -87,6 +124,7 @@ def op_cost(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str =
         bwd = 2.0 * fwd  # gradient of an elementwise op reads the saved input and the incoming gradient
     else:
         group = groups[op.group or "tp"]
-        fwd = comm_time(op.collective or "send_recv", op.bytes, group)
-        bwd = comm_time(_BACKWARD_COLLECTIVE.get(op.collective or "", op.collective or "send_recv"), op.bytes, group)
+        fwd = comm_time(op.collective or "send_recv", op.bytes, group, algorithm)
+        back = _BACKWARD_COLLECTIVE.get(op.collective or "", op.collective or "send_recv")
+        bwd = comm_time(back, op.bytes, group, algorithm)
     return OpCost(op=op, forward_s=fwd, backward_s=bwd, bound=_bound(op, fwd, profile, dtype), backward_weight_s=wgrad)

@@ -18,7 +18,7 @@ from hwmodels.profile import Profile
 from hwmodels.topology import Cluster, CommGroup
 from simulator.compression import payload_bytes_per_elem
 from simulator.core.config import RunConfig
-from simulator.core.costs import OpCost, comm_time, op_cost
+from simulator.core.costs import CommAlgorithm, OpCost, comm_time, op_cost
 from simulator.core.workload import Op, embedding_ops, head_ops, layer_ops, numerics
 
 COMM_KINDS = ("tp", "cp", "ep", "dp", "pp")
@@ -73,6 +73,7 @@ class Groups:
     dp: CommGroup
     pp: CommGroup
     grad: CommGroup  # gradients reduce over data- and context-parallel ranks together
+    algorithm: CommAlgorithm = CommAlgorithm()  # parallel.collective_algorithm on this cluster's nodes
 
     @classmethod
     def of(cls, cfg: RunConfig, cluster: Cluster) -> Groups:
@@ -84,6 +85,7 @@ class Groups:
             dp=cluster.comm_group(p.dp, stride=p.tp * p.cp),
             pp=cluster.comm_group(2, stride=p.tp * p.cp * p.dp) if p.pp > 1 else cluster.comm_group(1),
             grad=cluster.comm_group(p.dp * p.cp, stride=p.tp),
+            algorithm=CommAlgorithm.of(p.collective_algorithm, cluster),
         )
 
     def as_dict(self) -> dict[str, CommGroup]:
@@ -164,14 +166,15 @@ def chunk_costs(
 ) -> list[ChunkCost]:
     """Costs of the model split into ``num_chunks`` pipeline chunks, in model order."""
     m, p, t = cfg.model, cfg.parallel, cfg.training
-    groups = Groups.of(cfg, cluster).as_dict()
+    placed = Groups.of(cfg, cluster)
+    groups = placed.as_dict()
     dtype = t.precision
     mb, seq = t.micro_batch, t.seq_len
 
     moe = _MoEAdjust.of(cfg, groups) if m.is_moe else None
 
     def cost(ops: list[Op]) -> tuple[Phase, Phase, Phase, float]:
-        costs = [op_cost(op, profile, groups, dtype) for op in ops]
+        costs = [op_cost(op, profile, groups, dtype, placed.algorithm) for op in ops]
         if moe is not None:
             costs = [moe.adjust(c) for c in costs]
         return _phases(costs, p.cp, t.collective_call_s)

@@ -77,7 +77,7 @@ def _bucket_events(
             start = end = stats.last_end_s
         n = max(1, math.ceil(chunks[pos].params / per_bucket))
         if spec is None:
-            secs = comm_time(kind, chunks[pos].params * gbytes / n, groups.grad)
+            secs = comm_time(kind, chunks[pos].params * gbytes / n, groups.grad, groups.algorithm)
         else:  # average over the compression schedule, compressing each bucket's share
             secs = dp_comm_time(spec, chunks[pos].params / n, groups.grad, dense_bytes_per_elem=gbytes)
         ready_list += [(start + (i + 1) / n * (end - start), secs, local, i, n) for i in range(n)]
@@ -106,7 +106,7 @@ def _rank_tail(
     if comm and p.pp > 1 and cfg.model.tied_embeddings and rank in (0, p.pp - 1):
         # first and last stage hold copies of the tied word embedding: sum their gradients
         emb = cfg.model.vocab_size * cfg.model.hidden_size / p.tp * grad_comm_bytes(t.precision)
-        secs = comm_time("all_reduce", emb, groups.pp)
+        secs = comm_time("all_reduce", emb, groups.pp, groups.algorithm)
         start = max(tail.dp_end, stats.last_end_s)
         tail.events.append((start, start + secs, rank, "dp", "embedding grad all_reduce", "DP", -1, 0))
         tail.dp_end = start + secs
@@ -121,7 +121,7 @@ def _rank_tail(
     opt_start = max(tail.pipeline_end, tail.dp_end)
     tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
     if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:
-        tail.gather_s = comm_time("all_gather", 2.0 * params, groups.grad)
+        tail.gather_s = comm_time("all_gather", 2.0 * params, groups.grad, groups.algorithm)
         g0 = opt_start + tail.optimizer_s
         tail.events.append((g0, g0 + tail.gather_s, rank, "dp", "param all_gather", "DP", -1, 0))
     return tail

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from hwmodels import collectives as C
@@ -131,3 +133,205 @@ def _gpu_of(node: str) -> str:
     from hwmodels.catalogue import get_node
 
     return get_node(node).gpu
+
+
+# ---- algorithm registry, the default rule and NCCL-style auto -----------------------------------------
+
+
+def _cluster(node: str, gpus: int, nics: int | None = None):
+    return ClusterSpec(gpu=_gpu_of(node), num_gpus=gpus, node=node, nics_per_node=nics).resolve()
+
+
+def test_registry_refuses_a_duplicate_name_and_the_rule_names() -> None:
+    before = C.algorithm_names()
+    for name in ("ring", "nvls", "auto", "default"):
+        with pytest.raises(ClusterSimError, match="already registered"):
+            C.register_algorithm(C.CollectiveAlgorithm(name, {"all_reduce": lambda s, g: 0.0}))
+    with pytest.raises(ClusterSimError, match="costs must map"):
+        C.register_algorithm(C.CollectiveAlgorithm("scatter-gather", {"broadcast": lambda s, g: 0.0}))
+    assert C.algorithm_names() == before == ("default", "auto", "ring", "tree", "hierarchical", "nvls")
+
+
+def test_a_new_algorithm_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(C, "_REGISTRY", dict(C._REGISTRY))  # restored after the test
+    C.register_algorithm(C.CollectiveAlgorithm("free", {"all_reduce": lambda s, g: 0.0}))
+    g = group(64)
+    assert C.all_reduce_time(1e9, g, "free") == C.BASE_LATENCY_S
+    assert C.choose_algorithm("all_reduce", 1e9, g, "auto") == "free"  # auto considers it
+    assert C.all_gather_time(1e9, g, "free") == C.all_gather_time(1e9, g, "ring")  # no all-gather: ring runs
+    assert C.all_reduce_time(1e9, g) > C.BASE_LATENCY_S  # the default rule is unchanged
+
+
+@pytest.mark.parametrize("kind", ["all_reduce", "all_gather", "reduce_scatter"])
+@pytest.mark.parametrize("n", [2, 8, 64, 1024])
+def test_default_is_exactly_the_faster_of_ring_and_tree(kind: str, n: int) -> None:
+    fn = getattr(C, f"{kind}_time")
+    for S in [8.0, 1e5, 1e7, 1e9]:
+        assert fn(S, group(n)) == min(fn(S, group(n), "ring"), fn(S, group(n), "tree"))
+
+
+@pytest.mark.parametrize("node,expected", [("dgx-a100", "tree"), ("dgx-h100", "nvls")])
+@pytest.mark.parametrize("gpus", [64, 512])
+def test_auto_picks_tree_or_nvls_for_a_small_all_reduce_at_scale(node: str, expected: str, gpus: int) -> None:
+    cluster = _cluster(node, gpus)
+    g, f = cluster.comm_group(gpus), C.node_features(cluster)
+    assert C.choose_algorithm("all_reduce", 1e3, g, "auto", features=f) == expected
+    auto = C.all_reduce_time(1e3, g, "auto", features=f)
+    assert auto == C.all_reduce_time(1e3, g, expected, features=f)
+    assert auto < C.all_reduce_time(1e3, g, "ring", features=f) / 5  # ring pays 2(n-1) network steps
+
+
+@pytest.mark.parametrize("node,expected", [("dgx-a100", "ring"), ("dgx-h100", "nvls"), ("hgx-h800", "nvls")])
+def test_auto_picks_ring_or_nvls_for_1gb_inside_one_node(node: str, expected: str) -> None:
+    cluster = _cluster(node, 8)
+    g, f = cluster.comm_group(8), C.node_features(cluster)
+    assert C.choose_algorithm("all_reduce", 1e9, g, "auto", features=f) == expected
+    if expected == "nvls":  # in-switch reduction moves (1 + 1/g) S instead of 2(g-1)/g S per GPU
+        assert C.all_reduce_time(1e9, g, "auto", features=f) < 0.85 * C.all_reduce_time(1e9, g, "ring", features=f)
+
+
+@pytest.mark.parametrize("node", ["dgx-a100", "dgx-h100"])
+@pytest.mark.parametrize("kind", ["all_reduce", "all_gather", "reduce_scatter"])
+def test_auto_is_the_fastest_algorithm_nccl_could_run(node: str, kind: str) -> None:
+    cluster = _cluster(node, 256)
+    f = C.node_features(cluster)
+    fn = getattr(C, f"{kind}_time")
+    tuned = [n for n in ("ring", "tree", "nvls") if C.get_algorithm(n).requires in (None, *f)]
+    for size, stride in [(8, 1), (64, 1), (256, 1), (32, 8)]:
+        g = cluster.comm_group(size, stride)
+        for S in [1e3, 1e6, 1e8, 4e9]:
+            assert fn(S, g, "auto", features=f) == min(fn(S, g, a, features=f) for a in tuned)
+            assert fn(S, g, "auto", features=f) <= fn(S, g, features=f)  # never worse than the default rule
+
+
+def test_nvls_is_refused_where_the_nvswitch_cannot_reduce() -> None:
+    a100, h100 = _cluster("dgx-a100", 8), _cluster("dgx-h100", 8)
+    assert C.node_features(a100) == frozenset() and C.node_features(h100) == {"nvls"}
+    with pytest.raises(ClusterSimError, match="NVLink SHARP.*dgx-a100 lacks"):
+        C.check_algorithm("nvls", C.node_features(a100), where="node dgx-a100")
+    with pytest.raises(ClusterSimError, match="nvls"):
+        C.all_reduce_time(1e6, a100.comm_group(8), "nvls", features=C.node_features(a100))
+    pcie = ClusterSpec(gpu="h100-sxm5-80gb", num_gpus=8, node="dgx-h100", intra_link="pcie5").resolve()
+    assert C.node_features(pcie) == frozenset()  # NVLS is the NVSwitch's; not over an overridden link
+
+
+def test_nvls_falls_back_to_ring_where_it_cannot_run() -> None:
+    cluster = _cluster("dgx-h100", 64)
+    f = C.node_features(cluster)
+    one_per_node = cluster.comm_group(8, stride=8)  # a DP group of a TP8 job: nothing for the switch to reduce
+    for S in [1e3, 1e9]:
+        assert C.all_reduce_time(S, one_per_node, "nvls", features=f) == C.all_reduce_time(S, one_per_node, "ring")
+        assert C.all_gather_time(S, cluster.comm_group(8), "nvls", features=f) == C.all_gather_time(
+            S, cluster.comm_group(8), "ring"
+        )  # NVLS all-gather is not modelled
+
+
+NVLS_BUSBW = [("dgx-h100", 480.0), ("hgx-h800", 215.0)]  # nccl_measured.csv (the h800 figure set no constant)
+
+
+@pytest.mark.parametrize("node,measured", NVLS_BUSBW)
+def test_nvls_bus_bandwidth_against_nccl_tests(node: str, measured: float) -> None:
+    cluster = _cluster(node, 8)
+    S = 8e9
+    t = C.all_reduce_time(S, cluster.comm_group(8), "nvls", features=C.node_features(cluster))
+    busbw = C.bus_bandwidth("all_reduce", S, t, 8) / 1e9
+    assert abs(busbw - measured) / measured <= 0.05
+
+
+def test_nvls_tree_small_message_latency_against_nccl_tests() -> None:
+    cluster = _cluster("dgx-h100", 16)  # 2 nodes, NDR: 46 us measured for 4 B - 1 KB (nccl_measured.csv)
+    t = C.all_reduce_time(1e3, cluster.comm_group(16), "nvls", features=C.node_features(cluster)) * 1e6
+    assert abs(t - 46.0) / 46.0 <= 0.25
+
+
+def _hier_theory(S: float, g: CommGroup) -> tuple[float, float]:
+    """(hierarchical, flat ring) all-reduce seconds from first principles, without the per-call base."""
+    n, loc, m = g.size, g.local, g.nodes
+    ring = 2 * (n - 1) / n * S / min(g.intra_bytes_s, g.net_bytes_s) + 2 * (n - 1) * g.net_latency_s
+    hier = (
+        2 * (loc - 1) / loc * S / g.intra_bytes_s  # reduce-scatter + all-gather over NVLink
+        + 2 * (loc - 1) * g.intra_latency_s
+        + 2 * (m - 1) / m * S / g.net_bytes_s  # only S/g per rank crosses the NICs
+        + 2 * math.ceil(math.log2(m)) * g.net_latency_s
+    )
+    return hier, ring
+
+
+def test_hierarchical_beats_a_flat_ring_across_nodes_at_mid_sizes() -> None:
+    g = _cluster("dgx-a100", 128).comm_group(128)  # 16 nodes, 8 HDR NICs each
+    hier_s = lambda S: C.all_reduce_time(S, g, "hierarchical")  # noqa: E731
+    ring_s = lambda S: C.all_reduce_time(S, g, "ring")  # noqa: E731
+    for S in [1e6, 1e8]:
+        assert hier_s(S) - C.BASE_LATENCY_S == pytest.approx(_hier_theory(S, g)[0])
+        assert ring_s(S) - C.BASE_LATENCY_S == pytest.approx(_hier_theory(S, g)[1])
+    # fewer network latencies vs two extra NVLink phases: hierarchical wins below the crossover S*
+    lat_h, lat_r = _hier_theory(0.0, g)
+    slope_h, slope_r = (t - lat for t, lat in zip(_hier_theory(1.0, g), (lat_h, lat_r), strict=True))
+    crossover = (lat_r - lat_h) / (slope_h - slope_r)
+    assert 1e8 < crossover < 1e10
+    for S in [1e6, 16e6, 64e6, 0.5 * crossover]:
+        assert hier_s(S) < ring_s(S)
+    for S in [2 * crossover, 16e9]:
+        assert hier_s(S) > ring_s(S)
+    # with few NICs per node the NICs carry 2(m-1)/m S instead of 2(n-1)/n S: hierarchical wins at any size
+    thin = _cluster("dgx-a100", 16, nics=4).comm_group(16)
+    assert C.all_reduce_time(4e9, thin, "hierarchical") < 0.9 * C.all_reduce_time(4e9, thin, "ring")
+
+
+# ---- the run config field, through the training simulator ---------------------------------------------
+
+
+def _train_cfg(node: str, gpus: int, parallel: dict, nics: int | None = None) -> dict:
+    cluster = {"gpu": _gpu_of(node), "num_gpus": gpus, "node": node}
+    if nics is not None:
+        cluster["nics_per_node"] = nics
+    return {
+        "model": "megatron-gpt-1.7b",
+        "cluster": cluster,
+        "parallel": parallel,
+        "training": {"global_batch": 16, "seq_len": 2048, "overlap_grad_reduce": False},
+    }
+
+
+def test_collective_algorithm_field_validates_with_one_line_errors() -> None:
+    from simulator.core.config import ParallelSpec, load_config
+
+    assert ParallelSpec().collective_algorithm == "default"
+    cfg = _train_cfg("dgx-a100", 16, {"dp": 16})
+    with pytest.raises(ClusterSimError) as bad:
+        load_config(cfg, ["parallel.collective_algorithm=butterfly"])
+    msg = str(bad.value)
+    assert "\n" not in msg and msg.startswith("parallel.collective_algorithm: ")
+    assert "default, auto, ring, tree, hierarchical, nvls" in msg
+    with pytest.raises(ClusterSimError, match=r"parallel.collective_algorithm 'nvls' needs NVLink SHARP.*dgx-a100"):
+        load_config(cfg, ["parallel.collective_algorithm=nvls"])
+    h100 = _train_cfg("dgx-h100", 16, {"dp": 16})
+    assert load_config(h100, ["parallel.collective_algorithm=nvls"]).parallel.collective_algorithm == "nvls"
+
+
+def test_hierarchical_changes_the_training_dp_sync_time() -> None:
+    from simulator.training import simulate_training
+
+    cfg = _train_cfg("dgx-a100", 16, {"dp": 16}, nics=4)  # 2 nodes, DP over all 16 GPUs, sync not overlapped
+    runs = {
+        a: simulate_training(cfg, overrides=[f"parallel.collective_algorithm={a}"]) for a in ("ring", "hierarchical")
+    }
+    dp = {a: r.timeline.busy_s(0, ("dp",)) for a, r in runs.items()}
+    assert dp["hierarchical"] < 0.9 * dp["ring"]  # 4 HDR NICs per node: only S/g per rank crosses them
+    assert runs["hierarchical"].exposed_comm_s["dp"] < runs["ring"].exposed_comm_s["dp"]
+    assert runs["hierarchical"].step_time_s < runs["ring"].step_time_s
+    default = simulate_training(cfg)
+    assert (
+        default.step_time_s == simulate_training(cfg, overrides=["parallel.collective_algorithm=default"]).step_time_s
+    )
+
+
+def test_nvls_reaches_the_tensor_parallel_all_reduces() -> None:
+    from simulator.training import simulate_training
+
+    cfg = _train_cfg("dgx-h100", 8, {"tp": 8})
+    cfg["training"]["global_batch"] = 4
+    ring = simulate_training(cfg, overrides=["parallel.collective_algorithm=ring"])
+    nvls = simulate_training(cfg, overrides=["parallel.collective_algorithm=nvls"])
+    assert nvls.exposed_comm_s["tp"] < 0.9 * ring.exposed_comm_s["tp"]
+    assert simulate_training(cfg, overrides=["parallel.collective_algorithm=auto"]).step_time_s == nvls.step_time_s
