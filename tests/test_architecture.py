@@ -211,3 +211,24 @@ def test_pyproject_lists_every_package_folder() -> None:
 @pytest.mark.parametrize("mod", ["simulator.core.config", "simulator.search.sweep", "simulator.energy.carbon"])
 def test_no_module_reaches_the_cli(mod: str) -> None:
     assert not [t for t, _, _ in GRAPH[mod] if t.startswith(("simulator.cli", "simulator.app"))]
+
+
+#: modules that may print: the command line (everything else logs or returns text)
+PRINT_OK = ("simulator.cli", "calibration.cli", "calibration.run", "calibration.record_routing")
+
+
+def test_only_command_line_modules_print() -> None:
+    bad = []
+    for mod, path in MODULES.items():
+        if mod.startswith(PRINT_OK):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert bad == [], "\n".join(bad)
+
+
+def test_one_atomic_write() -> None:
+    """Temp-file-then-rename lives in hwmodels.fileio only."""
+    users = [m for m, p in MODULES.items() if "os.replace(" in p.read_text(encoding="utf-8")]
+    assert users == ["hwmodels.fileio"]
