@@ -62,6 +62,7 @@ def event_category(stream: str, phase: str) -> str:
 
 
 def rank_label(rank: int) -> str:
+    """Axis label of a pipeline rank."""
     return f"rank {rank}"
 
 
@@ -467,17 +468,8 @@ def efficiency_curves(
     profile's prediction for the same shapes so the fit can be read point by point.
     """
     rows = list((measurements or {}).get("gemm", []))
-    measured_dtypes = []
-    for r in rows:
-        d = normalize_dtype(r["dtype"])
-        if d not in measured_dtypes:
-            measured_dtypes.append(d)
-    wanted = [normalize_dtype(d) for d in dtypes] if dtypes else (measured_dtypes or ["bf16"])
-    wanted = [d for d in wanted if profile.peak_tflops.get(d)]
-    if not wanted:
-        wanted = [d for d in ("bf16", "fp16", "fp32") if profile.peak_tflops.get(d)][:1]
     fig = go.Figure()
-    for d in wanted:
+    for d in _efficiency_dtypes(profile, rows, dtypes):
         color = DTYPE_COLORS.get(d, "#BAB0AC")
         peak = profile.peak_flops(d)
         flops = [2.0 * s**3 for s in SQUARE_SIZES]
@@ -495,41 +487,61 @@ def efficiency_curves(
             )
         )
         pts = [r for r in rows if normalize_dtype(r["dtype"]) == d]
-        if not pts:
-            continue
-        shapes = [f"M={r['M']} N={r['N']} K={r['K']}" for r in pts]
-        mflops = [2.0 * r["M"] * r["N"] * r["K"] for r in pts]
-        fig.add_trace(
-            go.Scatter(
-                x=mflops,
-                y=[r["tflops"] * 1e12 / peak for r in pts],
-                mode="markers",
-                name=f"measured {d}",
-                legendgroup=d,
-                marker={"color": color, "opacity": 0.6},
-                hovertext=shapes,
-                hovertemplate="%{hovertext}<br>measured %{y:.1%}<extra></extra>",
-            )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=mflops,
-                y=[f / profile.gemm_time(r["M"], r["N"], r["K"], d) / peak for f, r in zip(mflops, pts, strict=True)],
-                mode="markers",
-                name=f"profile at measured shapes {d}",
-                legendgroup=d,
-                marker={"symbol": "circle-open", "color": color},
-                hovertext=shapes,
-                hovertemplate="%{hovertext}<br>predicted %{y:.1%}<extra></extra>",
-                visible="legendonly",
-            )
-        )
+        if pts:
+            _add_measured_gemms(fig, profile, pts, d, color, peak)
     fig.update_layout(
         title=f"GEMM efficiency of {profile.gpu} ({profile.kind} profile)",
         xaxis={"title": "problem size (FLOP, 2MNK)", "type": "log"},
         yaxis={"title": "fraction of dense peak", "tickformat": ".0%", "range": [0, 1.05]},
     )
     return fig
+
+
+def _efficiency_dtypes(profile: Any, rows: list[Mapping[str, Any]], dtypes: Sequence[str] | None) -> list[str]:
+    """The dtypes to draw: those asked for, else those measured, else bf16; only dtypes the GPU has units for."""
+    measured_dtypes = []
+    for r in rows:
+        d = normalize_dtype(r["dtype"])
+        if d not in measured_dtypes:
+            measured_dtypes.append(d)
+    wanted = [normalize_dtype(d) for d in dtypes] if dtypes else (measured_dtypes or ["bf16"])
+    wanted = [d for d in wanted if profile.peak_tflops.get(d)]
+    if not wanted:
+        wanted = [d for d in ("bf16", "fp16", "fp32") if profile.peak_tflops.get(d)][:1]
+    return wanted
+
+
+def _add_measured_gemms(
+    fig: go.Figure, profile: Any, pts: list[Mapping[str, Any]], d: str, color: str, peak: float
+) -> None:
+    """Measured GEMMs of dtype ``d`` as points, and the profile's prediction at the same shapes (legend-only)."""
+    shapes = [f"M={r['M']} N={r['N']} K={r['K']}" for r in pts]
+    mflops = [2.0 * r["M"] * r["N"] * r["K"] for r in pts]
+    fig.add_trace(
+        go.Scatter(
+            x=mflops,
+            y=[r["tflops"] * 1e12 / peak for r in pts],
+            mode="markers",
+            name=f"measured {d}",
+            legendgroup=d,
+            marker={"color": color, "opacity": 0.6},
+            hovertext=shapes,
+            hovertemplate="%{hovertext}<br>measured %{y:.1%}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=mflops,
+            y=[f / profile.gemm_time(r["M"], r["N"], r["K"], d) / peak for f, r in zip(mflops, pts, strict=True)],
+            mode="markers",
+            name=f"profile at measured shapes {d}",
+            legendgroup=d,
+            marker={"symbol": "circle-open", "color": color},
+            hovertext=shapes,
+            hovertemplate="%{hovertext}<br>predicted %{y:.1%}<extra></extra>",
+            visible="legendonly",
+        )
+    )
 
 
 # ---- power & carbon ------------------------------------------------------------------------------
@@ -638,12 +650,7 @@ def dvfs_front(rows: Sequence[Mapping[str, Any]], optimum: Mapping[str, Any] | N
     df = pd.DataFrame(list(rows))
     if df.empty:
         return go.Figure().update_layout(title="DVFS sweep: no points")
-
-    def label(row: Mapping[str, Any]) -> str:
-        clock = f"{row['sm_clock_mhz']:.0f} MHz"
-        return clock if row["setting"] == "clock" else f"{row['value']:.0f} W cap: {clock}"
-
-    df["label"] = [label(r) for r in df.to_dict("records")]
+    df["label"] = [_dvfs_label(r) for r in df.to_dict("records")]
     spot = list(zip(df["ms_per_token"].round(12), df["gpu_mj_per_token"].round(9), strict=True))
     df["text"] = ["" if spot[i] in spot[:i] else t for i, t in enumerate(df["label"])]  # one label per spot
     fig = go.Figure()
@@ -679,7 +686,7 @@ def dvfs_front(rows: Sequence[Mapping[str, Any]], optimum: Mapping[str, Any] | N
                 x=[optimum["ms_per_token"]],
                 y=[optimum["gpu_mj_per_token"]],
                 mode="markers",
-                name=f"least energy: {label(optimum)}",
+                name=f"least energy: {_dvfs_label(optimum)}",
                 marker={"symbol": "star", "size": 18, "color": "black"},
                 hovertemplate="least GPU energy per token<br>%{x:.4g} ms/token, %{y:.4g} mJ/token<extra></extra>",
             )
@@ -693,6 +700,12 @@ def dvfs_front(rows: Sequence[Mapping[str, Any]], optimum: Mapping[str, Any] | N
     return fig
 
 
+def _dvfs_label(row: Mapping[str, Any]) -> str:
+    """A DVFS setting's label: its clock (MHz), preceded by the cap (W) for a power-cap setting."""
+    clock = f"{row['sm_clock_mhz']:.0f} MHz"
+    return clock if row["setting"] == "clock" else f"{row['value']:.0f} W cap: {clock}"
+
+
 def carbon_schedule(series: Any, schedule: Any, baseline: Any | None = None) -> go.Figure:
     """Grid intensity over the series' hours with the job's running fraction per hour overlaid
     (right axis), the run-now baseline dotted, and the window up to the deadline shaded.
@@ -701,12 +714,6 @@ def carbon_schedule(series: Any, schedule: Any, baseline: Any | None = None) -> 
     """
     hours = list(range(len(series)))
     xs: list[Any] = [series.timestamp(h) for h in hours] if series.start is not None else hours
-
-    def x_at(hour: float) -> Any:
-        if series.start is None:
-            return hour
-        return series.start + pd.Timedelta(hours=hour)
-
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(
         go.Scatter(
@@ -720,33 +727,10 @@ def carbon_schedule(series: Any, schedule: Any, baseline: Any | None = None) -> 
         secondary_y=False,
     )
     window = range(schedule.now, schedule.now + len(schedule.fractions))
-    fig.add_trace(
-        go.Bar(
-            x=[x_at(h + 0.5) for h in window],
-            y=[f * 100.0 for f in schedule.fractions],
-            width=[3.6e6 if series.start is not None else 1.0] * len(window),
-            name=f"job running ({schedule.policy})",
-            marker={"color": "#4C78A8", "line": {"width": 0}},
-            opacity=0.5,
-            hovertemplate="%{y:.0f}% of the job's GPUs<extra></extra>",
-        ),
-        secondary_y=True,
-    )
-    if baseline is not None and baseline is not schedule:
-        fig.add_trace(
-            go.Scatter(
-                x=[x_at(h) for h in window] + [x_at(window.stop)],
-                y=[f * 100.0 for f in baseline.fractions] + [baseline.fractions[-1] * 100.0],
-                mode="lines",
-                name="run now (baseline)",
-                line={"color": "black", "dash": "dot", "shape": "hv"},
-                hovertemplate="run now: %{y:.0f}%<extra></extra>",
-            ),
-            secondary_y=True,
-        )
+    _add_job_traces(fig, series, schedule, baseline, window)
     fig.add_vrect(
-        x0=x_at(schedule.now),
-        x1=x_at(window.stop),
+        x0=_series_x(series, schedule.now),
+        x1=_series_x(series, window.stop),
         fillcolor="#EECA3B",
         opacity=0.12,
         line_width=0,
@@ -769,3 +753,38 @@ def carbon_schedule(series: Any, schedule: Any, baseline: Any | None = None) -> 
         secondary_y=True,
     )
     return fig
+
+
+def _series_x(series: Any, hour: float) -> Any:
+    """The x coordinate of ``hour`` of the series: a timestamp when it has one, else the hour itself."""
+    if series.start is None:
+        return hour
+    return series.start + pd.Timedelta(hours=hour)
+
+
+def _add_job_traces(fig: go.Figure, series: Any, schedule: Any, baseline: Any | None, window: range) -> None:
+    """The job's running share (% of its GPUs) per hour as bars, and the run-now baseline as a dotted step line."""
+    fig.add_trace(
+        go.Bar(
+            x=[_series_x(series, h + 0.5) for h in window],
+            y=[f * 100.0 for f in schedule.fractions],
+            width=[3.6e6 if series.start is not None else 1.0] * len(window),
+            name=f"job running ({schedule.policy})",
+            marker={"color": "#4C78A8", "line": {"width": 0}},
+            opacity=0.5,
+            hovertemplate="%{y:.0f}% of the job's GPUs<extra></extra>",
+        ),
+        secondary_y=True,
+    )
+    if baseline is not None and baseline is not schedule:
+        fig.add_trace(
+            go.Scatter(
+                x=[_series_x(series, h) for h in window] + [_series_x(series, window.stop)],
+                y=[f * 100.0 for f in baseline.fractions] + [baseline.fractions[-1] * 100.0],
+                mode="lines",
+                name="run now (baseline)",
+                line={"color": "black", "dash": "dot", "shape": "hv"},
+                hovertemplate="run now: %{y:.0f}%<extra></extra>",
+            ),
+            secondary_y=True,
+        )

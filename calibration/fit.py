@@ -40,6 +40,7 @@ class FitError:
     mape_large: float | None = None  # GEMM with M >= 64 only
 
     def as_dict(self) -> dict[str, Any]:
+        """The error's fields as a dict, unset ones (None) left out."""
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 

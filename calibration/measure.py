@@ -165,6 +165,7 @@ class Measurer:
 
     # ---- the measurements ----------------------------------------------------------------------------
     def gemm(self, m: int, n: int, k: int, dtype: str) -> None:
+        """Time an (m x k) @ (k x n) GEMM in ``dtype`` (weights rotated past L2); record ms, TFLOP/s, GB/s."""
         key = {"M": m, "N": n, "K": k, "dtype": dtype}
         if self._done("gemm", key):
             return
@@ -198,6 +199,7 @@ class Measurer:
         )
 
     def attn_prefill(self, b: int, h: int, kvh: int, s: int, d: int) -> None:
+        """Time causal attention forward and backward over ``s`` tokens (GQA: ``kvh`` KV heads); record ms, TFLOP/s."""
         key = {"b": b, "h": h, "kvh": kvh, "s": s, "d": d}
         if self._done("attn_prefill", key):
             return
@@ -224,6 +226,7 @@ class Measurer:
         )
 
     def attn_decode(self, b: int, h: int, kvh: int, L: int, d: int) -> None:  # noqa: N803
+        """Time one decode step's attention against an ``L``-token KV cache; record ms and KV GB/s."""
         key = {"b": b, "h": h, "kvh": kvh, "L": L, "d": d}
         if self._done("attn_decode", key):
             return
@@ -236,6 +239,7 @@ class Measurer:
         self._add("attn_decode", {**key, "ms": secs * 1e3, "kv_gbps": kv_bytes / secs / 1e9})
 
     def membw(self, op: str, nbytes: int) -> None:
+        """Time a memory-bound op (copy, add, RMSNorm) over ``nbytes``; record ms and read+write GB/s."""
         key = {"op": op, "bytes": nbytes}
         if self._done("membw", key):
             return
@@ -252,6 +256,7 @@ class Measurer:
         self._add("membw", {**key, "ms": secs * 1e3, "gbps_rw": factor * nbytes / secs / 1e9})
 
     def h2d(self, nbytes: int) -> None:
+        """Time a pinned host-to-device and device-to-host copy of ``nbytes``; record ms and GB/s each way."""
         for direction in ("h2d", "d2h"):
             key = {"dir": direction, "bytes": nbytes}
             if self._done("h2d", key):
@@ -271,6 +276,7 @@ class Measurer:
             self._add("h2d", {**key, "ms": secs * 1e3, "gbps": nbytes / secs / 1e9})
 
     def launch(self) -> None:
+        """Time a one-element kernel, i.e. the launch overhead; record ms."""
         if self._done("launch", {"op": "add_1"}):
             return
         a = torch.ones(1, device=self.device)

@@ -20,6 +20,8 @@ from hwmodels.profile import Profile
 
 @dataclass(frozen=True)
 class Shape:
+    """Sizes of the validation transformer and of the batches it is timed on (tokens)."""
+
     layers: int = 4
     hidden: int = 2048
     heads: int = 16
@@ -33,6 +35,7 @@ class Shape:
 
     @classmethod
     def tiny(cls) -> Shape:
+        """A very small shape that runs in moments on a CPU (tests)."""
         return cls(
             layers=2,
             hidden=64,
@@ -47,6 +50,7 @@ class Shape:
         )
 
     def spec(self) -> dict[str, Any]:
+        """The shape as a clustersim model spec, so the simulator predicts the same model."""
         return {
             "name": "validation-transformer",
             "source": "calibration.validate (random weights)",
@@ -62,6 +66,8 @@ class Shape:
 
 
 class Block(nn.Module):
+    """One pre-norm Llama-style layer: RMSNorm, GQA attention, RMSNorm, SwiGLU MLP, with residuals."""
+
     def __init__(self, s: Shape) -> None:
         super().__init__()
         self.s = s
@@ -73,6 +79,7 @@ class Block(nn.Module):
         self.down = nn.Linear(s.ffn, s.hidden, bias=False)
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The layer on ``x`` (batch, tokens, hidden); with ``cache`` (K, V) the new tokens attend to it too."""
         s, (b, t, _) = self.s, x.shape
         hd = s.hidden // s.heads
         q, k, v = self.qkv(self.n1(x)).split([s.heads * hd, s.kv_heads * hd, s.kv_heads * hd], dim=-1)
@@ -88,6 +95,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    """Embedding, the blocks, final norm and LM head: the model that is timed."""
+
     def __init__(self, s: Shape) -> None:
         super().__init__()
         self.emb = nn.Embedding(s.vocab, s.hidden)
@@ -96,6 +105,7 @@ class Transformer(nn.Module):
         self.head = nn.Linear(s.hidden, s.vocab, bias=False)
 
     def forward(self, ids: torch.Tensor, caches=None) -> torch.Tensor:
+        """Logits for token ``ids`` (batch, tokens), each block using its KV cache when ``caches`` is given."""
         x = self.emb(ids)
         for i, blk in enumerate(self.blocks):
             x = blk(x, None if caches is None else caches[i])

@@ -94,6 +94,7 @@ class PowerParams(BaseModel):
 
     @property
     def lowest_clock_mhz(self) -> float:
+        """Lowest SM clock (MHz) DVFS sweeps consider: the profile's, else 40% of the max clock."""
         return self.min_sm_clock_mhz or 0.4 * self.max_sm_clock_mhz
 
 
@@ -137,10 +138,12 @@ class Profile(BaseModel):
 
     @property
     def bandwidth_bytes_s(self) -> float:
+        """HBM bandwidth, bytes/s."""
         return self.memory_bandwidth_gbps * 1e9
 
     @property
     def sm_clock_mhz(self) -> float:
+        """SM clock this profile runs at (MHz): the clock ratio times the max clock."""
         return self.clock_ratio * self.power.max_sm_clock_mhz
 
     def at(self, *, sm_clock_mhz: float | None = None, sm_fraction: float | None = None) -> Profile:
@@ -166,6 +169,7 @@ class Profile(BaseModel):
         )
 
     def curve(self, family: Family, dtype: str | None = None) -> Curve:
+        """Efficiency curve of a kernel family; for GEMM the ``dtype``'s own curve where the profile has one."""
         if family == "gemm" and dtype is not None:
             override = self.gemm_by_dtype.get(normalize_dtype(dtype))
             if override is not None:

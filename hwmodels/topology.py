@@ -88,6 +88,7 @@ class Cluster:
 
     @cached_property
     def num_nodes(self) -> int:
+        """Nodes the cluster's GPUs fill (at least one)."""
         return max(1, math.ceil(self.num_gpus / self.gpus_per_node))
 
     @property
@@ -146,6 +147,7 @@ class CommGroup:
 
     @property
     def spans_nodes(self) -> bool:
+        """Whether the group crosses the network (more than one node)."""
         return self.nodes > 1
 
     @property
@@ -157,4 +159,5 @@ class CommGroup:
 
     @property
     def hop_latency_s(self) -> float:
+        """Latency of one hop, s: the network's if the group spans nodes, else the intra-node link's."""
         return self.net_latency_s if self.spans_nodes else self.intra_latency_s

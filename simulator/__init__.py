@@ -1,4 +1,4 @@
-"""clustersim's simulator package: models, configs, workloads and (soon) the SimPy engine.
+"""clustersim's simulator package: models, configs, workloads and the SimPy training and serving engines.
 
 Public API: :func:`get_model`, :func:`load_config`, :func:`simulate_training`, :func:`layer_cost_report`.
 """

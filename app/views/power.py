@@ -134,6 +134,7 @@ def region_options() -> dict[str, str]:
 
 @st.cache_data(show_spinner=False)
 def preset_options() -> list[str]:
+    """Names of the $/GPU-hour price presets, for the preset selectbox."""
     return [p.name for p in pricing.list_price_presets()]
 
 
@@ -212,6 +213,7 @@ def dvfs_point(cfg_json: str, setting: str, value: float) -> dvfs.DvfsPoint:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def load_series(path: str) -> carbon.IntensitySeries:
+    """The hourly grid-intensity series at ``path`` (cached per path)."""
     return carbon.load_intensity_series(path)
 
 
@@ -259,6 +261,20 @@ def _series_upload() -> None:
 def _sidebar() -> tuple[dict[str, Any], str | None]:
     """Draw the job, power, site, schedule and sweep widgets; return their values and the series path."""
     st.header("Job")
+    _job_widgets()
+    st.header("Power")
+    _power_widgets()
+    st.header("Site")
+    _site_widgets()
+    st.header("Carbon-aware schedule")
+    path = _schedule_widgets()
+    st.header("DVFS sweep")
+    st.radio("sweep", SWEEPS, key="pw_dvfs", horizontal=True)
+    return {k: st.session_state[k] for k in FIELDS}, path
+
+
+def _job_widgets() -> None:
+    """Config import and the job picker: a bundled example or the custom job."""
     _config_import()
     options = [*EXAMPLES] + ([CUSTOM] if st.session_state.get("pw_custom_cfg") is not None else [])
     clamp_choice("pw_workload", options, "quickstart")
@@ -270,7 +286,9 @@ def _sidebar() -> tuple[dict[str, Any], str | None]:
         key="pw_workload",
     )
 
-    st.header("Power")
+
+def _power_widgets() -> None:
+    """Energy mode, locked SM clock (MHz) and power cap (W per GPU)."""
     st.selectbox(
         "energy mode",
         MODES,
@@ -282,7 +300,9 @@ def _sidebar() -> tuple[dict[str, Any], str | None]:
     c1.number_input("locked SM clock (MHz, 0 = max)", min_value=0.0, step=15.0, format="%.0f", key="pw_clock")
     c2.number_input("power cap (W per GPU, 0 = board limit)", min_value=0.0, step=25.0, format="%.0f", key="pw_cap")
 
-    st.header("Site")
+
+def _site_widgets() -> None:
+    """PUE, grid region and price preset of the site."""
     st.number_input("PUE", min_value=1.0, max_value=10.0, step=0.05, format="%.2f", key="pw_pue")
     regions = region_options()
     clamp_choice("pw_region", list(regions), "US")
@@ -291,7 +311,9 @@ def _sidebar() -> tuple[dict[str, Any], str | None]:
     clamp_choice("pw_preset", presets, "default")
     st.selectbox("price preset ($/GPU-hour)", presets, key="pw_preset")
 
-    st.header("Carbon-aware schedule")
+
+def _schedule_widgets() -> str | None:
+    """Intensity series, job length, deadline, start and policy settings; returns the series' path."""
     _series_upload()
     series_options = [SERIES_BUNDLED] + ([SERIES_UPLOADED] if st.session_state.get("pw_series_path") else [])
     clamp_choice("pw_series", series_options, SERIES_BUNDLED)
@@ -324,10 +346,7 @@ def _sidebar() -> tuple[dict[str, Any], str | None]:
         key="pw_low_fraction",
         help="scale-down: share of the job's GPUs that keep running in high-carbon hours",
     )
-
-    st.header("DVFS sweep")
-    st.radio("sweep", SWEEPS, key="pw_dvfs", horizontal=True)
-    return {k: st.session_state[k] for k in FIELDS}, path
+    return path
 
 
 # ---- results -------------------------------------------------------------------------------------
@@ -523,6 +542,7 @@ def show_dvfs(cfg: dict[str, Any], r: Any, sweep_kind: str) -> pd.DataFrame | No
 
 
 def _schedule_frame(series: carbon.IntensitySeries, sched: carbon.Schedule, power_kw: float) -> pd.DataFrame:
+    """The schedule hour by hour: intensity (g/kWh), running fraction, progress (h), power (kW) and kgCO2e."""
     rows = []
     for i, (f, prog) in enumerate(zip(sched.fractions, sched.progress, strict=True)):
         hour = sched.now + i
@@ -552,14 +572,9 @@ def show_schedule(r: Any, training: bool, values: dict[str, Any], path: str | No
         return None
     window_s = r.step_time_s if training else r.duration_s
     power_kw = r.energy_j["facility"] / window_s / 1e3
-    ttt = getattr(r, "time_to_train_days", None)
-    if values["pw_use_ttt"] and ttt is not None:
-        job_hours, length = ttt * 24.0, f"the plan's time to train, {ttt * 24.0:,.1f} h"
-    else:
-        job_hours, length = float(values["pw_job_h"]), f"{float(values['pw_job_h']):,.4g} h"
-        if values["pw_use_ttt"]:
-            length += " (the job has no time to train: " + ("no token budget" if training else "serving") + ")"
-    if values["pw_use_ttt"] and ttt is not None and job_hours > len(series) - int(values["pw_start_h"]):
+    job_hours, length = _job_length(r, training, values)
+    uses_ttt = values["pw_use_ttt"] and getattr(r, "time_to_train_days", None) is not None
+    if uses_ttt and job_hours > len(series) - int(values["pw_start_h"]):
         st.info(
             f"The plan's time to train ({job_hours:,.0f} h) does not fit in the series' {len(series)} hours from "
             "the start: untick 'job length = the plan's time to train' to schedule a shorter job, or upload a "
@@ -586,6 +601,27 @@ def show_schedule(r: Any, training: bool, values: dict[str, Any], path: str | No
     if sched is None:
         return None
     base = plan_schedule(path, "now", **kwargs) if policy != "now" else sched
+    _schedule_metrics(sched, policy)
+    st.plotly_chart(charts.carbon_schedule(series, sched, base), key="pw_carbon_chart")
+    rows = _policy_rows(sched, policy, path, kwargs)
+    with st.expander("every policy"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    return _schedule_frame(series, sched, power_kw)
+
+
+def _job_length(r: Any, training: bool, values: dict[str, Any]) -> tuple[float, str]:
+    """Hours of the job at full rate (the plan's time to train, if asked and known) and how that was chosen."""
+    ttt = getattr(r, "time_to_train_days", None)
+    if values["pw_use_ttt"] and ttt is not None:
+        return ttt * 24.0, f"the plan's time to train, {ttt * 24.0:,.1f} h"
+    job_hours, length = float(values["pw_job_h"]), f"{float(values['pw_job_h']):,.4g} h"
+    if values["pw_use_ttt"]:
+        length += " (the job has no time to train: " + ("no token budget" if training else "serving") + ")"
+    return job_hours, length
+
+
+def _schedule_metrics(sched: carbon.Schedule, policy: str) -> None:
+    """Carbon of running now and of the policy (kgCO2e), the saving, and when the job starts and finishes."""
     cols = st.columns(4)
     cols[0].metric("run now", _co2(sched.baseline_kgco2e), help="start at once, run contiguously")
     cols[1].metric(
@@ -601,7 +637,10 @@ def show_schedule(r: Any, training: bool, values: dict[str, Any], path: str | No
         f"+{sched.start_h:,.1f} h / +{sched.finish_h:,.1f} h",
         help=f"{start:%a %Y-%m-%d %H:%M} to {finish:%a %Y-%m-%d %H:%M}" if start and finish else None,
     )
-    st.plotly_chart(charts.carbon_schedule(series, sched, base), key="pw_carbon_chart")
+
+
+def _policy_rows(sched: carbon.Schedule, policy: str, path: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per policy for the same job: its kgCO2e, saving, start and finish (h) and resumes, or its error."""
     rows = []
     for p in POLICIES:
         other, err = (sched, None) if p == policy else error_text(plan_schedule, path, p, **kwargs)
@@ -619,9 +658,7 @@ def show_schedule(r: Any, training: bool, values: dict[str, Any], path: str | No
                 "resumes": other.resumes,
             }
         )
-    with st.expander("every policy"):
-        st.dataframe(pd.DataFrame(rows), hide_index=True)
-    return _schedule_frame(series, sched, power_kw)
+    return rows
 
 
 def render() -> None:

@@ -65,6 +65,7 @@ KV_FIELDS = {
 
 
 def _knob_key(group: str, kind: str, field: str) -> str:
+    """Widget key of one knob of a batching policy (group "b") or length distribution (group "l")."""
     return f"sv_{group}_{kind}_{field}"
 
 
@@ -190,6 +191,25 @@ def _trace_upload() -> None:
 def _sidebar() -> dict[str, Any]:
     """Draw the deployment, policy, KV, traffic and SLO widgets; return the serving config."""
     st.header("Deployment")
+    deployment = _deployment_widgets()
+    st.header("Batching")
+    kind = st.selectbox("policy", BATCHING_KINDS, key="sv_kind")
+    batching = {"kind": kind, **_knob_widgets("b", kind, BATCHING_KNOBS[kind])}
+    st.header("KV cache")
+    kv = _kv_widgets()
+    st.header("Traffic")
+    workload = _traffic_widgets()
+    st.header("SLO")
+    c1, c2 = st.columns(2)
+    slo = {
+        "ttft_s": float(c1.number_input("TTFT (s)", min_value=0.001, step=0.1, format="%.3g", key="sv_slo_ttft")),
+        "tpot_s": float(c2.number_input("TPOT (s)", min_value=0.001, step=0.01, format="%.3g", key="sv_slo_tpot")),
+    }
+    return {**deployment, "batching": batching, "kv": kv, "workload": workload, "slo": slo}
+
+
+def _deployment_widgets() -> dict[str, Any]:
+    """Model, GPU, tp per replica, replicas, weight dtype and router: the config's top-level fields."""
     model = model_picker("sv", "llama3-8b")
     gpus = [g.id for g in list_gpus()]
     clamp_choice("sv_gpu", gpus, "h100-sxm5-80gb")
@@ -199,14 +219,13 @@ def _sidebar() -> dict[str, Any]:
     replicas = int(c2.number_input("replicas", min_value=1, step=1, key="sv_replicas"))
     weight_dtype = st.selectbox("weights", ["bf16", "fp16", "fp8", "int8", "int4"], key="sv_weight_dtype")
     router = st.selectbox("router", ["round_robin", "least_outstanding", "kv_aware"], key="sv_router")
+    return {"model": model, "gpu": gpu, "tp": tp, "replicas": replicas, "weight_dtype": weight_dtype, "router": router}
 
-    st.header("Batching")
-    kind = st.selectbox("policy", BATCHING_KINDS, key="sv_kind")
-    batching = {"kind": kind, **_knob_widgets("b", kind, BATCHING_KNOBS[kind])}
 
-    st.header("KV cache")
+def _kv_widgets() -> dict[str, Any]:
+    """The ``kv`` section: cache dtype, block size, memory share, preemption, host tier (GB), prefix caching."""
     c1, c2 = st.columns(2)
-    kv = {
+    return {
         "dtype": c1.selectbox("KV dtype", ["bf16", "fp16", "fp8", "int4"], key="sv_kv_dtype"),
         "block_size": int(c2.number_input("block size", min_value=1, step=8, key="sv_block_size")),
         "gpu_memory_utilization": float(
@@ -217,7 +236,9 @@ def _sidebar() -> dict[str, Any]:
         "prefix_caching": st.checkbox("prefix caching", key="sv_prefix_caching"),
     }
 
-    st.header("Traffic")
+
+def _traffic_widgets() -> dict[str, Any]:
+    """The ``workload`` section: request count, arrivals (req/s), lengths and, for kind 'trace', the trace file."""
     _trace_upload()
     num_requests = int(st.number_input("requests", min_value=1, step=100, key="sv_num_requests"))
     akind = st.selectbox("arrivals", ARRIVAL_KINDS, key="sv_arrivals")
@@ -241,25 +262,7 @@ def _sidebar() -> dict[str, Any]:
             st.caption(f"trace: {Path(path).name}")
         else:
             st.warning("upload a trace file above for arrivals/lengths of kind 'trace'")
-
-    st.header("SLO")
-    c1, c2 = st.columns(2)
-    slo = {
-        "ttft_s": float(c1.number_input("TTFT (s)", min_value=0.001, step=0.1, format="%.3g", key="sv_slo_ttft")),
-        "tpot_s": float(c2.number_input("TPOT (s)", min_value=0.001, step=0.01, format="%.3g", key="sv_slo_tpot")),
-    }
-    return {
-        "model": model,
-        "gpu": gpu,
-        "tp": tp,
-        "replicas": replicas,
-        "weight_dtype": weight_dtype,
-        "router": router,
-        "batching": batching,
-        "kv": kv,
-        "workload": workload,
-        "slo": slo,
-    }
+    return workload
 
 
 def latency_curve(cfg: dict[str, Any]) -> tuple[pd.DataFrame, float | None] | None:
@@ -284,6 +287,7 @@ def latency_curve(cfg: dict[str, Any]) -> tuple[pd.DataFrame, float | None] | No
 
 
 def _metrics(r: Any) -> None:
+    """Latency percentiles (ms), throughput, goodput, SLO attainment, KV peak and preemptions of a result."""
     cols = st.columns(4)
     cols[0].metric("TTFT p50 / p99", f"{r.ttft_s.p50 * 1e3:.0f} / {r.ttft_s.p99 * 1e3:.0f} ms")
     cols[1].metric("TPOT p50 / p99", f"{r.tpot_s.p50 * 1e3:.1f} / {r.tpot_s.p99 * 1e3:.1f} ms")

@@ -76,6 +76,7 @@ def _load_from_url() -> None:
 
 
 def _knob_widgets(mode: str) -> dict[str, list[Any]]:
+    """The knobs to sweep and, per knob, the values to try (multiselects); returns knob -> values."""
     key = f"to_{mode}_knobs"
     if key not in st.session_state:
         st.session_state[key] = DEFAULT_KNOBS[mode]
@@ -103,6 +104,7 @@ def _base(mode: str) -> dict[str, Any]:
 
 
 def _training_row(res: Any) -> dict[str, Any]:
+    """The sweep table's columns of a TrainingResult (step time s, peak memory GB, tokens/s, MFU, bubble, fit)."""
     return {
         "step_time_s": res.step_time_s,
         "peak_memory_gb": res.memory_per_gpu_gb.peak,
@@ -114,6 +116,7 @@ def _training_row(res: Any) -> dict[str, Any]:
 
 
 def _serving_row(res: Any) -> dict[str, Any]:
+    """The sweep table's columns of a ServingResult (p99 latencies s, tokens/s, goodput, SLO attainment)."""
     return {
         "e2e_p99_s": res.e2e_s.p99,
         "throughput_tokens_per_s": res.throughput_tokens_per_s,
@@ -177,6 +180,7 @@ def _selected_row(event: Any) -> int | None:
 
 
 def render() -> None:
+    """The page: pick a mode and 2-3 knobs, sweep them, draw the Pareto front and open a plan in its planner."""
     st.title("Trade-off explorer")
     drop_foreign_params("tradeoffs")
     _load_from_url()
@@ -184,19 +188,7 @@ def render() -> None:
         st.session_state["to_mode"] = "training"
     mode = st.radio("explore", list(MODES), format_func=MODES.get, key="to_mode", horizontal=True)
     base = _base(mode)
-    model = base.get("model") if isinstance(base.get("model"), str) else "custom model"
-    if mode == "training":
-        p = base.get("parallel", {})
-        st.caption(
-            f"Base plan (from the Training planner): {model} on {base['cluster']['num_gpus']:,} x "
-            f"{base['cluster']['gpu']}, tp{p.get('tp')} pp{p.get('pp')}, {p.get('schedule')}; "
-            "dp is re-derived for every plan."
-        )
-    else:
-        st.caption(
-            f"Base deployment (from the Serving planner): {model} on {base['gpu']}, "
-            f"{base['workload']['num_requests']} requests per plan."
-        )
+    _base_caption(mode, base)
     knobs = _knob_widgets(mode)
     spec = {"mode": mode, "knobs": knobs}
     st.query_params[PARAM] = to_json(spec)
@@ -220,7 +212,32 @@ def render() -> None:
         return
     mask = front_mask(mode, df)
     df = df.assign(on_front=mask)
-    x, y, _ = AXES[mode]
+    _summary_metrics(mode, df, mask)
+    _front_chart(mode, df, mask)
+    _plan_picker(mode, df, mask)
+    st.dataframe(df.drop(columns=["config"]), hide_index=True)
+    _sweep_downloads(mode, base, knobs, df)
+
+
+def _base_caption(mode: str, base: dict[str, Any]) -> None:
+    """Say which plan the sweep varies (the planner's current one)."""
+    model = base.get("model") if isinstance(base.get("model"), str) else "custom model"
+    if mode == "training":
+        p = base.get("parallel", {})
+        st.caption(
+            f"Base plan (from the Training planner): {model} on {base['cluster']['num_gpus']:,} x "
+            f"{base['cluster']['gpu']}, tp{p.get('tp')} pp{p.get('pp')}, {p.get('schedule')}; "
+            "dp is re-derived for every plan."
+        )
+    else:
+        st.caption(
+            f"Base deployment (from the Serving planner): {model} on {base['gpu']}, "
+            f"{base['workload']['num_requests']} requests per plan."
+        )
+
+
+def _summary_metrics(mode: str, df: pd.DataFrame, mask: list[bool]) -> None:
+    """Plans simulated, plans on the front, and how many fit (training) or the best tokens/s (serving)."""
     c1, c2, c3 = st.columns(3)
     c1.metric("plans simulated", f"{len(df)}")
     c2.metric("on the Pareto front", f"{sum(mask)}")
@@ -229,6 +246,11 @@ def render() -> None:
     else:
         best = df.loc[df["throughput_tokens_per_s"].idxmax()]
         c3.metric("best throughput", f"{best['throughput_tokens_per_s']:,.0f} tok/s")
+
+
+def _front_chart(mode: str, df: pd.DataFrame, mask: list[bool]) -> None:
+    """The Pareto chart; a newly clicked point opens its plan in the planner."""
+    x, y, _ = AXES[mode]
     fig = charts.pareto_chart(df, x, y, mask, titles=TITLES, ok="fits" if mode == "training" else None)
     event = st.plotly_chart(fig, key=f"to_pareto_{mode}", on_select="rerun", selection_mode="points")
     row = _selected_row(event)
@@ -239,6 +261,10 @@ def render() -> None:
         st.session_state["_to_last_pick"] = marker
         open_plan(mode, df["config"].iloc[row])
 
+
+def _plan_picker(mode: str, df: pd.DataFrame, mask: list[bool]) -> None:
+    """A plan selectbox (front first, then by the x axis) and a button that opens the pick in its planner."""
+    x = AXES[mode][0]
     order = sorted(range(len(df)), key=lambda i: (not mask[i], df[x].iloc[i]))
     labels = {i: ("* " if mask[i] else "") + df["label"].iloc[i] for i in order}
     c1, c2 = st.columns([3, 1])
@@ -247,7 +273,10 @@ def render() -> None:
         st.write("")
         if st.button("open in the planner", key=f"to_open_{mode}"):
             open_plan(mode, df["config"].iloc[pick])
-    st.dataframe(df.drop(columns=["config"]), hide_index=True)
+
+
+def _sweep_downloads(mode: str, base: dict[str, Any], knobs: dict[str, list[Any]], df: pd.DataFrame) -> None:
+    """Download buttons for the sweep's config (YAML) and its results (CSV)."""
     st.download_button(
         "download config (YAML)",
         to_yaml({"mode": mode, "base": base, "knobs": knobs}),

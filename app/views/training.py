@@ -98,6 +98,7 @@ def _raw_state(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default_state() -> dict[str, Any]:
+    """Widget values of the default plan."""
     return _raw_state(default_training())
 
 
@@ -113,12 +114,22 @@ def safe_state(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def b_state(values: dict[str, Any]) -> dict[str, Any]:
+    """Plan B's widget values (``tr_b_<knob>``) for the B knobs found in ``values``."""
     return {f"tr_b_{k}": values[k] for k in B_FIELDS if k in values}
 
 
 def _sidebar_plan() -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Draw plan A's widgets; return its config (None if dp cannot be derived) and the raw config."""
     model = model_picker("tr", DEFAULT_MODEL)
+    cluster = _cluster_widgets()
+    parallel, dp = _parallel_widgets(cluster["num_gpus"])
+    training = _training_widgets()
+    cfg = {"model": model, "cluster": cluster, "parallel": parallel, "training": training}
+    return (cfg if dp is not None else None), cfg
+
+
+def _cluster_widgets() -> dict[str, Any]:
+    """GPU, node preset (where the GPU has one) and GPU count: the config's ``cluster`` section."""
     gpus = [g.id for g in list_gpus()]
     clamp_choice("tr_gpu", gpus, DEFAULT_GPU)
     gpu = st.selectbox("GPU", gpus, key="tr_gpu")
@@ -130,10 +141,41 @@ def _sidebar_plan() -> tuple[dict[str, Any] | None, dict[str, Any]]:
     else:
         node = None
     num_gpus = int(st.number_input("GPUs", min_value=1, step=8, key="tr_num_gpus"))
+    cluster: dict[str, Any] = {"gpu": gpu, "num_gpus": num_gpus}
+    if node:
+        cluster["node"] = node
+    return cluster
+
+
+def _parallel_widgets(num_gpus: int) -> tuple[dict[str, Any], int | None]:
+    """The ``parallel`` section's widgets; returns the section and dp (None when it cannot be derived)."""
     c1, c2, c3 = st.columns(3)
     tp = int(c1.number_input("tp", min_value=1, step=1, key="tr_tp", help="tensor parallel"))
     pp = int(c2.number_input("pp", min_value=1, step=1, key="tr_pp", help="pipeline stages"))
     cp = int(c3.number_input("cp", min_value=1, step=1, key="tr_cp", help="context parallel"))
+    dp = _dp_widget(num_gpus, tp, pp, cp)
+    c1, c2, c3 = st.columns(3)
+    ep = int(c1.number_input("ep", min_value=1, step=1, key="tr_ep", help="expert parallel (MoE)"))
+    vpp = int(c2.number_input("vpp", min_value=1, step=1, key="tr_vpp", help="chunks per stage (interleaved)"))
+    zero = int(c3.selectbox("ZeRO", [0, 1, 2, 3], key="tr_zero"))
+    sp = st.checkbox("sequence parallel", key="tr_sp")
+    schedule = st.selectbox("pipeline schedule", SCHEDULES, key="tr_schedule")
+    parallel = {
+        "tp": tp,
+        "pp": pp,
+        "dp": dp if dp is not None else int(st.session_state.get("tr_dp_last", 1)),
+        "cp": cp,
+        "ep": ep,
+        "sp": sp,
+        "vpp": vpp,
+        "zero": zero,
+        "schedule": schedule,
+    }
+    return parallel, dp
+
+
+def _dp_widget(num_gpus: int, tp: int, pp: int, cp: int) -> int | None:
+    """Data parallel size: derived from the GPU count (None if it does not divide) or typed in."""
     auto = st.checkbox("derive dp = GPUs / (tp x pp x cp)", key="tr_dp_auto")
     dp: int | None
     if auto:
@@ -145,12 +187,11 @@ def _sidebar_plan() -> tuple[dict[str, Any] | None, dict[str, Any]]:
         dp = int(st.number_input("dp", min_value=1, step=1, key="tr_dp", help="data parallel"))
     if dp is not None:
         st.session_state["tr_dp_last"] = dp
-    c1, c2, c3 = st.columns(3)
-    ep = int(c1.number_input("ep", min_value=1, step=1, key="tr_ep", help="expert parallel (MoE)"))
-    vpp = int(c2.number_input("vpp", min_value=1, step=1, key="tr_vpp", help="chunks per stage (interleaved)"))
-    zero = int(c3.selectbox("ZeRO", [0, 1, 2, 3], key="tr_zero"))
-    sp = st.checkbox("sequence parallel", key="tr_sp")
-    schedule = st.selectbox("pipeline schedule", SCHEDULES, key="tr_schedule")
+    return dp
+
+
+def _training_widgets() -> dict[str, Any]:
+    """The ``training`` section: recompute, precision, sequence length and batches (tokens), token budget."""
     recompute = st.selectbox("activation recompute", RECOMPUTE, key="tr_recompute")
     precision = st.selectbox("precision", PRECISIONS, key="tr_precision")
     c1, c2, c3 = st.columns(3)
@@ -166,26 +207,7 @@ def _sidebar_plan() -> tuple[dict[str, Any] | None, dict[str, Any]]:
         "precision": precision,
     }
     training["tokens"] = tokens_b * 1e9 if tokens_b > 0 else None  # explicit, so a link does not get the default
-    cluster: dict[str, Any] = {"gpu": gpu, "num_gpus": num_gpus}
-    if node:
-        cluster["node"] = node
-    cfg = {
-        "model": model,
-        "cluster": cluster,
-        "parallel": {
-            "tp": tp,
-            "pp": pp,
-            "dp": dp if dp is not None else int(st.session_state.get("tr_dp_last", 1)),
-            "cp": cp,
-            "ep": ep,
-            "sp": sp,
-            "vpp": vpp,
-            "zero": zero,
-            "schedule": schedule,
-        },
-        "training": training,
-    }
-    return (cfg if dp is not None else None), cfg
+    return training
 
 
 def _sidebar_plan_b(cfg_a: dict[str, Any]) -> dict[str, Any] | None:
@@ -236,6 +258,7 @@ def plan_b_config(cfg_a: dict[str, Any], values: dict[str, Any]) -> dict[str, An
 
 
 def _fmt_rate(x: float) -> str:
+    """A rate per second with a k or M suffix."""
     return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k" if x >= 1e3 else f"{x:.0f}"
 
 
@@ -279,6 +302,7 @@ def show_metrics(r: Any, ref: Any | None = None, title: str | None = None) -> No
 
 
 def _warn_oom(r: Any, plan: str) -> None:
+    """Warn, with what to try, when ``plan`` does not fit in GPU memory."""
     if not r.fits_in_memory:
         mem = r.memory_per_gpu_gb
         st.warning(
@@ -303,6 +327,19 @@ def render() -> None:
         st.header("Plan B")
         b_values = _sidebar_plan_b(raw_cfg)
     publish_config(PARAM, STATE, raw_cfg)
+    _publish_plan_b(b_values)
+    result, cfg_b, result_b = _simulate(cfg, b_values)
+    if result is None:
+        st.info("Fix the plan in the sidebar to see its step time, memory and timeline.")
+        downloads("training", raw_cfg, {})
+        return
+    _show_plans(result, result_b, b_values is not None)
+    _show_charts(result, result_b)
+    _training_downloads(raw_cfg, result, result_b, cfg_b)
+
+
+def _publish_plan_b(b_values: dict[str, Any] | None) -> None:
+    """Keep plan B's knobs in the session and the URL (or drop them from the URL when B is off)."""
     if b_values is not None:
         st.session_state[STATE_B] = b_values
         st.query_params[PARAM_B] = to_json(b_values)
@@ -310,6 +347,11 @@ def render() -> None:
     elif PARAM_B in st.query_params:
         del st.query_params[PARAM_B]
 
+
+def _simulate(
+    cfg: dict[str, Any] | None, b_values: dict[str, Any] | None
+) -> tuple[Any | None, dict[str, Any] | None, Any | None]:
+    """Simulate plan A and, when on, plan B: (result A, plan B's config, result B), None where not run."""
     result = result_b = None
     if cfg is not None:
         with st.spinner("simulating one training step..."):
@@ -320,13 +362,13 @@ def render() -> None:
         if cfg_b is not None:
             with st.spinner("simulating plan B..."):
                 result_b = guarded(run_training, to_json(cfg_b))
+    return result, cfg_b, result_b
 
-    if result is None:
-        st.info("Fix the plan in the sidebar to see its step time, memory and timeline.")
-        downloads("training", raw_cfg, {})
-        return
-    _warn_oom(result, "Plan A" if b_values is not None else "This plan")
-    show_metrics(result, title="Plan A" if b_values is not None else None)
+
+def _show_plans(result: Any, result_b: Any | None, b_on: bool) -> None:
+    """Memory warnings and headline metrics of plan A, and of plan B with its deltas and an A-vs-B table."""
+    _warn_oom(result, "Plan A" if b_on else "This plan")
+    show_metrics(result, title="Plan A" if b_on else None)
     if result_b is not None:
         _warn_oom(result_b, "Plan B")
         show_metrics(result_b, ref=result, title="Plan B (deltas vs A)")
@@ -336,6 +378,10 @@ def render() -> None:
             hide_index=True,
             column_config={"change": st.column_config.NumberColumn(format="percent")},
         )
+
+
+def _show_charts(result: Any, result_b: Any | None) -> None:
+    """Memory and exposed-communication charts (A and B side by side) and the pipeline timelines."""
     col1, col2 = st.columns(2)
     with col1:
         mem = {"A": result.memory_per_gpu_gb, "B": result_b.memory_per_gpu_gb} if result_b else result.memory_per_gpu_gb
@@ -348,6 +394,11 @@ def render() -> None:
         with st.expander("plan B timeline"):
             st.plotly_chart(charts.pipeline_gantt(result_b.timeline), key="tr_gantt_b")
 
+
+def _training_downloads(
+    raw_cfg: dict[str, Any], result: Any, result_b: Any | None, cfg_b: dict[str, Any] | None
+) -> None:
+    """Download buttons: the config (YAML), results (JSON, both plans), metrics and plan A's timeline (CSV)."""
     data = result.to_dict()
     frame = result.to_frame().assign(plan="A")
     if result_b is not None:

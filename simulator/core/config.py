@@ -139,49 +139,9 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        m, p, t = self.model, self.parallel, self.training
-        if m.num_attention_heads % p.tp:
-            raise ClusterSimError(f"parallel.tp={p.tp} does not divide num_attention_heads={m.num_attention_heads}")
-        if m.kv_heads % p.tp and p.tp % m.kv_heads:
-            raise ClusterSimError(f"parallel.tp={p.tp} and num_kv_heads={m.kv_heads}: one must divide the other")
-        world = p.tp * p.pp * p.dp * p.cp
-        if world != self.cluster.num_gpus:
-            raise ClusterSimError(
-                f"parallel tp*pp*dp*cp = {p.tp}*{p.pp}*{p.dp}*{p.cp} = {world} must equal "
-                f"cluster.num_gpus={self.cluster.num_gpus}"
-            )
-        if p.ep > 1 and (p.dp * p.cp * p.tp) % p.ep:
-            raise ClusterSimError(
-                f"parallel.ep={p.ep} must divide dp*cp*tp={p.dp * p.cp * p.tp} (experts fold into them)"
-            )
-        if p.ep > 1 and (m.moe is None or m.moe.num_experts % p.ep):
-            experts = m.moe.num_experts if m.moe else 0
-            raise ClusterSimError(
-                f"parallel.ep={p.ep} must divide the model's routed experts ({experts}); pick ep from its divisors"
-            )
-        if m.num_layers < p.pp * p.vpp:
-            raise ClusterSimError(
-                f"num_layers={m.num_layers} cannot be split over pp*vpp={p.pp}*{p.vpp} chunks; use fewer stages"
-            )
-        if p.vpp > 1 and not get_schedule(p.schedule).interleaved:
-            raise ClusterSimError(f"parallel.vpp={p.vpp} needs parallel.schedule=interleaved")
-        if t.global_batch % (t.micro_batch * p.dp):
-            raise ClusterSimError(
-                f"training.global_batch={t.global_batch} is not divisible by micro_batch*dp={t.micro_batch * p.dp}"
-            )
-        if t.seq_len % p.cp:
-            raise ClusterSimError(f"training.seq_len={t.seq_len} is not divisible by parallel.cp={p.cp}")
-        gpu = get_gpu(self.cluster.gpu)
-        if t.comm_sms >= gpu.sms:
-            raise ClusterSimError(f"training.comm_sms={t.comm_sms} leaves no SMs for compute ({gpu.id} has {gpu.sms})")
-        if self.power.stage_clocks_mhz is not None and len(self.power.stage_clocks_mhz) != p.pp:
-            raise ClusterSimError(
-                f"power.stage_clocks_mhz has {len(self.power.stage_clocks_mhz)} clocks; give one per stage (pp={p.pp})"
-            )
-        if t.precision == "fp8" and not gpu.supports("fp8"):
-            raise ClusterSimError(
-                f"training.precision=fp8 needs FP8 tensor cores, which {self.cluster.gpu} lacks; use bf16"
-            )
+        """The model, parallel plan, batch and GPU must fit together (one-line errors, first problem only)."""
+        _check_parallel_plan(self.model, self.parallel, self.cluster.num_gpus)
+        _check_batch_and_gpu(self)
         return self
 
     @model_validator(mode="after")
@@ -193,6 +153,52 @@ class RunConfig(BaseModel):
             where = f"node {cluster.node.id}"
             check_algorithm(name, node_features(cluster), where=where, what="parallel.collective_algorithm")
         return self
+
+
+def _check_parallel_plan(m: ModelSpec, p: ParallelSpec, num_gpus: int) -> None:
+    """The parallel plan must split the model's heads, experts and layers and fill the cluster."""
+    if m.num_attention_heads % p.tp:
+        raise ClusterSimError(f"parallel.tp={p.tp} does not divide num_attention_heads={m.num_attention_heads}")
+    if m.kv_heads % p.tp and p.tp % m.kv_heads:
+        raise ClusterSimError(f"parallel.tp={p.tp} and num_kv_heads={m.kv_heads}: one must divide the other")
+    world = p.tp * p.pp * p.dp * p.cp
+    if world != num_gpus:
+        raise ClusterSimError(
+            f"parallel tp*pp*dp*cp = {p.tp}*{p.pp}*{p.dp}*{p.cp} = {world} must equal cluster.num_gpus={num_gpus}"
+        )
+    if p.ep > 1 and (p.dp * p.cp * p.tp) % p.ep:
+        raise ClusterSimError(f"parallel.ep={p.ep} must divide dp*cp*tp={p.dp * p.cp * p.tp} (experts fold into them)")
+    if p.ep > 1 and (m.moe is None or m.moe.num_experts % p.ep):
+        experts = m.moe.num_experts if m.moe else 0
+        raise ClusterSimError(
+            f"parallel.ep={p.ep} must divide the model's routed experts ({experts}); pick ep from its divisors"
+        )
+    if m.num_layers < p.pp * p.vpp:
+        raise ClusterSimError(
+            f"num_layers={m.num_layers} cannot be split over pp*vpp={p.pp}*{p.vpp} chunks; use fewer stages"
+        )
+    if p.vpp > 1 and not get_schedule(p.schedule).interleaved:
+        raise ClusterSimError(f"parallel.vpp={p.vpp} needs parallel.schedule=interleaved")
+
+
+def _check_batch_and_gpu(cfg: RunConfig) -> None:
+    """The batch must split over micro-batches, DP and CP; SMs, stage clocks and precision must suit the GPU."""
+    p, t = cfg.parallel, cfg.training
+    if t.global_batch % (t.micro_batch * p.dp):
+        raise ClusterSimError(
+            f"training.global_batch={t.global_batch} is not divisible by micro_batch*dp={t.micro_batch * p.dp}"
+        )
+    if t.seq_len % p.cp:
+        raise ClusterSimError(f"training.seq_len={t.seq_len} is not divisible by parallel.cp={p.cp}")
+    gpu = get_gpu(cfg.cluster.gpu)
+    if t.comm_sms >= gpu.sms:
+        raise ClusterSimError(f"training.comm_sms={t.comm_sms} leaves no SMs for compute ({gpu.id} has {gpu.sms})")
+    if cfg.power.stage_clocks_mhz is not None and len(cfg.power.stage_clocks_mhz) != p.pp:
+        raise ClusterSimError(
+            f"power.stage_clocks_mhz has {len(cfg.power.stage_clocks_mhz)} clocks; give one per stage (pp={p.pp})"
+        )
+    if t.precision == "fp8" and not gpu.supports("fp8"):
+        raise ClusterSimError(f"training.precision=fp8 needs FP8 tensor cores, which {cfg.cluster.gpu} lacks; use bf16")
 
 
 def _coerce(text: str) -> Any:

@@ -128,3 +128,35 @@ def op_cost(
         back = _BACKWARD_COLLECTIVE.get(op.collective or "", op.collective or "send_recv")
         bwd = comm_time(back, op.bytes, group, algorithm)
     return OpCost(op=op, forward_s=fwd, backward_s=bwd, bound=_bound(op, fwd, profile, dtype), backward_weight_s=wgrad)
+
+
+def op_work(ops: list[Op], profile: Profile, dtype: str) -> tuple[float, float]:
+    """Forward + backward work of ``ops``: (math as seconds at full peak, HBM traffic as seconds at full
+    bandwidth). Backward is 2x a GEMM's FLOPs and 2.5x attention's; elementwise backward reads twice;
+    a collective reads and writes its buffer in each direction. Clock-independent (energy model)."""
+    tensor = hbm = 0.0
+    bw = profile.bandwidth_bytes_s
+    for op in ops:
+        if op.kind in ("gemm", "attn"):
+            tensor += op.flops * (3.0 if op.kind == "gemm" else 3.5) / profile.peak_flops(op.dtype or dtype)
+            hbm += 3.0 * op.bytes / bw
+        elif op.kind == "mem":
+            hbm += 3.0 * op.bytes / bw
+        else:
+            hbm += 4.0 * op.bytes / bw
+    return tensor, hbm
+
+
+def optimizer_step_time(profile: Profile, nbytes: float) -> float:
+    """Seconds of an optimizer step that streams ``nbytes`` of HBM (memory-bound, fused Adam)."""
+    return profile.memory_op_time(nbytes)
+
+
+def routed_all_to_all_time(intra_bytes: float, inter_bytes: float, group: CommGroup) -> float:
+    """Seconds of an uneven all-to-all (MoE dispatch/combine) set by its busiest rank.
+
+    ``intra_bytes`` cross the node fabric and ``inter_bytes`` the rank's NIC share, at once.
+    """
+    net = group.net_bytes_s / group.local if group.spans_nodes else float("inf")
+    t_intra = intra_bytes / group.intra_bytes_s if group.local > 1 else 0.0
+    return max(t_intra, inter_bytes / net) + group.hop_latency_s + collectives.BASE_LATENCY_S

@@ -62,6 +62,7 @@ class LayerCostReport(BaseModel):
     kv_cache_bytes_per_token: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data."""
         return self.model_dump()
 
     def to_frame(self) -> Any:

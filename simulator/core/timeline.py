@@ -26,9 +26,11 @@ class Timeline:
         return len(self.events)
 
     def records(self) -> list[dict[str, Any]]:
+        """The events as dicts keyed by column name (for JSON and tables)."""
         return [dict(zip(COLUMNS, e, strict=True)) for e in self.events]
 
     def to_frame(self) -> Any:
+        """The events as a pandas DataFrame (pandas is imported only here)."""
         import pandas as pd
 
         return pd.DataFrame(list(self.events), columns=list(COLUMNS))

@@ -269,14 +269,8 @@ def _parse_time(text: str, where: str) -> datetime:
         raise ClusterSimError(f"{where}: timestamp {text!r} is not ISO 8601 (e.g. 2024-01-01T00:00:00Z)") from None
 
 
-def load_intensity_series(path: str | Path) -> IntensitySeries:
-    """Read an hourly CSV: a ``timestamp`` column (ISO 8601) and ``g_per_kwh``, ``gco2_per_kwh`` or ``kg_per_kwh``.
-
-    Lines starting with '#' are comments. Rows must be hourly, sorted and without gaps, so an hour index is a time.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ClusterSimError(f"intensity file {str(p)!r} does not exist")
+def _intensity_reader(p: Path) -> tuple[csv.DictReader, str, str, float]:
+    """A CSV reader over the file's non-comment lines, its timestamp and intensity columns, and the scale to kg/kWh."""
     text = p.read_text(encoding="utf-8-sig")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
@@ -291,28 +285,50 @@ def load_intensity_series(path: str | Path) -> IntensitySeries:
         val_col = next((header[c] for c in _KG_COLUMNS if c in header), None)
     if val_col is None:
         raise ClusterSimError(f"{p.name}: no intensity column; name it g_per_kwh, gco2_per_kwh or kg_per_kwh")
+    return reader, ts_col, val_col, scale
+
+
+def _parse_intensity(raw: str, where: str) -> float:
+    """One row's intensity as a finite, non-negative number (in the file's unit)."""
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ClusterSimError(f"{where}: intensity {raw!r} is not a number") from None
+    if not math.isfinite(v):
+        raise ClusterSimError(f"{where}: intensity {raw!r} is not a finite number")
+    if v < 0:
+        raise ClusterSimError(f"{where}: intensity {raw} is negative")
+    return v
+
+
+def _check_hourly(t: datetime, prev: datetime, where: str) -> None:
+    """Reject a timestamp that is not exactly one hour after ``prev`` (same time-zone form)."""
+    if (t.tzinfo is None) != (prev.tzinfo is None):
+        raise ClusterSimError(f"{where}: mixes timestamps with and without a time zone; use one form")
+    step = (t - prev).total_seconds() / 3600.0
+    if step <= 0:
+        raise ClusterSimError(f"{where}: timestamp {t.isoformat()} is not after the previous one; sort by time")
+    if abs(step - 1.0) > 1e-9:
+        raise ClusterSimError(f"{where}: {step:g} h after the previous row; the series must be hourly, no gaps")
+
+
+def load_intensity_series(path: str | Path) -> IntensitySeries:
+    """Read an hourly CSV: a ``timestamp`` column (ISO 8601) and ``g_per_kwh``, ``gco2_per_kwh`` or ``kg_per_kwh``.
+
+    Lines starting with '#' are comments. Rows must be hourly, sorted and without gaps, so an hour index is a time.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ClusterSimError(f"intensity file {str(p)!r} does not exist")
+    reader, ts_col, val_col, scale = _intensity_reader(p)
     times: list[datetime] = []
     values: list[float] = []
     for n, row in enumerate(reader, start=2):
         where = f"{p.name} data row {n - 1}"
-        raw = (row.get(val_col) or "").strip()
-        try:
-            v = float(raw)
-        except ValueError:
-            raise ClusterSimError(f"{where}: intensity {raw!r} is not a number") from None
-        if not math.isfinite(v):
-            raise ClusterSimError(f"{where}: intensity {raw!r} is not a finite number")
-        if v < 0:
-            raise ClusterSimError(f"{where}: intensity {raw} is negative")
+        v = _parse_intensity((row.get(val_col) or "").strip(), where)
         t = _parse_time(row.get(ts_col) or "", where)
         if times:
-            if (t.tzinfo is None) != (times[-1].tzinfo is None):
-                raise ClusterSimError(f"{where}: mixes timestamps with and without a time zone; use one form")
-            step = (t - times[-1]).total_seconds() / 3600.0
-            if step <= 0:
-                raise ClusterSimError(f"{where}: timestamp {t.isoformat()} is not after the previous one; sort by time")
-            if abs(step - 1.0) > 1e-9:
-                raise ClusterSimError(f"{where}: {step:g} h after the previous row; the series must be hourly, no gaps")
+            _check_hourly(t, times[-1], where)
         times.append(t)
         values.append(v * scale)
     if not values:
@@ -362,7 +378,7 @@ def operational_kgco2e(
     market_kg_per_kwh: float | None = None,
     renewable_fraction: float = 0.0,
 ) -> float:
-    """kg CO2e of ``energy_kwh`` (facility energy) charged at a flat factor or an hourly series.
+    """The kg CO2e of ``energy_kwh`` (facility energy) charged at a flat factor or an hourly series.
 
     With a series the job starts at hour ``start`` and its energy is spread evenly over ``hours`` (a fractional last
     hour gets its share) unless ``power_profile`` gives a relative power per hour (kW or any unit; it is rescaled to
@@ -550,7 +566,7 @@ def job_footprint(
     lifetime_years: float | None = None,
     utilization: float | None = None,
 ) -> Footprint:
-    """kWh and kg CO2e of ``gpu_hours`` on ``gpu`` at ``power_w_per_gpu`` (default: the catalogue TDP) and ``pue``.
+    """The kWh and kg CO2e of ``gpu_hours`` on ``gpu`` at ``power_w_per_gpu`` (default: catalogue TDP) and ``pue``.
 
     ``intensity`` is a kg/kWh factor, a region name for :func:`grid_intensity`, or an hourly series (then ``hours`` is
     the job's wall-clock duration from ``start``).
@@ -615,7 +631,7 @@ class Schedule:
 
     @property
     def saving_kg(self) -> float:
-        """kg CO2e saved against running now."""
+        """The kg CO2e saved against running now."""
         return self.baseline_kgco2e - self.kgco2e
 
     @property
@@ -835,6 +851,81 @@ def _progress_with_overhead(fractions: Sequence[float], overhead_h: float) -> li
     return progress
 
 
+def _check_schedule_args(
+    policy: str,
+    job_hours: float,
+    power_kw: float,
+    resume_overhead_h: float,
+    low_fraction: float,
+    throughput_exponent: float,
+    deadline_h: float,
+) -> None:
+    """Reject :func:`schedule_job` arguments out of range, one argument per one-line error."""
+    if policy not in POLICIES:
+        raise ClusterSimError(f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+    if not job_hours > 0 or not math.isfinite(job_hours):
+        raise ClusterSimError(f"job_hours={job_hours} must be a positive number")
+    if not power_kw > 0 or not math.isfinite(power_kw):
+        raise ClusterSimError(f"power_kw={power_kw} must be a positive number")
+    if not resume_overhead_h >= 0 or not math.isfinite(resume_overhead_h):
+        raise ClusterSimError(f"resume_overhead_h={resume_overhead_h} must be a number >= 0")
+    if not 0 < low_fraction < 1:
+        raise ClusterSimError(f"low_fraction={low_fraction} must be between 0 and 1 (exclusive)")
+    if not 0 < throughput_exponent <= 1:
+        raise ClusterSimError(f"throughput_exponent={throughput_exponent} must be in (0, 1] (1 = linear scaling)")
+    if not math.isfinite(deadline_h):
+        raise ClusterSimError(f"deadline_h={deadline_h} must be a number of hours")
+
+
+def _schedule_window(series_hours: int, idx: int, job_hours: float, deadline_h: float) -> int:
+    """Whole hours from hour ``idx`` to the deadline, checked to hold the job and to lie inside the series."""
+    window = int(math.floor(deadline_h + 1e-9))
+    needed = math.ceil(job_hours - 1e-12)
+    if window < needed:
+        raise ClusterSimError(
+            f"the job needs {job_hours:g} h at full rate but the deadline allows {max(window, 0)} h; "
+            f"set deadline_h >= {needed}"
+        )
+    if idx + window > series_hours:
+        raise ClusterSimError(
+            f"the deadline reaches hour {idx + window} but the series ends at hour {series_hours}; "
+            f"set deadline_h <= {series_hours - idx} or give a longer series"
+        )
+    return window
+
+
+def _pause_resume(job_hours: float, overhead_h: float, costs: np.ndarray) -> tuple[list[float], list[float], int]:
+    """Pause-resume plan: (fractions per hour, progress per hour, number of resumes)."""
+    window = len(costs)
+    if overhead_h > 0:
+        fractions = _pause_resume_overhead(job_hours, overhead_h, costs)
+    else:
+        fractions = _pause_resume_free(job_hours, costs)
+    on = [f > 0 for f in fractions]
+    resumes = max(0, sum(1 for t, x in enumerate(on) if x and (t == 0 or not on[t - 1])) - 1)
+    # a partial hour between two running hours pauses inside it: one more resume (free here, overhead 0)
+    resumes += sum(1 for t in range(1, window - 1) if 0 < fractions[t] < 1 and on[t - 1] and on[t + 1])
+    return fractions, _progress_with_overhead(fractions, overhead_h), resumes
+
+
+def _start_finish(
+    fractions: Sequence[float], progress: Sequence[float], scaled_rate: float | None
+) -> tuple[float, float]:
+    """Hours from now until the job first runs and until it completes.
+
+    ``scaled_rate`` is the scaled-down throughput (scale-down policy), None at full rate.
+    """
+    hours_on = [t for t, f in enumerate(fractions) if f > 1e-12]
+    first, last = hours_on[0], hours_on[-1]
+    if scaled_rate is not None:
+        p = scaled_rate
+        start_h, finish_h = float(first), last + (progress[last] / p if progress[last] < p else 1.0)
+    else:  # at full rate the one partial hour either ends the job early or starts it late
+        start_h = first + (1.0 - fractions[first]) if first != last else float(first)
+        finish_h = last + fractions[last]
+    return start_h, finish_h
+
+
 def schedule_job(
     series: IntensitySeries,
     *,
@@ -853,33 +944,9 @@ def schedule_job(
     the run time each resume costs (checkpoint reload, warm-up) at full power; ``low_fraction`` (scale-down) is the
     share of GPUs kept in high-carbon hours, whose throughput is ``low_fraction ** throughput_exponent`` of full.
     """
-    if policy not in POLICIES:
-        raise ClusterSimError(f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}")
-    if not job_hours > 0 or not math.isfinite(job_hours):
-        raise ClusterSimError(f"job_hours={job_hours} must be a positive number")
-    if not power_kw > 0 or not math.isfinite(power_kw):
-        raise ClusterSimError(f"power_kw={power_kw} must be a positive number")
-    if not resume_overhead_h >= 0 or not math.isfinite(resume_overhead_h):
-        raise ClusterSimError(f"resume_overhead_h={resume_overhead_h} must be a number >= 0")
-    if not 0 < low_fraction < 1:
-        raise ClusterSimError(f"low_fraction={low_fraction} must be between 0 and 1 (exclusive)")
-    if not 0 < throughput_exponent <= 1:
-        raise ClusterSimError(f"throughput_exponent={throughput_exponent} must be in (0, 1] (1 = linear scaling)")
-    if not math.isfinite(deadline_h):
-        raise ClusterSimError(f"deadline_h={deadline_h} must be a number of hours")
+    _check_schedule_args(policy, job_hours, power_kw, resume_overhead_h, low_fraction, throughput_exponent, deadline_h)
     idx = series.index_of(now)
-    window = int(math.floor(deadline_h + 1e-9))
-    needed = math.ceil(job_hours - 1e-12)
-    if window < needed:
-        raise ClusterSimError(
-            f"the job needs {job_hours:g} h at full rate but the deadline allows {max(window, 0)} h; "
-            f"set deadline_h >= {needed}"
-        )
-    if idx + window > len(series):
-        raise ClusterSimError(
-            f"the deadline reaches hour {idx + window} but the series ends at hour {len(series)}; "
-            f"set deadline_h <= {len(series) - idx} or give a longer series"
-        )
+    window = _schedule_window(len(series), idx, job_hours, deadline_h)
     costs = np.asarray(series.values[idx : idx + window]) * power_kw  # kg per hour at full power
     baseline = _contiguous(job_hours, window, 0)
     resumes = 0
@@ -889,25 +956,11 @@ def schedule_job(
         fractions = _best_start(job_hours, costs)
         progress = fractions
     elif policy == "pause-resume":
-        if resume_overhead_h > 0:
-            fractions = _pause_resume_overhead(job_hours, resume_overhead_h, costs)
-        else:
-            fractions = _pause_resume_free(job_hours, costs)
-        on = [f > 0 for f in fractions]
-        resumes = max(0, sum(1 for t, x in enumerate(on) if x and (t == 0 or not on[t - 1])) - 1)
-        # a partial hour between two running hours pauses inside it: one more resume (free here, overhead 0)
-        resumes += sum(1 for t in range(1, window - 1) if 0 < fractions[t] < 1 and on[t - 1] and on[t + 1])
-        progress = _progress_with_overhead(fractions, resume_overhead_h)
+        fractions, progress, resumes = _pause_resume(job_hours, resume_overhead_h, costs)
     else:
         fractions, progress = _scale_down(job_hours, costs, low_fraction, throughput_exponent)
-    hours_on = [t for t, f in enumerate(fractions) if f > 1e-12]
-    first, last = hours_on[0], hours_on[-1]
-    if policy == "scale-down":
-        p = low_fraction**throughput_exponent
-        start_h, finish_h = float(first), last + (progress[last] / p if progress[last] < p else 1.0)
-    else:  # at full rate the one partial hour either ends the job early or starts it late
-        start_h = first + (1.0 - fractions[first]) if first != last else float(first)
-        finish_h = last + fractions[last]
+    scaled = low_fraction**throughput_exponent if policy == "scale-down" else None
+    start_h, finish_h = _start_finish(fractions, progress, scaled)
     return Schedule(
         policy=policy,
         now=idx,

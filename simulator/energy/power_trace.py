@@ -23,7 +23,7 @@ for the whole window, as that bookkeeping assumes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +49,12 @@ class RankPower:
 
     @property
     def busy_s(self) -> float:
+        """Seconds this rank computes in the window."""
         return sum(end - start for start, end in self.busy)
 
     @property
     def comm_s(self) -> float:
+        """Seconds of inline collectives outside compute in the window."""
         return sum(end - start for start, end in self.comm)
 
 
@@ -68,6 +70,7 @@ class PowerTrace:
 
     @property
     def seconds(self) -> float:
+        """Length of the window, s."""
         return self.end_s - self.start_s
 
     def gpu_energy_j(self) -> float:
@@ -121,6 +124,7 @@ class PowerTrace:
 
 
 def _merge(intervals: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """Sorted union of ``intervals``, empty ones dropped."""
     out: list[list[float]] = []
     for start, end in sorted(intervals):
         if end <= start:
@@ -164,29 +168,12 @@ def power_trace(result: Any, profile: Profile | str | None = None) -> PowerTrace
     mode = str(power.get("mode", "modelled"))
     events = timeline.events
     training = hasattr(result, "step_time_s")
-    if training:
-        clocks = power.get("sm_clock_mhz") or [p.max_sm_clock_mhz]
-        clocks = list(clocks) if isinstance(clocks, list | tuple) else [clocks]
-        rank_ids = list(range(len(clocks)))
-        start_s, end_s = 0.0, float(result.step_time_s)
-    else:
-        rank_ids = sorted({e[2] for e in events})
-        clock = power.get("sm_clock_mhz") or p.max_sm_clock_mhz
-        clocks = [clock] * len(rank_ids)
-        end_s = max(e[1] for e in events)
-        start_s = end_s - float(result.duration_s)
+    rank_ids, clocks, start_s, end_s = _window(result, events, power, p.max_sm_clock_mhz)
     seconds = end_s - start_s
     if not seconds > 0:
         raise ClusterSimError("the result's window is empty; nothing to draw")
     gpus = result.num_gpus / len(rank_ids)
-    compute = {r: _merge((e[0], e[1]) for e in events if e[2] == r and e[3] == "compute") for r in rank_ids}
-    inline = {
-        r: _subtract(
-            _merge((e[0], e[1]) for e in events if e[2] == r and e[3] not in NOT_BUSY_STREAMS + ("compute",)),
-            compute[r],
-        )
-        for r in rank_ids
-    }
+    compute, inline = _rank_intervals(events, rank_ids)
     per_gpu_total = float(result.energy_j["gpu"]) / gpus  # sum over ranks of one GPU's energy
     kind = "training" if training else "serving"
     if mode == "tdp":
@@ -198,6 +185,58 @@ def power_trace(result: Any, profile: Profile | str | None = None) -> PowerTrace
     ratio = {r: min(1.0, c / p.max_sm_clock_mhz) for r, c in zip(rank_ids, clocks, strict=True)}
     busy_s = {r: sum(e - s for s, e in compute[r] + inline[r]) for r in rank_ids}
     weight = {r: busy_s[r] * ratio[r] ** (k - 1.0) for r in rank_ids}
+    energy = _rank_energies(power, rank_ids, weight, per_gpu_total, idle, seconds)
+    ranks = []
+    for r in rank_ids:
+        active = energy[r] - idle * seconds  # J above active idle
+        compute_s = sum(e - s for s, e in compute[r])
+        busy_w, comm_w = _busy_and_comm_w(idle, p.sm_active_w * ratio[r] ** k, active, compute_s, busy_s[r])
+        used = (busy_w - idle) * compute_s + (comm_w - idle) * (busy_s[r] - compute_s)
+        ranks.append(RankPower(r, gpus, compute[r], busy_w, idle, idle * seconds + used, inline[r], comm_w))
+    return PowerTrace(kind, mode, start_s, end_s, tuple(ranks))
+
+
+def _window(
+    result: Any, events: Sequence[tuple], power: dict[str, Any], max_clock_mhz: float
+) -> tuple[list[int], list[float], float, float]:
+    """Ranks, each rank's SM clock (MHz) and the window's start and end (s) of a training or serving result."""
+    if hasattr(result, "step_time_s"):  # training: one step, one clock per pipeline rank
+        clocks = power.get("sm_clock_mhz") or [max_clock_mhz]
+        clocks = list(clocks) if isinstance(clocks, list | tuple) else [clocks]
+        return list(range(len(clocks))), clocks, 0.0, float(result.step_time_s)
+    rank_ids = sorted({e[2] for e in events})
+    clock = power.get("sm_clock_mhz") or max_clock_mhz
+    end_s = max(e[1] for e in events)
+    return rank_ids, [clock] * len(rank_ids), end_s - float(result.duration_s), end_s
+
+
+def _rank_intervals(
+    events: Sequence[tuple], rank_ids: list[int]
+) -> tuple[dict[int, tuple[tuple[float, float], ...]], dict[int, tuple[tuple[float, float], ...]]]:
+    """Per rank: merged compute intervals, and inline collectives (busy streams other than compute) outside them."""
+    compute = {r: _merge((e[0], e[1]) for e in events if e[2] == r and e[3] == "compute") for r in rank_ids}
+    inline = {
+        r: _subtract(
+            _merge((e[0], e[1]) for e in events if e[2] == r and e[3] not in NOT_BUSY_STREAMS + ("compute",)),
+            compute[r],
+        )
+        for r in rank_ids
+    }
+    return compute, inline
+
+
+def _rank_energies(
+    power: dict[str, Any],
+    rank_ids: list[int],
+    weight: dict[int, float],
+    per_gpu_total: float,
+    idle: float,
+    seconds: float,
+) -> dict[int, float]:
+    """One GPU's energy (J) per rank (``idle`` in W): the result's own split if it has one, else by ``weight``.
+
+    Without a per-rank split the hottest rank gets the reported average power where that is consistent.
+    """
     energy = _split(per_gpu_total, idle * seconds, weight)
     hottest_w = power.get("avg_gpu_power_w")
     exact = power.get("gpu_j_per_rank")
@@ -209,20 +248,22 @@ def power_trace(result: Any, profile: Profile | str | None = None) -> PowerTrace
         rest_total = per_gpu_total - float(hottest_w) * seconds
         if rest_total >= idle * seconds * len(rest) * (1 - 1e-9) and float(hottest_w) >= idle:
             energy = {hot: float(hottest_w) * seconds, **_split(rest_total, idle * seconds, rest)}
-    ranks = []
-    for r in rank_ids:
-        active = energy[r] - idle * seconds  # J above active idle
-        compute_s = sum(e - s for s, e in compute[r])
-        comm_s = busy_s[r] - compute_s
-        comm_w = idle + min(p.sm_active_w * ratio[r] ** k, active / busy_s[r] if busy_s[r] > 0 else 0.0)
-        if compute_s > 0:
-            busy_w = idle + (active - (comm_w - idle) * comm_s) / compute_s
-        else:  # nothing but collectives: they carry it all
-            comm_w = idle + (active / comm_s if comm_s > 0 else 0.0)
-            busy_w = idle
-        used = (busy_w - idle) * compute_s + (comm_w - idle) * comm_s
-        ranks.append(RankPower(r, gpus, compute[r], busy_w, idle, idle * seconds + used, inline[r], comm_w))
-    return PowerTrace(kind, mode, start_s, end_s, tuple(ranks))
+    return energy
+
+
+def _busy_and_comm_w(idle: float, sm_w: float, active: float, compute_s: float, busy_s: float) -> tuple[float, float]:
+    """Per-GPU W while computing and during inline collectives, sharing ``active`` J above idle over the busy time.
+
+    Collectives draw idle plus the SM-activity term ``sm_w`` (capped at the rank average); compute carries the rest.
+    """
+    comm_s = busy_s - compute_s
+    comm_w = idle + min(sm_w, active / busy_s if busy_s > 0 else 0.0)
+    if compute_s > 0:
+        busy_w = idle + (active - (comm_w - idle) * comm_s) / compute_s
+    else:  # nothing but collectives: they carry it all
+        comm_w = idle + (active / comm_s if comm_s > 0 else 0.0)
+        busy_w = idle
+    return busy_w, comm_w
 
 
 def _split(total_j: float, idle_j: float, weight: dict[int, float]) -> dict[int, float]:

@@ -72,6 +72,8 @@ Arrivals = Annotated[PoissonArrivals | GammaArrivals | FixedArrivals | TraceArri
 
 
 class FixedLengths(BaseModel):
+    """Every request has the same prompt and output length (tokens)."""
+
     model_config = _STRICT
     kind: Literal["fixed"] = "fixed"
     prompt_tokens: int = Field(gt=0)
@@ -79,6 +81,8 @@ class FixedLengths(BaseModel):
 
 
 class UniformLengths(BaseModel):
+    """Prompt and output lengths drawn uniformly from [min, max] tokens."""
+
     model_config = _STRICT
     kind: Literal["uniform"] = "uniform"
     prompt_min: int = Field(gt=0)
@@ -292,10 +296,12 @@ class ServingConfig(BaseModel):
 
     @property
     def gpus_per_replica(self) -> int:
+        """GPUs one replica spans: tp x pp x ep."""
         return self.tp * self.pp * self.ep
 
     @property
     def num_gpus(self) -> int:
+        """GPUs of the whole deployment: every replica (prefill and decode ones included) x its GPUs."""
         return len(self.batching.replica_roles(self.replicas)) * self.gpus_per_replica
 
 

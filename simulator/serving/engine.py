@@ -71,15 +71,19 @@ class Seq:
 
     @property
     def to_prefill(self) -> int:
+        """Tokens still to prefill (prompt plus any recompute after a preemption)."""
         return self.prompt + self.recompute - self.prefilled
 
     @property
     def decoding(self) -> bool:
+        """True when prefill is done, output tokens remain and the sequence is not swapped out."""
         return self.to_prefill == 0 and self.generated < self.req.output_tokens and not self.swapped
 
 
 @dataclass
 class IterationRecord:
+    """One engine iteration on a replica: its span (s), token mix and KV blocks in use afterwards."""
+
     replica: int
     start: float
     end: float
@@ -108,6 +112,7 @@ class Replica:
     outstanding: int = 0
 
     def add_work(self, prefill: list[tuple[int, int]], decodes: int, context: int) -> None:
+        """Add one iteration's math and HBM work (and engine overhead) to the replica's totals, for energy."""
         tensor, hbm = self.model.work_totals(prefill, decodes, context)
         self.tensor_s += tensor
         self.hbm_s += hbm
@@ -115,6 +120,7 @@ class Replica:
             self.overhead_s += self.model.profile.iteration_overhead_s
 
     def notify(self) -> None:
+        """Wake the replica's scheduling loop if it is waiting for work."""
         if self.wake is not None and not self.wake.triggered:
             self.wake.succeed()
 
@@ -474,6 +480,7 @@ class ServingEngine:
 
     # ---- run ----------------------------------------------------------------------------------------
     def run(self) -> list[Seq]:
+        """Simulate every request to completion and return their final states."""
         self.env.process(self._arrivals())
         for rep in self.replicas:
             self.env.process(self._replica(rep))

@@ -168,10 +168,12 @@ class IterationModel:
         return M.layer_time_factor(M.routing_stats(loads, self.ep))
 
     def is_moe_layer_mix(self) -> tuple[int, int]:
+        """(dense layers, MoE layers) of the model."""
         m = self.model
         return m.num_dense_layers, m.num_moe_layers
 
     def prefill_attention_s(self, q_len: int, kv_len: int) -> float:
+        """Seconds of one prefill chunk's attention (``q_len`` new tokens over ``kv_len`` in cache), memoised."""
         return self._memo(("prefill", q_len, kv_len), self._prefill_attention_s, q_len, kv_len)
 
     def _prefill_attention_s(self, q_len: int, kv_len: int) -> float:
@@ -194,6 +196,7 @@ class IterationModel:
         )
 
     def decode_attention_s(self, total_context: int, batch: int) -> float:
+        """Seconds of decode attention for ``batch`` sequences with ``total_context`` KV tokens between them."""
         m = self.model
         heads = m.num_attention_heads // self.tp
         if m.mla is not None:  # absorbed MLA: one shared latent (+ rope key) per token
@@ -221,6 +224,7 @@ class IterationModel:
         )
 
     def head_s(self, rows: int) -> float:
+        """Seconds of the LM head (vocab projection) for ``rows`` sampled tokens, memoised."""
         return self._memo(("head", rows), self._head_s, rows)
 
     def _head_s(self, rows: int) -> float:

@@ -49,14 +49,17 @@ class KVCache:
 
     # ---- sizes -----------------------------------------------------------------------------------
     def blocks_for(self, tokens: int) -> int:
+        """KV blocks that hold ``tokens`` tokens."""
         return math.ceil(tokens / self.block_size) if tokens > 0 else 0
 
     @property
     def gpu_used(self) -> int:
+        """GPU blocks in use (cached prefixes included)."""
         return self.gpu_blocks - self.gpu_free
 
     @property
     def cached_gpu_blocks(self) -> int:
+        """GPU blocks held by cached prefixes (evictable)."""
         return sum(p.blocks for p in self.prefixes.values() if p.tier == "gpu")
 
     def _transfer(self, blocks: int, bytes_s: float) -> None:
@@ -80,9 +83,11 @@ class KVCache:
         return True
 
     def can_allocate(self, blocks: int) -> bool:
+        """Whether ``blocks`` GPU blocks could be taken, evicting cached prefixes if needed."""
         return self.gpu_free + self.cached_gpu_blocks >= blocks
 
     def free(self, blocks: int) -> None:
+        """Return ``blocks`` GPU blocks to the free pool."""
         self.gpu_free += blocks
         assert self.gpu_free <= self.gpu_blocks, "freed more KV blocks than were allocated"
 
@@ -97,6 +102,7 @@ class KVCache:
         return True
 
     def swap_in(self, blocks: int) -> bool:
+        """Bring a swapped-out sequence's blocks back from host memory; False if the GPU has no room."""
         if not self.allocate(blocks):
             return False
         self.host_free += blocks

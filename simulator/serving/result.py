@@ -22,6 +22,7 @@ class Percentiles(BaseModel):
 
 
 def percentiles(values: np.ndarray) -> Percentiles:
+    """Mean, p50, p90 and p99 of ``values`` (seconds); all zero for an empty array."""
     if values.size == 0:
         return Percentiles(mean=0.0, p50=0.0, p90=0.0, p99=0.0)
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
@@ -82,6 +83,7 @@ class ServingResult(BaseModel):
         return pd.DataFrame(self.kv_occupancy, columns=["time_s", "replica", "kv_used_fraction"])
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (the per-request table, KV occupancy and timeline left out)."""
         return json.loads(self.model_dump_json())
 
 
@@ -101,48 +103,8 @@ def build_result(
     met = (ttft <= cfg.slo.ttft_s) & (np.nan_to_num(tpot, nan=0.0) <= cfg.slo.tpot_s)
     recs = engine.records
     batch = np.array([r.decodes for r in recs if r.decodes]) if recs else np.array([])
-    hist: dict[str, int] = {}
-    for lo, hi in [(1, 1), (2, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 128), (129, 256), (257, 10**9)]:
-        n = int(((batch >= lo) & (batch <= hi)).sum()) if batch.size else 0
-        if n:
-            hist[f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"] = n
     kv = [rep.kv for rep in engine.replicas]
     lookups = sum(k.lookups_tokens for k in kv)
-    table = [
-        {
-            "id": s.req.id,
-            "arrival_s": s.req.arrival_s,
-            "prompt_tokens": s.req.prompt_tokens,
-            "output_tokens": s.req.output_tokens,
-            "kv_prompt_tokens": s.prompt,
-            "session": s.req.session,
-            "turn": s.req.turn,
-            "replica": s.replica,
-            "ttft_s": float(t),
-            "tpot_s": float(p),
-            "e2e_s": float(e),
-            "queue_s": float(q),
-            "preemptions": s.preemptions,
-            "cached_tokens": s.cached_tokens,
-            "met_slo": bool(ok),
-        }
-        for s, t, p, e, q, ok in zip(seqs, ttft, tpot, e2e, start - arrival, met, strict=True)
-    ]
-    events = tuple(
-        (
-            r.start,
-            r.end,
-            r.replica,
-            "compute",
-            f"iter p{r.prefill_tokens} d{r.decodes}",
-            "prefill"
-            if r.prefill_tokens and not r.decodes
-            else ("decode" if r.decodes and not r.prefill_tokens else "mixed"),
-            -1,
-            0,
-        )
-        for r in recs
-    )
     return ServingResult(
         model=cfg.model.name,
         gpu=cfg.gpu,
@@ -166,11 +128,70 @@ def build_result(
         prefix_hit_rate=(sum(k.hits_tokens for k in kv) / lookups) if lookups else 0.0,
         mean_batch_size=float(batch.mean()) if batch.size else 0.0,
         max_admitted=engine.max_admitted,
-        batch_size_histogram=hist,
+        batch_size_histogram=_batch_histogram(batch),
         gpu_busy_fraction=float(np.mean([rep.busy_s for rep in engine.replicas]) / span),
         iterations=len(recs),
-        requests_table=table,
+        requests_table=_request_table(seqs, ttft, tpot, e2e, start - arrival, met),
         kv_occupancy=[(r.end, r.replica, r.kv_used / r.kv_total) for r in recs],
-        timeline=Timeline(events),
+        timeline=Timeline(_iteration_events(recs)),
         **energy,
+    )
+
+
+#: Decode batch-size buckets of the histogram, inclusive; 10**9 stands for "and above".
+_BATCH_BUCKETS = [(1, 1), (2, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 128), (129, 256), (257, 10**9)]
+
+
+def _batch_histogram(batch: np.ndarray) -> dict[str, int]:
+    """Iterations per decode batch-size bucket ("1-1", "2-4", ..., "257+"), empty buckets left out."""
+    hist: dict[str, int] = {}
+    for lo, hi in _BATCH_BUCKETS:
+        n = int(((batch >= lo) & (batch <= hi)).sum()) if batch.size else 0
+        if n:
+            hist[f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"] = n
+    return hist
+
+
+def _request_table(
+    seqs: list, ttft: np.ndarray, tpot: np.ndarray, e2e: np.ndarray, queue: np.ndarray, met: np.ndarray
+) -> list[dict[str, Any]]:
+    """One row per request: its lengths, replica, latencies (s), preemptions, cached tokens and SLO verdict."""
+    return [
+        {
+            "id": s.req.id,
+            "arrival_s": s.req.arrival_s,
+            "prompt_tokens": s.req.prompt_tokens,
+            "output_tokens": s.req.output_tokens,
+            "kv_prompt_tokens": s.prompt,
+            "session": s.req.session,
+            "turn": s.req.turn,
+            "replica": s.replica,
+            "ttft_s": float(t),
+            "tpot_s": float(p),
+            "e2e_s": float(e),
+            "queue_s": float(q),
+            "preemptions": s.preemptions,
+            "cached_tokens": s.cached_tokens,
+            "met_slo": bool(ok),
+        }
+        for s, t, p, e, q, ok in zip(seqs, ttft, tpot, e2e, queue, met, strict=True)
+    ]
+
+
+def _iteration_events(recs: list) -> tuple[tuple, ...]:
+    """Timeline events of the engine's iterations: one compute interval per iteration, named by its token mix."""
+    return tuple(
+        (
+            r.start,
+            r.end,
+            r.replica,
+            "compute",
+            f"iter p{r.prefill_tokens} d{r.decodes}",
+            "prefill"
+            if r.prefill_tokens and not r.decodes
+            else ("decode" if r.decodes and not r.prefill_tokens else "mixed"),
+            -1,
+            0,
+        )
+        for r in recs
     )

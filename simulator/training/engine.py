@@ -44,6 +44,7 @@ class PipelineRun:
 
     @property
     def end_s(self) -> float:
+        """When the last rank finishes its pipeline work, seconds."""
         return max(r.last_end_s for r in self.ranks)
 
 
@@ -86,13 +87,16 @@ class PipelineEngine:
         return [(False, ("B", mb, pos))]
 
     def deps(self, task: Task) -> list[simpy.Event]:
+        """The SimPy events ``task`` waits for (see :meth:`dep_keys`)."""
         return [self._event(self.arrived if arr else self.done, key) for arr, key in self.dep_keys(task)]
 
     def ready(self, task: Task) -> bool:
+        """Whether every dependency of ``task`` has happened."""
         return all(ev.triggered for ev in self.deps(task))
 
     # ---- execution ------------------------------------------------------------------------------
     def phase_of(self, task: Task) -> Phase:
+        """The cost of ``task``: its chunk's forward, backward (with weight gradients unless split) or weight phase."""
         kind, _, pos = task
         c = self.chunks[pos]
         if kind == "F":
@@ -192,6 +196,7 @@ class PipelineEngine:
 
     # ---- rank processes -----------------------------------------------------------------------
     def static_rank(self, rank: int, order: list[Task]) -> Generator:
+        """SimPy process of ``rank`` running a static schedule's task ``order``."""
         for task in order:
             if not self.ready(task):
                 yield from self._wait(rank, [task])
@@ -209,6 +214,8 @@ class PipelineEngine:
         return list(seen.values())
 
     def dynamic_rank(self, rank: int) -> Generator:
+        """SimPy process of ``rank`` picking its next task at run time: backward first, forward within the
+        1F1B activation budget, deferred weight gradients to fill gaps (DualPipe overlaps an F+B pair)."""
         lay = self.layout
         todo = rank_tasks(lay, rank, split_weight=True)
         forwards = [t for t in todo if t[0] == "F"]
@@ -249,6 +256,7 @@ class PipelineEngine:
                 yield from self._wait(rank, self._heads(backs) + self._heads(forwards), any_of=True)
 
     def run(self) -> PipelineRun:
+        """Simulate the pipeline phase of one step; a deadlocked schedule raises RuntimeError."""
         schedule = get_schedule(self.schedule)
         for rank in range(self.layout.pp):
             order = schedule.order(self.layout, rank)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hwmodels.collectives import BASE_LATENCY_S
 from hwmodels.profile import Profile
 from hwmodels.topology import Cluster, CommGroup
 from simulator.compression import payload_bytes_per_elem
 from simulator.core.config import RunConfig
-from simulator.core.costs import CommAlgorithm, OpCost, comm_time, op_cost
+from simulator.core.costs import CommAlgorithm, OpCost, comm_time, op_cost, op_work, routed_all_to_all_time
 from simulator.core.workload import Op, embedding_ops, head_ops, layer_ops, numerics
 
 COMM_KINDS = ("tp", "cp", "ep", "dp", "pp")
@@ -34,6 +33,7 @@ class Phase:
 
     @property
     def total_s(self) -> float:
+        """Compute plus all blocking communication, seconds."""
         return self.compute_s + sum(self.comm_s.values())
 
     def __add__(self, other: Phase) -> Phase:
@@ -43,6 +43,7 @@ class Phase:
         return Phase(self.compute_s + other.compute_s, comm)
 
     def scaled(self, factor: float) -> Phase:
+        """This phase with every time multiplied by ``factor`` (e.g. a slower clock)."""
         return Phase(self.compute_s * factor, {k: v * factor for k, v in self.comm_s.items()})
 
 
@@ -77,6 +78,7 @@ class Groups:
 
     @classmethod
     def of(cls, cfg: RunConfig, cluster: Cluster) -> Groups:
+        """The groups of ``cfg``'s parallel plan on ``cluster``, with its collective algorithm setting."""
         p = cfg.parallel
         return cls(
             tp=cluster.comm_group(p.tp),
@@ -89,6 +91,7 @@ class Groups:
         )
 
     def as_dict(self) -> dict[str, CommGroup]:
+        """The groups by op group name (``tp``, ``cp``, ``ep``, ``dp``, ``pp``, ``grad``), as :func:`op_cost` wants."""
         return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp, "grad": self.grad}
 
 
@@ -144,124 +147,213 @@ def chunk_layers(num_layers: int, num_chunks: int) -> list[tuple[int, ...]]:
     return out
 
 
-def op_work(ops: list[Op], profile: Profile, dtype: str) -> tuple[float, float]:
-    """Forward + backward work of ``ops``: (math as seconds at full peak, HBM traffic as seconds at full
-    bandwidth). Backward is 2x a GEMM's FLOPs and 2.5x attention's; elementwise backward reads twice;
-    a collective reads and writes its buffer in each direction. Clock-independent (energy model)."""
-    tensor = hbm = 0.0
-    bw = profile.bandwidth_bytes_s
-    for op in ops:
-        if op.kind in ("gemm", "attn"):
-            tensor += op.flops * (3.0 if op.kind == "gemm" else 3.5) / profile.peak_flops(op.dtype or dtype)
-            hbm += 3.0 * op.bytes / bw
-        elif op.kind == "mem":
-            hbm += 3.0 * op.bytes / bw
-        else:
-            hbm += 4.0 * op.bytes / bw
-    return tensor, hbm
-
-
 def chunk_costs(
     cfg: RunConfig, profile: Profile, cluster: Cluster, *, num_chunks: int, include_comm: bool = True
 ) -> list[ChunkCost]:
     """Costs of the model split into ``num_chunks`` pipeline chunks, in model order."""
+    mc = _model_costs(cfg, profile, cluster)
+    chunks = []
+    slices = chunk_layers(cfg.model.num_layers, num_chunks)
+    for idx, layers in enumerate(slices):
+        first, last = idx == 0, idx == len(slices) - 1
+        s = _sum_layers(cfg, layers, mc.kinds)
+        if first:
+            _add_embedding(s, mc, profile, cfg.training.precision)
+        if last:
+            _add_head(cfg, s, mc, profile, num_chunks)
+        fwd, bwd, wgt = _finish_phases(cfg, s, mc.grad, len(layers), include_comm)
+        chunks.append(
+            ChunkCost(layers, first, last, fwd, bwd, wgt, s.params, mc.send, s.recompute_flops, s.tensor_s, s.hbm_s)
+        )
+    return chunks
+
+
+@dataclass(frozen=True)
+class _Pricer:
+    """Prices ops as a chunk's phases on one rank: :func:`op_cost` per op, MoE routing effects, then
+    :func:`_phases`."""
+
+    profile: Profile
+    groups: dict[str, CommGroup]
+    algorithm: CommAlgorithm
+    dtype: str
+    cp: int
+    call_s: float  # host cost of one collective call (training.collective_call_s)
+    moe: _MoEAdjust | None
+
+    def __call__(self, ops: list[Op]) -> tuple[Phase, Phase, Phase, float]:
+        """Forward, backward-input and backward-weight phases of ``ops``, and attn-core forward seconds."""
+        costs = [op_cost(op, self.profile, self.groups, self.dtype, self.algorithm) for op in ops]
+        if self.moe is not None:
+            costs = [self.moe.adjust(c) for c in costs]
+        return _phases(costs, self.cp, self.call_s)
+
+
+@dataclass(frozen=True)
+class _LayerKind:
+    """Per-micro-batch costs of one kind of layer (dense or MoE) on one rank."""
+
+    phases: tuple[Phase, Phase, Phase, float]  # forward, backward-input, backward-weight, attn-core fwd s
+    work: tuple[float, float, float, float]  # fwd+bwd (math s, HBM s), then forward-only recompute (math, HBM)
+    flops: float  # GEMM + attention FLOPs of the forward (full recompute)
+    attn_flops: float  # attention-core FLOPs of the forward (selective recompute)
+
+
+def _layer_kind(cfg: RunConfig, profile: Profile, price: _Pricer, layer: int) -> _LayerKind:
+    """Phases, energy work and recompute FLOPs of ``layer``, which stands for every layer of its kind."""
+    m, p, t = cfg.model, cfg.parallel, cfg.training
+    dtype = t.precision
+    ops = layer_ops(
+        m, layer, t.micro_batch, t.seq_len, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention
+    )
+    rec = [op for op in ops if t.recompute == "full" or op.kind == "attn" or op.name in _UNFUSED_CORE]
+    rec_t, rec_h = op_work(rec, profile, dtype) if t.recompute != "none" else (0.0, 0.0)
+    return _LayerKind(
+        phases=price(ops),
+        work=(*op_work(ops, profile, dtype), rec_t / 3.0, rec_h / 3.0),
+        flops=sum(op.flops for op in ops if op.kind in ("gemm", "attn")),
+        attn_flops=sum(op.flops for op in ops if op.kind == "attn" or op.name in _UNFUSED_CORE),
+    )
+
+
+def _mtp_ops(cfg: RunConfig, head_op_list: list[Op]) -> list[Op]:
+    """A multi-token-prediction module's ops: projection of [hidden; next embedding], one more layer,
+    the head again (empty without MTP)."""
+    m, p, t = cfg.model, cfg.parallel, cfg.training
+    dtype, mb, seq = t.precision, t.micro_batch, t.seq_len
+    if not m.mtp_depth:
+        return []
+    proj = Op(
+        "mtp_proj",
+        "gemm",
+        flops=2.0 * mb * seq // p.cp * m.hidden_size * 2 * m.hidden_size,
+        bytes=0.0,
+        gemm=(mb * seq // p.cp, m.hidden_size // p.tp, 2 * m.hidden_size),
+        dtype=numerics(dtype)[0],
+    )
+    layer = layer_ops(
+        m, m.num_layers - 1, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention
+    )
+    return [proj] + layer + head_op_list
+
+
+@dataclass(frozen=True)
+class _ModelCosts:
+    """What every chunk is assembled from: layer kinds, the embedding, the output head and MTP."""
+
+    kinds: dict[bool, _LayerKind]  # is-MoE -> costs of that layer kind
+    embed_ops: list[Op]
+    head_ops: list[Op]
+    mtp_ops: list[Op]
+    embed: tuple[Phase, Phase, Phase, float]
+    head: tuple[Phase, Phase, Phase, float]
+    mtp: tuple[Phase, Phase, Phase, float] | None
+    embed_params: float  # per rank (/tp)
+    head_params: float  # per rank (/tp)
+    send: float  # activation bytes passed between chunks per micro-batch
+    grad: CommGroup  # the gradient-reduction group (ZeRO-3 traffic)
+
+
+def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCosts:
+    """Price each layer kind, the embedding, the head and the MTP module once for one rank."""
     m, p, t = cfg.model, cfg.parallel, cfg.training
     placed = Groups.of(cfg, cluster)
     groups = placed.as_dict()
     dtype = t.precision
     mb, seq = t.micro_batch, t.seq_len
-
     moe = _MoEAdjust.of(cfg, groups) if m.is_moe else None
-
-    def cost(ops: list[Op]) -> tuple[Phase, Phase, Phase, float]:
-        costs = [op_cost(op, profile, groups, dtype, placed.algorithm) for op in ops]
-        if moe is not None:
-            costs = [moe.adjust(c) for c in costs]
-        return _phases(costs, p.cp, t.collective_call_s)
-
-    per_kind: dict[bool, tuple[Phase, Phase, Phase, float]] = {}
-    work_per_kind: dict[bool, tuple[float, float, float, float]] = {}  # fwd+bwd, then forward-only recompute
-    flops_per_kind: dict[bool, float] = {}
-    attn_flops_per_kind: dict[bool, float] = {}
+    price = _Pricer(profile, groups, placed.algorithm, dtype, p.cp, t.collective_call_s, moe)
+    kinds: dict[bool, _LayerKind] = {}
     for i in range(m.num_layers):
-        kind = m.is_moe_layer(i)
-        if kind not in per_kind:
-            ops = layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention)
-            per_kind[kind] = cost(ops)
-            rec = [op for op in ops if t.recompute == "full" or op.kind == "attn" or op.name in _UNFUSED_CORE]
-            rec_t, rec_h = op_work(rec, profile, dtype) if t.recompute != "none" else (0.0, 0.0)
-            work_per_kind[kind] = (*op_work(ops, profile, dtype), rec_t / 3.0, rec_h / 3.0)
-            flops_per_kind[kind] = sum(op.flops for op in ops if op.kind in ("gemm", "attn"))
-            attn_flops_per_kind[kind] = sum(op.flops for op in ops if op.kind == "attn" or op.name in _UNFUSED_CORE)
+        if m.is_moe_layer(i) not in kinds:
+            kinds[m.is_moe_layer(i)] = _layer_kind(cfg, profile, price, i)
     embed_ops = embedding_ops(m, mb, seq // p.cp, dtype=dtype)
     head_op_list = head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype)
-    embed, head = cost(embed_ops), cost(head_op_list)
-    # a multi-token-prediction module: projection of [hidden; next embedding], one more layer, the head again
-    mtp_ops = (
-        []
-        if not m.mtp_depth
-        else [
-            Op(
-                "mtp_proj",
-                "gemm",
-                flops=2.0 * mb * seq // p.cp * m.hidden_size * 2 * m.hidden_size,
-                bytes=0.0,
-                gemm=(mb * seq // p.cp, m.hidden_size // p.tp, 2 * m.hidden_size),
-                dtype=numerics(dtype)[0],
-            )
-        ]
-        + layer_ops(
-            m, m.num_layers - 1, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention
-        )
-        + head_op_list
-    )
-    mtp = cost(mtp_ops) if mtp_ops else None
-    head_params = m.output_params() / p.tp
-    embed_params = m.embedding_params() / p.tp
+    embed, head = price(embed_ops), price(head_op_list)
+    mtp_ops = _mtp_ops(cfg, head_op_list)
     payload = payload_bytes_per_elem(t.pp_payload_dtype)
-    send = mb * (seq // p.cp) * m.hidden_size * payload / p.tp  # Megatron scatter/gather: 1/tp per rank
+    return _ModelCosts(
+        kinds=kinds,
+        embed_ops=embed_ops,
+        head_ops=head_op_list,
+        mtp_ops=mtp_ops,
+        embed=embed,
+        head=head,
+        mtp=price(mtp_ops) if mtp_ops else None,
+        embed_params=m.embedding_params() / p.tp,
+        head_params=m.output_params() / p.tp,
+        send=mb * (seq // p.cp) * m.hidden_size * payload / p.tp,  # Megatron scatter/gather: 1/tp per rank
+        grad=groups["grad"],
+    )
 
-    chunks = []
-    slices = chunk_layers(m.num_layers, num_chunks)
-    for idx, layers in enumerate(slices):
-        fwd = bwd = wgt = Phase()
-        recompute = Phase()
-        recompute_flops = 0.0
-        params = sum(_layer_params(cfg, i) for i in layers)
-        tensor_s = hbm_s = 0.0
-        for i in layers:
-            f, b, w, attn = per_kind[m.is_moe_layer(i)]
-            wt, wh, rt, rh = work_per_kind[m.is_moe_layer(i)]
-            tensor_s, hbm_s = tensor_s + wt + rt, hbm_s + wh + rh
-            fwd, bwd, wgt = fwd + f, bwd + b, wgt + w
-            if t.recompute == "selective":
-                recompute = recompute + Phase(attn)
-                recompute_flops += attn_flops_per_kind[m.is_moe_layer(i)]
-            elif t.recompute == "full":
-                recompute = recompute + f
-                recompute_flops += flops_per_kind[m.is_moe_layer(i)]
-        first, last = idx == 0, idx == len(slices) - 1
-        if first:
-            fwd, bwd = fwd + embed[0], bwd + embed[1]
-            params += embed_params
-            hbm_s += op_work(embed_ops, profile, dtype)[1]
-        if last:
-            fwd, bwd, wgt = fwd + head[0], bwd + head[1], wgt + head[2]
-            ht, hh = op_work(head_op_list + mtp_ops * m.mtp_depth, profile, dtype)
-            tensor_s, hbm_s = tensor_s + ht, hbm_s + hh
-            for _ in range(m.mtp_depth):
-                fwd, bwd, wgt = fwd + mtp[0], bwd + mtp[1], wgt + mtp[2]
-            params += head_params if not (m.tied_embeddings and num_chunks == 1) else 0.0
-        bwd = recompute + bwd
-        if t.host_s_per_layer > 0:
-            fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, len(layers) * t.host_s_per_layer, t.recompute == "full")
-        if p.zero == 3:
-            gbytes = grad_comm_bytes(t.precision)
-            fwd, bwd = _zero3_exposure(fwd, bwd, wgt, params, groups["grad"], gbytes, t.overlap_grad_reduce)
-        if not include_comm:
-            fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
-        chunks.append(ChunkCost(layers, first, last, fwd, bwd, wgt, params, send, recompute_flops, tensor_s, hbm_s))
-    return chunks
+
+@dataclass
+class _ChunkSum:
+    """A chunk's running totals while its layers, embedding and head are added."""
+
+    params: float
+    fwd: Phase = field(default_factory=Phase)
+    bwd: Phase = field(default_factory=Phase)
+    wgt: Phase = field(default_factory=Phase)
+    recompute: Phase = field(default_factory=Phase)
+    recompute_flops: float = 0.0
+    tensor_s: float = 0.0
+    hbm_s: float = 0.0
+
+
+def _sum_layers(cfg: RunConfig, layers: tuple[int, ...], kinds: dict[bool, _LayerKind]) -> _ChunkSum:
+    """Phases, energy work and recomputation of a chunk's transformer layers."""
+    m, t = cfg.model, cfg.training
+    s = _ChunkSum(params=sum(_layer_params(cfg, i) for i in layers))
+    for i in layers:
+        kind = kinds[m.is_moe_layer(i)]
+        f, b, w, attn = kind.phases
+        wt, wh, rt, rh = kind.work
+        s.tensor_s, s.hbm_s = s.tensor_s + wt + rt, s.hbm_s + wh + rh
+        s.fwd, s.bwd, s.wgt = s.fwd + f, s.bwd + b, s.wgt + w
+        if t.recompute == "selective":
+            s.recompute = s.recompute + Phase(attn)
+            s.recompute_flops += kind.attn_flops
+        elif t.recompute == "full":
+            s.recompute = s.recompute + f
+            s.recompute_flops += kind.flops
+    return s
+
+
+def _add_embedding(s: _ChunkSum, mc: _ModelCosts, profile: Profile, dtype: str) -> None:
+    """Add the input embedding to the first chunk."""
+    s.fwd, s.bwd = s.fwd + mc.embed[0], s.bwd + mc.embed[1]
+    s.params += mc.embed_params
+    s.hbm_s += op_work(mc.embed_ops, profile, dtype)[1]
+
+
+def _add_head(cfg: RunConfig, s: _ChunkSum, mc: _ModelCosts, profile: Profile, num_chunks: int) -> None:
+    """Add the output head and any MTP modules to the last chunk (a tied head is not counted twice)."""
+    m = cfg.model
+    s.fwd, s.bwd, s.wgt = s.fwd + mc.head[0], s.bwd + mc.head[1], s.wgt + mc.head[2]
+    ht, hh = op_work(mc.head_ops + mc.mtp_ops * m.mtp_depth, profile, cfg.training.precision)
+    s.tensor_s, s.hbm_s = s.tensor_s + ht, s.hbm_s + hh
+    for _ in range(m.mtp_depth):
+        assert mc.mtp is not None
+        s.fwd, s.bwd, s.wgt = s.fwd + mc.mtp[0], s.bwd + mc.mtp[1], s.wgt + mc.mtp[2]
+    s.params += mc.head_params if not (m.tied_embeddings and num_chunks == 1) else 0.0
+
+
+def _finish_phases(
+    cfg: RunConfig, s: _ChunkSum, grad: CommGroup, num_layers: int, include_comm: bool
+) -> tuple[Phase, Phase, Phase]:
+    """A chunk's final phases: recomputation before the backward, the host floor, ZeRO-3 traffic, and
+    no communication at all when ``include_comm`` is off."""
+    p, t = cfg.parallel, cfg.training
+    fwd, bwd, wgt = s.fwd, s.recompute + s.bwd, s.wgt
+    if t.host_s_per_layer > 0:
+        fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, num_layers * t.host_s_per_layer, t.recompute == "full")
+    if p.zero == 3:
+        gbytes = grad_comm_bytes(t.precision)
+        fwd, bwd = _zero3_exposure(fwd, bwd, wgt, s.params, grad, gbytes, t.overlap_grad_reduce)
+    if not include_comm:
+        fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
+    return fwd, bwd, wgt
 
 
 @dataclass(frozen=True)
@@ -311,9 +403,7 @@ class _MoEAdjust:
             )
             inter = nbytes.inter_node_dedup_bytes if t.moe_node_dedup else nbytes.inter_node_bytes
             intra = nbytes.intra_node_bytes + (nbytes.forwarded_bytes if t.moe_node_dedup else 0.0)
-            net = grp.net_bytes_s / grp.local if grp.spans_nodes else float("inf")
-            t_intra = float(intra.max()) / grp.intra_bytes_s if grp.local > 1 else 0.0
-            times.append(max(t_intra, float(inter.max()) / net) + grp.hop_latency_s + BASE_LATENCY_S)
+            times.append(routed_all_to_all_time(float(intra.max()), float(inter.max()), grp))
         return cls(factor, times[0], times[1])
 
     def adjust(self, c: OpCost) -> OpCost:

@@ -56,12 +56,15 @@ class Layout:
 
     @property
     def chunks_per_rank(self) -> int:
+        """Model chunks each rank holds."""
         return 2 if self.dual else self.vpp
 
     def direction(self, mb: int) -> int:
+        """Route direction of micro-batch ``mb``: 0, or 1 for DualPipe's second half."""
         return int(self.dual and mb >= self.num_microbatches // 2)
 
     def rank(self, mb: int, pos: int) -> int:
+        """Pipeline rank that runs route position ``pos`` of micro-batch ``mb``."""
         if self.dual:
             return pos if self.direction(mb) == 0 else self.pp - 1 - pos
         return pos % self.pp

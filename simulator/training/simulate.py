@@ -17,7 +17,7 @@ from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
 from simulator.compression import collective_for, compression_compute_s, dp_comm_time
 from simulator.core.config import RunConfig, load_config
-from simulator.core.costs import comm_time
+from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.timeline import Timeline
 from simulator.energy.accounting import footprint, gpu_energy_j
@@ -44,10 +44,12 @@ class RankTail:
 
     @property
     def end(self) -> float:
+        """When this rank's step is done: after its gradient sync, optimizer step and parameter gather."""
         return max(self.pipeline_end, self.dp_end) + self.optimizer_s + self.gather_s
 
     @property
     def exposed_dp_s(self) -> float:
+        """DP communication seconds not hidden under the pipeline phase (the parameter gather included)."""
         return max(0.0, self.dp_end - self.pipeline_end) + self.gather_s
 
 
@@ -98,6 +100,8 @@ def _rank_tail(
     profile: Profile,
     comm: bool,
 ) -> RankTail:
+    """What ``rank`` does after its pipeline phase: DP and tied-embedding gradient sync, compression,
+    optimizer step and (ZeRO-1/2) parameter gather, with their timeline events."""
     p, t = cfg.parallel, cfg.training
     positions = rank_positions(layout, rank)
     tail = RankTail(pipeline_end=stats.last_end_s, dp_end=stats.last_end_s)
@@ -117,7 +121,7 @@ def _rank_tail(
         tail.events.append((start, start + extra, rank, "compute", "gradient (de)compression", "DP", -1, 0))
         tail.dp_end = start + extra
     shard = params / (p.dp * p.cp) if p.zero >= 1 else params
-    tail.optimizer_s = profile.memory_op_time(ADAM_BYTES_PER_PARAM * shard)
+    tail.optimizer_s = optimizer_step_time(profile, ADAM_BYTES_PER_PARAM * shard)
     opt_start = max(tail.pipeline_end, tail.dp_end)
     tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
     if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:
@@ -139,6 +143,7 @@ def _bubble_fraction(run: PipelineRun) -> float:
 
 
 def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryReport, bool]:
+    """Memory of the fullest pipeline rank (GB), and whether it fits the GPU's usable memory."""
     capacity = usable_memory_bytes(cfg.cluster.gpu)
     copies = 2.0 if layout.dual else 1.0  # DualPipe keeps two copies of the parameters
     best = None
@@ -182,12 +187,14 @@ class _Step:
 
 
 def _stage_ratios(cfg: RunConfig, prof: Profile) -> list[float]:
+    """Configured SM clock of each pipeline stage as a fraction of the GPU's maximum clock."""
     pw, f_max = cfg.power, prof.power.max_sm_clock_mhz
     clocks = pw.stage_clocks_mhz or [pw.sm_clock_mhz or f_max] * cfg.parallel.pp
     return [min(1.0, c / f_max) for c in clocks]
 
 
 def _stage_of_positions(layout: Layout) -> dict[int, int]:
+    """Pipeline rank that runs each route position."""
     return {pos: rank for rank in range(layout.pp) for pos in rank_positions(layout, rank)}
 
 
@@ -204,6 +211,7 @@ def _costs_at(cfg: RunConfig, prof: Profile, cluster: Any, layout: Layout, ratio
 
 
 def _simulate(cfg: RunConfig, prof: Profile, cluster: Any, ratios: list[float], comm: bool) -> _Step:
+    """Run the pipeline engine and every rank's tail at the stage clock ``ratios``."""
     p, t = cfg.parallel, cfg.training
     num_mb = t.global_batch // (t.micro_batch * p.dp)
     layout = make_layout(p.schedule, p.pp, p.vpp, num_mb)
@@ -295,49 +303,18 @@ def simulate_training(
     the schedule (used to check bubble fractions against theory). In ``modelled`` energy mode a
     step whose average power exceeds the power limit is re-simulated at the clock that fits.
     """
-    cfg = (
-        config
-        if isinstance(config, RunConfig) and not overrides
-        else load_config(config.model_dump() if isinstance(config, RunConfig) else config, overrides)
-    )
-    prof = load_profile(profile, gpu=cfg.cluster.gpu)
-    cluster = cfg.cluster.resolve()
+    cfg, prof, cluster = _resolve(config, profile, overrides)
+    step, per_rank, throttled, limit = _step_within_power(cfg, prof, cluster, include_comm)
     p, t, m = cfg.parallel, cfg.training, cfg.model
-    if t.comm_sms:
-        prof = prof.at(sm_fraction=(cluster.gpu.sms - t.comm_sms) / cluster.gpu.sms)
-    step = _simulate(cfg, prof, cluster, _stage_ratios(cfg, prof), include_comm)
-    limit = cfg.power.power_limit_w or prof.power.power_limit_w
-    throttled = False
-    per_rank = _gpu_energy(cfg, step, prof)
-    if cfg.power.mode == "modelled" and max(per_rank) / step.end > limit * 1.005:
-        step = _simulate(cfg, prof, cluster, _throttle(cfg, prof, cluster, step, limit, include_comm), include_comm)
-        per_rank, throttled = _gpu_energy(cfg, step, prof), True
-    run, tails, chunks, layout = step.run, step.tails, step.chunks, step.layout
+    run, tails = step.run, step.tails
     num_mb = t.global_batch // (t.micro_batch * p.dp)
     stepsecs = step.end
     critical = max(range(p.pp), key=lambda r: tails[r].end)
-    crit = run.ranks[critical]
-    exposed = {k: 0.0 for k in COMM_KINDS}
-    exposed.update({k: v for k, v in crit.comm_s.items()})
-    exposed["pp"] = crit.pp_wait_s
-    exposed["dp"] = exposed.get("dp", 0.0) + tails[critical].exposed_dp_s
-
     tokens = t.global_batch * t.seq_len
-    steps_multiplier = t.compression.steps_multiplier if t.compression is not None else 1.0
-    model_flops = m.flops_per_token(t.seq_len, training=True) * tokens
-    recompute_flops = sum(c.recompute_flops for c in chunks) * num_mb * p.tp * p.cp * p.dp
-    peak = prof.peak_flops(t.precision)
-    memory, fits = _memory(cfg, run, layout)
+    memory, fits = _memory(cfg, run, step.layout)
     events = run.events + [e for tail in tails for e in tail.events]
     energy = _energy_fields(cfg, step, prof, cluster, tokens, throttled, limit, per_rank)
-    ttt_days = (t.tokens / (tokens / stepsecs) / 86400.0 * steps_multiplier) if t.tokens else None
-    if ttt_days is not None:
-        steps = t.tokens / tokens * steps_multiplier
-        energy.update(
-            total_mwh=energy["energy_j"]["facility"] * steps / 3.6e9,
-            total_tco2e=sum(energy["kgco2e"].values()) * steps / 1e3,
-            total_cost_usd=energy["cost_usd"] * steps,
-        )
+    ttt_days = _time_to_train(cfg, tokens, stepsecs, energy)  # also adds the whole run's totals to energy
     return TrainingResult(
         model=m.name,
         gpu=cluster.gpu.id,
@@ -347,13 +324,9 @@ def simulate_training(
         num_microbatches=num_mb,
         step_time_s=stepsecs,
         pipeline_time_s=run.end_s,
-        tokens_per_s=tokens / stepsecs,
-        tokens_per_s_per_gpu=tokens / stepsecs / cluster.num_gpus,
-        tflops_per_gpu=model_flops / stepsecs / cluster.num_gpus / 1e12,
-        mfu=model_flops / stepsecs / cluster.num_gpus / peak,
-        hfu=(model_flops + recompute_flops) / stepsecs / cluster.num_gpus / peak,
+        **_rates(cfg, step, prof, cluster.num_gpus, num_mb),
         bubble_fraction=_bubble_fraction(run),
-        exposed_comm_s=exposed,
+        exposed_comm_s=_exposed_comm(step, critical),
         optimizer_s=tails[critical].optimizer_s,
         memory_per_gpu_gb=memory,
         fits_in_memory=fits,
@@ -361,6 +334,81 @@ def simulate_training(
         timeline=Timeline(tuple(sorted(events))),
         **energy,
     )
+
+
+def _resolve(
+    config: RunConfig | dict[str, Any] | str | Path, profile: Profile | str | None, overrides: list[str] | None
+) -> tuple[RunConfig, Profile, Any]:
+    """The validated config, its hardware profile (less any SMs reserved for communication) and cluster."""
+    cfg = (
+        config
+        if isinstance(config, RunConfig) and not overrides
+        else load_config(config.model_dump() if isinstance(config, RunConfig) else config, overrides)
+    )
+    prof = load_profile(profile, gpu=cfg.cluster.gpu)
+    cluster = cfg.cluster.resolve()
+    t = cfg.training
+    if t.comm_sms:
+        prof = prof.at(sm_fraction=(cluster.gpu.sms - t.comm_sms) / cluster.gpu.sms)
+    return cfg, prof, cluster
+
+
+def _step_within_power(
+    cfg: RunConfig, prof: Profile, cluster: Any, include_comm: bool
+) -> tuple[_Step, list[float], bool, float]:
+    """The step at the configured clocks, re-simulated at lower clocks when ``modelled`` power exceeds
+    the limit: (step, GPU J per pipeline rank, throttled, power limit W)."""
+    step = _simulate(cfg, prof, cluster, _stage_ratios(cfg, prof), include_comm)
+    limit = cfg.power.power_limit_w or prof.power.power_limit_w
+    throttled = False
+    per_rank = _gpu_energy(cfg, step, prof)
+    if cfg.power.mode == "modelled" and max(per_rank) / step.end > limit * 1.005:
+        step = _simulate(cfg, prof, cluster, _throttle(cfg, prof, cluster, step, limit, include_comm), include_comm)
+        per_rank, throttled = _gpu_energy(cfg, step, prof), True
+    return step, per_rank, throttled, limit
+
+
+def _exposed_comm(step: _Step, critical: int) -> dict[str, float]:
+    """Communication seconds the critical rank could not hide, by kind (PP waits and DP tail included)."""
+    crit = step.run.ranks[critical]
+    exposed = {k: 0.0 for k in COMM_KINDS}
+    exposed.update({k: v for k, v in crit.comm_s.items()})
+    exposed["pp"] = crit.pp_wait_s
+    exposed["dp"] = exposed.get("dp", 0.0) + step.tails[critical].exposed_dp_s
+    return exposed
+
+
+def _rates(cfg: RunConfig, step: _Step, prof: Profile, num_gpus: int, num_mb: int) -> dict[str, float]:
+    """Throughput fields of the result: tokens/s (total, per GPU), TFLOP/s per GPU, MFU and HFU."""
+    p, t, m = cfg.parallel, cfg.training, cfg.model
+    stepsecs = step.end
+    tokens = t.global_batch * t.seq_len
+    model_flops = m.flops_per_token(t.seq_len, training=True) * tokens
+    recompute_flops = sum(c.recompute_flops for c in step.chunks) * num_mb * p.tp * p.cp * p.dp
+    peak = prof.peak_flops(t.precision)
+    return dict(
+        tokens_per_s=tokens / stepsecs,
+        tokens_per_s_per_gpu=tokens / stepsecs / num_gpus,
+        tflops_per_gpu=model_flops / stepsecs / num_gpus / 1e12,
+        mfu=model_flops / stepsecs / num_gpus / peak,
+        hfu=(model_flops + recompute_flops) / stepsecs / num_gpus / peak,
+    )
+
+
+def _time_to_train(cfg: RunConfig, tokens: float, stepsecs: float, energy: dict[str, Any]) -> float | None:
+    """Days to train on ``training.tokens`` (None when unset); adds the whole run's MWh, tCO2e and
+    cost to ``energy``."""
+    t = cfg.training
+    steps_multiplier = t.compression.steps_multiplier if t.compression is not None else 1.0
+    if not t.tokens:
+        return None
+    steps = t.tokens / tokens * steps_multiplier
+    energy.update(
+        total_mwh=energy["energy_j"]["facility"] * steps / 3.6e9,
+        total_tco2e=sum(energy["kgco2e"].values()) * steps / 1e3,
+        total_cost_usd=energy["cost_usd"] * steps,
+    )
+    return t.tokens / (tokens / stepsecs) / 86400.0 * steps_multiplier
 
 
 def _energy_fields(
