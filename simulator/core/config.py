@@ -22,7 +22,7 @@ from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.compression import CompressionSpec
 from simulator.energy.accounting import PowerSpec, SiteSpec
-from simulator.models import ModelSpec, get_model
+from simulator.models import ModelField, ModelSpec
 from simulator.moe.routing import MoERouting
 from simulator.training.schedules import get_schedule
 
@@ -121,7 +121,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    model: ModelSpec
+    model: ModelField
     cluster: ClusterSpec
     parallel: ParallelSpec = ParallelSpec()
     training: TrainingSpec = TrainingSpec()
@@ -131,11 +131,6 @@ class RunConfig(BaseModel):
     power: PowerSpec = PowerSpec()
     site: SiteSpec = SiteSpec()
     seed: int = 0
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _resolve_model(cls, v: Any) -> ModelSpec:
-        return v if isinstance(v, ModelSpec) else get_model(v)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

@@ -16,7 +16,7 @@ from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError, first_validation_error
 from simulator.core.config import apply_overrides, read_yaml
 from simulator.energy.accounting import PowerSpec, SiteSpec
-from simulator.models import ModelSpec, get_model
+from simulator.models import ModelField
 from simulator.moe.routing import MoERouting
 from simulator.serving.policies import (  # noqa: F401 - re-exported: the policies' old home
     BatchingPolicy,
@@ -245,7 +245,7 @@ class ServingConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    model: ModelSpec
+    model: ModelField
     gpu: str
     node: str | None = None
     tp: int = Field(default=1, gt=0)
@@ -264,11 +264,6 @@ class ServingConfig(BaseModel):
     power: PowerSpec = PowerSpec()
     site: SiteSpec = SiteSpec()
     seed: int = 0
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _resolve_model(cls, v: Any) -> ModelSpec:
-        return v if isinstance(v, ModelSpec) else get_model(v)
 
     @field_validator("batching", mode="before")
     @classmethod
