@@ -16,7 +16,7 @@ import os
 import time
 
 from simulator.core.config import load_config
-from simulator.search.plan_train import PlanSearchResult, SearchSpace, search_training_plans
+from simulator.search.plan import PlanSearchResult, SearchSpace, search_training_plans
 from simulator.training import simulate_training
 from simulator.validation import tables as V
 

@@ -26,7 +26,7 @@ MOVED = {
     "simulator.carbon": "simulator.energy.carbon",
     "simulator.pareto": "simulator.search.pareto",
     "simulator.sweep": "simulator.search.sweep",
-    "simulator.plansearch": "simulator.search.plan_train",
+    "simulator.plansearch": "simulator.search.plan",
     "simulator.plan_serve": "simulator.search.plan_serve",
     "simulator.claims": "simulator.validation.claims",
     "simulator.textfmt": "simulator.cli.textfmt",

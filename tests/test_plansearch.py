@@ -12,12 +12,14 @@ import sys
 
 import pytest
 
-import simulator.search.plan_train as P
+import simulator.search.plan as P
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import load_profile
 from simulator.cli.search import add_plan_parser
 from simulator.core.config import RunConfig, load_config
-from simulator.search.plan_train import SearchSpace, divisors, search_training_plans
+from simulator.search.plan import Screen, SearchContext, SearchSpace, divisors, search_training_plans
+from simulator.search.plan.search import _fixed, simulate_plan
+from simulator.search.plan.space import tasks
 from simulator.training import simulate_training
 from simulator.validation import tables as V
 
@@ -96,10 +98,12 @@ def test_screen_ranks_the_simulated_best_among_its_top_k() -> None:
     assert errors[int(0.9 * len(errors))] < 0.10
 
 
-def _screen_all(model: str, num_gpus: int, gpu: str, global_batch: int, seq_len: int, overrides: list[str]) -> list:
-    """Every feasible plan of the default space with its screened step time and memory, in this process."""
-    fixed = P._fixed(model, num_gpus, gpu, global_batch, seq_len, None, overrides)
-    ctx = P._Context(
+def _context(
+    model: str, num_gpus: int, gpu: str, global_batch: int, seq_len: int, overrides: list[str], space: SearchSpace
+) -> SearchContext:
+    """The search context of ``space`` (every screened plan kept)."""
+    fixed = _fixed(model, num_gpus, gpu, global_batch, seq_len, None, overrides)
+    return SearchContext(
         fixed.model,
         fixed.cluster,
         fixed.training,
@@ -108,11 +112,15 @@ def _screen_all(model: str, num_gpus: int, gpu: str, global_batch: int, seq_len:
         fixed.site,
         fixed.seed,
         load_profile(None, gpu=fixed.cluster.gpu),
-        SearchSpace(cp=(1,)),
+        space,
         10**9,
     )
-    P._init_worker(ctx)
-    return sorted(p for task in P._tasks(ctx) for p in P._screen_task(task).best)
+
+
+def _screen_all(ctx: SearchContext, screen: Screen | None = None) -> list:
+    """Every feasible plan of the context's space with its screened step time and memory, in this process."""
+    screen = screen or Screen(ctx)
+    return sorted(p for task in tasks(ctx.space, ctx.num_gpus) for p in screen.task(task).best)
 
 
 @pytest.mark.parametrize(
@@ -125,16 +133,46 @@ def _screen_all(model: str, num_gpus: int, gpu: str, global_batch: int, seq_len:
 def test_screened_memory_is_the_memory_model(model: str, gpu: str, overrides: list[str]) -> None:
     """The OOM screen mirrors simulator.training.memory: equal for every schedule but DualPipe (whose
     in-flight micro-batches the screen approximates)."""
-    plans = _screen_all(model, 16, gpu, 64, 4096, overrides)
+    ctx = _context(model, 16, gpu, 64, 4096, overrides, SearchSpace(cp=(1,)))
+    plans = _screen_all(ctx)
     sample = random.Random(0).sample(plans, 24)
-    try:
-        for _, mem, key in sample:
-            res = P._simulate(key)
-            assert not isinstance(res, str), res
-            tol = 0.03 if key[8] == "dualpipe" else 1e-9
-            assert mem / 1e9 == pytest.approx(res.memory_per_gpu_gb.peak, rel=tol), key
-    finally:
-        P._init_worker(None)
+    for _, mem, key in sample:
+        res = simulate_plan(ctx, key)
+        assert not isinstance(res, str), res
+        tol = 0.03 if key[8] == "dualpipe" else 1e-9
+        assert mem / 1e9 == pytest.approx(res.memory_per_gpu_gb.peak, rel=tol), key
+
+
+def _comparable(res: P.PlanSearchResult) -> dict:
+    """A search's report without its timings."""
+    out = res.to_dict()
+    for key in ("screen_s", "simulate_s", "wall_s", "plans_per_second", "plans_per_second_per_worker"):
+        out.pop(key)
+    return {**out, "simulated": [p.to_dict() for p in res.simulated]}
+
+
+def test_two_searches_in_one_process_share_no_state() -> None:
+    """Each search screens with a Screen of its own: searches of two models, one after the other (the second
+    on the same pipeline shapes, so a leaked table would be reused), give what each gives alone, and so do two
+    Screens interleaved task by task."""
+    space = SearchSpace(cp=(1,), zero=(1,), recompute=("selective",))
+    kwargs = {"num_gpus": 8, "gpu": A100, "global_batch": 16, "space": space, "top_k": 4, "pareto_k": 2, "workers": 1}
+    small = _comparable(search_training_plans(SMALL, **kwargs))
+    other = _comparable(search_training_plans("megatron-gpt-3.6b", **kwargs))
+    assert other != small
+    assert _comparable(search_training_plans(SMALL, **kwargs)) == small
+    assert _comparable(search_training_plans("megatron-gpt-3.6b", **kwargs)) == other
+
+    a = _context(SMALL, 8, A100, 16, 2048, [], space)
+    b = _context("megatron-gpt-3.6b", 8, A100, 16, 2048, [], space)
+    alone = (_screen_all(a), _screen_all(b))
+    sa, sb = Screen(a), Screen(b)
+    mixed: tuple[list, list] = ([], [])
+    for task in tasks(space, 8):
+        mixed[0].extend(sa.task(task).best)
+        mixed[1].extend(sb.task(task).best)
+    assert (sorted(mixed[0]), sorted(mixed[1])) == alone
+    assert alone[0] != alone[1]
 
 
 # ---- reported plans ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Search commands: ``sweep``, ``plan train`` and ``plan serve``.
 
-The engines live in :mod:`simulator.search` (``sweep``, ``plan_train``, ``plan_serve``) and return data;
+The engines live in :mod:`simulator.search` (``sweep``, ``plan``, ``plan_serve``) and return data;
 this module parses the arguments and prints.
 """
 
@@ -21,7 +21,7 @@ from simulator.core.resources import example_path
 if TYPE_CHECKING:
     import pandas as pd
 
-    from simulator.search.plan_train import PlanResult, PlanSearchResult
+    from simulator.search.plan import PlanResult, PlanSearchResult
     from simulator.search.sweep import SweepFile
 
 __all__ = [
@@ -290,7 +290,7 @@ def format_search(res: PlanSearchResult) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """``clustersim plan train``: search and print (or ``--json``) the plans; bad input raises ClusterSimError."""
-    from simulator.search.plan_train import SearchSpace, search_training_plans
+    from simulator.search.plan import SearchSpace, search_training_plans
 
     if args.plan_command != "train":  # other planners register their own func
         raise ClusterSimError(f"plan {args.plan_command} is not available; use plan train")

@@ -37,10 +37,12 @@ class DvfsPoint:
 
     @property
     def gpu_j_per_token(self) -> float:
+        """GPU energy per token, J."""
         return self.gpu_energy_j / self.work
 
     @property
     def seconds_per_token(self) -> float:
+        """Run time per token, s."""
         return self.time_s / self.work
 
 
@@ -159,14 +161,17 @@ class PhaseDvfs:
 
     @property
     def slowdown(self) -> float:
+        """Step-time change against the maximum clock (0.05 = 5% slower)."""
         return self.time_s / self.base_time_s - 1.0
 
     @property
     def energy_change(self) -> float:
+        """Step-energy change against the maximum clock (-0.1 = 10% less)."""
         return self.energy_j / self.base_energy_j - 1.0
 
     @property
     def light_power_change(self) -> float:
+        """Change of the light kernels' average power at the light clock against the maximum clock."""
         return self.light_power_w / self.base_light_power_w - 1.0
 
 

@@ -35,6 +35,7 @@ class ServePlan:
     simulated: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field as a plain dict (JSON-ready)."""
         return {k: v for k, v in self.__dict__.items()}
 
 

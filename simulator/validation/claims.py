@@ -4,7 +4,8 @@ Each claim C1-C18 (shared/seed-claims.md) is a small scenario: a baseline and th
 through clustersim's own models; the row says what clustersim predicts, the predicted effect, and a
 verdict: ``consistent`` (the claimed effect is within the stated tolerance of the prediction),
 ``inconsistent`` (with the reason), or ``not modelled`` (with what would be needed). The scenario
-configs live in simulator/examples/claims/*.yaml (`clustersim example claims/C5.yaml` copies one) so users can rerun and edit them.
+configs live in simulator/examples/claims/*.yaml (`clustersim example claims/C5.yaml` copies one) so
+users can rerun and edit them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ClaimRow:
     reason: str
 
     def as_dict(self) -> dict[str, str]:
+        """Every column as a plain dict (JSON-ready)."""
         return asdict(self)
 
 
@@ -172,7 +174,8 @@ def c12() -> ClaimRow:
         f"{t_year:,.0f} tCO2e/year saved ({best})",
         verdict,
         why + f"; the claim names no data-centre size: with this series 120 t/year needs ~{size:,.0f} GPUs "
-        f"({s['flexible_share']:.0%} flexible); the intensity series is synthetic (data/carbon/synthetic_week.csv), so this shows "
+        f"({s['flexible_share']:.0%} flexible); the intensity series is synthetic "
+        "(data/carbon/synthetic_week.csv), so this shows "
         "the method, not a site; shifted work is assumed to find idle GPUs",
     )
 
@@ -408,6 +411,7 @@ def c8() -> ClaimRow:
 
 
 def c9() -> ClaimRow:
+    """CPU parameter servers + GPU workers over RDMA: not modelled (clustersim models collective DP)."""
     return ClaimRow(
         "C9",
         "CPU parameter servers + GPU workers over RDMA",
@@ -444,6 +448,7 @@ def c13() -> ClaimRow:
 
 
 def c14() -> ClaimRow:
+    """DeepSeekMoE's published expert counts against the DeepSeek-V2 configuration."""
     from simulator.models import get_model
 
     v2 = get_model(scenario("C14")["model"])
@@ -547,6 +552,7 @@ def run_claims(ids: list[str] | None = None) -> list[ClaimRow]:
 
 
 def to_markdown(rows: list[ClaimRow]) -> str:
+    """The claims table as the Markdown page ``clustersim claims --out docs/claims.md`` writes."""
     head = (
         "| # | technique | claim | clustersim: baseline | clustersim: technique | predicted effect | verdict |"
         " why |\n|---|---|---|---|---|---|---|---|"

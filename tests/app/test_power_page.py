@@ -15,8 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from simulator.core.resources import data_path
 from simulator.energy import carbon
-from simulator.search import dvfs
 from simulator.energy.power_trace import power_trace
+from simulator.search import dvfs
 from simulator.training import simulate_training
 
 REPO = Path(__file__).resolve().parents[2]
