@@ -98,6 +98,30 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+def test_installed_power_page_renders_with_its_bundled_week(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    _, site = installed
+    code = """
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+import simulator.app
+
+main = Path(simulator.app.__file__).parent / "main.py"
+assert str(main).startswith(%r), main
+at = AppTest.from_file(str(main), default_timeout=240)
+at.run()
+at.switch_page("views/power.py").run()
+assert not at.exception, [e.value for e in at.exception]
+assert not at.error, [e.value for e in at.error]
+assert "synthetic week" in at.selectbox(key="pw_series").value  # the bundled series, read from the wheel
+assert len(at.metric) >= 3
+print("ok")
+""" % str(site)
+    out = _run(site, tmp_path, "-c", code, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
 def test_installed_app_serves_its_health_endpoint(installed: tuple[Path, Path], tmp_path: Path) -> None:
     _, site = installed
     with socket.socket() as s:
