@@ -142,6 +142,7 @@ def measure(s: Shape, device: str) -> dict[str, float]:
 def predict(s: Shape, profile: Profile) -> dict[str, float]:
     """The simulator's prediction of :func:`measure` on ``profile`` (one GPU, no parallelism)."""
     from simulator.core.config import load_config
+    from simulator.core.costs import optimizer_step_time
     from simulator.core.layer_costs import layer_cost_report
     from simulator.serving.iteration import predict_iteration_time
     from simulator.training.simulate import ADAM_BYTES_PER_PARAM
@@ -156,6 +157,6 @@ def predict(s: Shape, profile: Profile) -> dict[str, float]:
     report = layer_cost_report(cfg, profile)
     decode = predict_iteration_time(cfg.model, profile.gpu, 1, [], [s.decode_context] * s.decode_batch, profile=profile)
     fwd = report.model_forward_ms / 1e3
-    adam = profile.memory_op_time(ADAM_BYTES_PER_PARAM * cfg.model.total_params)
+    adam = optimizer_step_time(profile, ADAM_BYTES_PER_PARAM * cfg.model.total_params)
     train = fwd + report.model_backward_ms / 1e3 + adam
     return {"forward_s": fwd, "decode_step_s": decode, "train_step_s": train}

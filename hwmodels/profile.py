@@ -177,6 +177,18 @@ class Profile(BaseModel):
         return self.curves[family]
 
     # ---- kernels -------------------------------------------------------------------------
+    def kernel_time(
+        self, family: Family, flops: float, nbytes: float, dtype: str = "bf16", floor: bool = True
+    ) -> float:
+        """Seconds for one kernel of ``family`` doing ``flops`` in ``dtype`` and moving ``nbytes`` of HBM.
+
+        The family's efficiency curve (for GEMM the ``dtype``'s own where the profile has one) at this
+        profile's SM share and clock: what the shape-aware methods below compute once they have counted
+        a kernel's FLOPs and bytes. For kernels whose bytes those methods do not count, such as a
+        serving GEMM whose weights have their own width (``simulator.core.costs.gemm_time``).
+        """
+        return self._time(self.curve(family, dtype), flops, nbytes, dtype, floor)
+
     def gemm_time(self, M: int, N: int, K: int, dtype: str = "bf16", floor: bool = True) -> float:
         """Seconds for ``y[M,N] = x[M,K] @ W[N,K].T`` (an ``nn.Linear``)."""
         _check_sizes(M=M, N=N, K=K)

@@ -39,11 +39,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hwmodels import collectives
 from hwmodels.dtypes import bytes_per_element, normalize_dtype
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.profile import Profile
 from hwmodels.topology import CommGroup
+from simulator.core.costs import DEFAULT_ALGORITHM, CommAlgorithm, comm_time, gemm_time, memory_op_time
 
 #: Bits of an int32 top-k index.
 INDEX_BITS = 32
@@ -226,18 +226,20 @@ def dp_comm_time(
     group: CommGroup,
     dense_bytes_per_elem: float = 2.0,
     layer_shapes: Sequence[Shape] | None = None,
+    algorithm: CommAlgorithm = DEFAULT_ALGORITHM,
 ) -> float:
     """Average seconds per step of the DP gradient collective over ``group``.
 
     Averages times, not bytes, so every collective's latency is charged. An all-gather moves the
-    gathered buffer (every rank's payload), so sparse traffic grows with the group size.
+    gathered buffer (every rank's payload), so sparse traffic grows with the group size. The
+    collectives run ``algorithm`` (``parallel.collective_algorithm``; the ``default`` rule unless given).
     """
     compressed = compressed_step_bytes(spec, num_params, dense_bytes_per_elem, layer_shapes)
     if collective_for(spec) == "all_gather":
-        t_comp = collectives.all_gather_time(compressed * group.size, group)
+        t_comp = comm_time("all_gather", compressed * group.size, group, algorithm)
     else:
-        t_comp = collectives.all_reduce_time(compressed, group)
-    t_dense = collectives.all_reduce_time(num_params * dense_bytes_per_elem, group)
+        t_comp = comm_time("all_reduce", compressed, group, algorithm)
+    t_dense = comm_time("all_reduce", num_params * dense_bytes_per_elem, group, algorithm)
     return _per_step(spec, t_comp, t_dense)
 
 
@@ -260,8 +262,8 @@ def _powersgd_compute_s(
         m, n = max(1, round(m_f)), max(1, round(n_f))
         if r * (m + n) >= m * n:
             continue  # sent uncompressed
-        total += profile.gemm_time(m, r, n, dtype) + profile.gemm_time(n, r, m, dtype)
-        total += profile.memory_op_time(2.0 * r * m * r * b) + profile.gemm_time(m, n, r, dtype)
+        total += gemm_time(profile, m, r, n, dtype) + gemm_time(profile, n, r, m, dtype)
+        total += memory_op_time(profile, 2.0 * r * m * r * b) + gemm_time(profile, m, n, r, dtype)
     return weight * total
 
 
@@ -275,7 +277,7 @@ def compression_compute_s(
 ) -> float:
     """Average seconds per step to compress and decompress (plus error feedback) on one rank.
 
-    Memory-bound passes priced with ``profile.memory_op_time``; PowerSGD as GEMMs. With an all-gather,
+    Memory-bound passes priced with :func:`simulator.core.costs.memory_op_time`; PowerSGD as GEMMs. With an all-gather,
     each rank decompresses all ``dp_size`` received payloads.
     """
     _check_sizes(num_params, dense_bytes_per_elem)
@@ -300,7 +302,7 @@ def compression_compute_s(
         kernels += [vals, vals + quant] + [quant + vals] * received  # absmax per block, quantise; dequantise
     if spec.error_feedback:
         kernels += [2.0 * grad + STATE_BYTES * n] * 2  # g += e; e = g - decompress(compress(g))
-    total = sum(profile.memory_op_time(x) for x in kernels)
+    total = sum(memory_op_time(profile, x) for x in kernels)
     if spec.powersgd_rank is not None:
         total += _powersgd_compute_s(spec, n, profile, b, layer_shapes)
     return _per_step(spec, total, 0.0)

@@ -27,11 +27,13 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "simulator.models",
         "simulator.moe",
-        "simulator.compression",
         "simulator.energy",
         "simulator.training.schedules",
         "simulator.serving.policies",
     ),
+    ("simulator.core.workload",),  # a layer and a parallel plan -> ops
+    ("simulator.core.costs",),  # ops -> seconds: the one place ops meet the hardware models
+    ("simulator.compression",),  # the config's compression spec, priced through costs
     ("simulator.core",),  # config -> workload -> costs -> layer costs, timeline
     ("simulator.training", "simulator.serving"),  # the engines
     ("simulator.search",),  # sweeps, plan search, DVFS sweeps, deployment search
@@ -232,3 +234,99 @@ def test_one_atomic_write() -> None:
     """Temp-file-then-rename lives in hwmodels.fileio only."""
     users = [m for m, p in MODULES.items() if "os.replace(" in p.read_text(encoding="utf-8")]
     assert users == ["hwmodels.fileio"]
+
+
+# ---- ops meet the hardware models only in simulator.core.costs ---------------------------------------
+
+#: Profile kernel timings (and the curve internals behind them) that only simulator.core.costs may call.
+KERNEL_TIMINGS = frozenset(
+    {"gemm_time", "attention_prefill_time", "attention_decode_time", "memory_op_time", "kernel_time", "_time", "curve"}
+)
+COLLECTIVES = "hwmodels.collectives"
+COSTS = "simulator.core.costs"
+#: module -> (the names above it may use, why). Peaks (``peak_flops``, ``bandwidth_bytes_s``) are not
+#: timings and stay free to use as utilisation denominators (MFU in layer_costs and training.simulate,
+#: the serving energy work in serving.iteration); energy and power modules call none of the above.
+HARDWARE_OK: dict[str, tuple[frozenset[str], str]] = {
+    COSTS: (KERNEL_TIMINGS | {COLLECTIVES}, "the one place where ops meet the hardware models"),
+    "simulator.core.config": (
+        frozenset({COLLECTIVES}),
+        "checks parallel.collective_algorithm against the algorithm registry (names, node features; no timing)",
+    ),
+    "simulator.app.charts": (
+        frozenset({"gemm_time"}),
+        "plots the profile's own GEMM efficiency curve against calibration measurements",
+    ),
+    "simulator.app.plans": (
+        frozenset({"gemm_time"}),
+        "scores the profile's own GEMM prediction against calibration measurements",
+    ),
+}
+
+
+def _costs_aliases(tree: ast.AST) -> set[str]:
+    """Expressions that name the costs module in this file (``costs``, ``C``, ``simulator.core.costs``)."""
+    names = {COSTS}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "simulator.core":
+            names |= {a.asname or a.name for a in node.names if a.name == "costs"}
+        elif isinstance(node, ast.Import):
+            names |= {a.asname for a in node.names if a.name == COSTS and a.asname}
+    return names
+
+
+def _hardware_uses(source: str) -> list[tuple[int, str]]:
+    """(line, name) for each kernel-timing attribute call and each import of hwmodels.collectives."""
+    tree = ast.parse(source)
+    typing_only = _type_checking_nodes(tree)
+    via_costs = _costs_aliases(tree)
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in KERNEL_TIMINGS:
+            if ast.unparse(node.func.value) not in via_costs:
+                out.append((node.lineno, node.func.attr))
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            mods = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            if COLLECTIVES in mods:
+                out.append((node.lineno, COLLECTIVES))
+        elif isinstance(node, ast.Import) and any(a.name == COLLECTIVES for a in node.names):
+            out.append((node.lineno, COLLECTIVES))
+    return sorted(out)
+
+
+def test_the_hardware_check_sees_calls_and_imports() -> None:
+    src = """
+from hwmodels import collectives
+from hwmodels.collectives import all_reduce_time
+import hwmodels.collectives as hc
+from simulator.core import costs
+from simulator.core.costs import gemm_time
+def f(profile, im):
+    profile.gemm_time(1, 1, 1)
+    im.profile._time(c, 1.0, 1.0, "bf16", True)
+    profile.curve("gemm").floor_s
+    costs.gemm_time(profile, 1, 1, 1)
+    gemm_time(profile, 1, 1, 1)
+    profile.peak_flops("bf16")
+"""
+    imports = [(line, COLLECTIVES) for line in (2, 3, 4)]
+    assert _hardware_uses(src) == [*imports, (8, "gemm_time"), (9, "_time"), (10, "curve")]
+
+
+def test_only_costs_calls_the_kernel_timings_and_collectives() -> None:
+    """Every module of the simulator (the app included) prices kernels and collectives through
+    simulator.core.costs; the allow-list names the few that may not, and why."""
+    bad = []
+    for mod, path in MODULES.items():
+        if not mod.startswith("simulator"):
+            continue
+        allowed = HARDWARE_OK.get(mod, (frozenset(), ""))[0]
+        bad += [
+            f"{path.relative_to(REPO)}:{line} {name}"
+            for line, name in _hardware_uses(path.read_text(encoding="utf-8"))
+            if name not in allowed
+        ]
+    assert bad == [], "use simulator.core.costs instead:\n" + "\n".join(bad)
+    assert set(HARDWARE_OK) <= set(MODULES), "the allow-list names a module that no longer exists"

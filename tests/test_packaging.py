@@ -100,7 +100,7 @@ print("ok")
 
 def test_installed_power_page_renders_with_its_bundled_week(installed: tuple[Path, Path], tmp_path: Path) -> None:
     _, site = installed
-    code = """
+    code = f"""
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -108,7 +108,7 @@ from streamlit.testing.v1 import AppTest
 import simulator.app
 
 main = Path(simulator.app.__file__).parent / "main.py"
-assert str(main).startswith(%r), main
+assert str(main).startswith({str(site)!r}), main
 at = AppTest.from_file(str(main), default_timeout=240)
 at.run()
 at.switch_page("views/power.py").run()
@@ -117,7 +117,7 @@ assert not at.error, [e.value for e in at.error]
 assert "synthetic week" in at.selectbox(key="pw_series").value  # the bundled series, read from the wheel
 assert len(at.metric) >= 3
 print("ok")
-""" % str(site)
+"""
     out = _run(site, tmp_path, "-c", code, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 

@@ -1,20 +1,34 @@
 """Costs: the seconds an op takes on a given GPU profile and cluster (forward and backward).
 
-The single place where workload ops meet the hardware models. Backward of a GEMM is two GEMMs
-of the same FLOPs (input gradient and weight gradient); backward of attention is the flash
-backward; a collective's backward is its transpose (all-gather <-> reduce-scatter).
+The single place where workload ops meet the hardware models: training (:func:`op_cost`), serving
+iterations, gradient compression and the plan search reach :class:`~hwmodels.profile.Profile`'s
+kernel timings and :mod:`hwmodels.collectives` only through the functions here
+(``tests/test_architecture.py`` checks it). Backward of a GEMM is two GEMMs of the same FLOPs
+(input gradient and weight gradient); backward of attention is the flash backward; a collective's
+backward is its transpose (all-gather <-> reduce-scatter).
+
+Kernels: :func:`gemm_time`, :func:`attention_prefill_time`, :func:`attention_decode_time`,
+:func:`memory_op_time`, :func:`optimizer_step_time`, :func:`launch_floor_s`. Communication:
+:func:`comm_time` (with a :class:`CommAlgorithm`), :func:`routed_all_to_all_time`. Work for the
+energy model: :func:`op_work`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hwmodels import collectives
-from hwmodels.profile import Profile
+from hwmodels.dtypes import bytes_per_element
+from hwmodels.profile import Family, Profile
 from hwmodels.topology import Cluster, CommGroup
 from simulator.core.workload import Op
 
 _BACKWARD_COLLECTIVE = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather"}
+
+#: Bytes per activation and output element of a GEMM whose weights have their own width
+#: (:func:`gemm_time` with ``weight_dtype``): 16 bits, the serving iteration model's convention.
+ACTIVATION_BYTES = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,10 +91,115 @@ def comm_time(kind: str, nbytes: float, group: CommGroup, algorithm: CommAlgorit
     return collectives.send_recv_time(nbytes, group)
 
 
+# ---- kernels ----------------------------------------------------------------------------------
+
+
+def gemm_time(
+    profile: Profile,
+    M: int,
+    N: int,
+    K: int,
+    compute_dtype: str = "bf16",
+    *,
+    weight_dtype: str | None = None,
+    floor: bool = True,
+) -> float:
+    """Seconds for ``y[M,N] = x[M,K] @ W[N,K].T`` on the ``compute_dtype`` units.
+
+    Without ``weight_dtype`` every operand is a ``compute_dtype`` tensor (training). With it (serving:
+    W8A8 fp8/int8, weight-only int4 dequantised in the kernel, or plain bf16) the weights are read at
+    their own width and the activations and output at :data:`ACTIVATION_BYTES`; the sizes are then
+    not re-checked (the serving model memoises these per token count). ``floor=False`` leaves out
+    the host issue floor.
+    """
+    if weight_dtype is None:
+        return profile.gemm_time(M, N, K, compute_dtype, floor)
+    flops = 2.0 * M * N * K
+    nbytes = ACTIVATION_BYTES * (M * K + M * N) + bytes_per_element(weight_dtype) * N * K
+    return profile.kernel_time("gemm", flops, nbytes, compute_dtype, floor)
+
+
+def attention_prefill_time(
+    profile: Profile,
+    batch: int,
+    q_len: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    dtype: str = "bf16",
+    *,
+    kv_len: int | None = None,
+    v_head_dim: int | None = None,
+    causal: bool = True,
+    backward: bool = False,
+    floor: bool = True,
+) -> float:
+    """Seconds for flash attention of ``q_len`` new tokens per sequence against ``kv_len`` keys.
+
+    ``kv_len`` defaults to ``q_len`` (a fresh prompt or a training sequence); above it, the chunk
+    follows a cached prefix. ``backward`` gives the backward pass alone. See
+    :meth:`hwmodels.profile.Profile.attention_prefill_time` for the FLOP and byte counts.
+    """
+    return profile.attention_prefill_time(
+        batch,
+        q_len,
+        heads,
+        kv_heads,
+        head_dim,
+        dtype,
+        kv_len=kv_len,
+        v_head_dim=v_head_dim,
+        causal=causal,
+        backward=backward,
+        floor=floor,
+    )
+
+
+def attention_decode_time(
+    profile: Profile,
+    batch: int,
+    kv_len: int | Sequence[int],
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    dtype: str = "bf16",
+    *,
+    kv_dtype: str | None = None,
+    v_head_dim: int | None = None,
+    floor: bool = True,
+) -> float:
+    """Seconds for one query token per sequence against its KV cache (stored in ``kv_dtype``).
+
+    ``kv_len`` is one context length for all ``batch`` sequences or one per sequence; the kernel
+    streams every cached byte. See :meth:`hwmodels.profile.Profile.attention_decode_time`.
+    """
+    return profile.attention_decode_time(
+        batch, kv_len, heads, kv_heads, head_dim, dtype, kv_dtype=kv_dtype, v_head_dim=v_head_dim, floor=floor
+    )
+
+
+def memory_op_time(profile: Profile, nbytes: float, floor: bool = True) -> float:
+    """Seconds for a memory-bound (elementwise) kernel that reads plus writes ``nbytes`` of HBM."""
+    return profile.memory_op_time(nbytes, floor)
+
+
+def launch_floor_s(profile: Profile, family: Family = "gemm", dtype: str | None = None) -> float:
+    """The host issue floor of one kernel of ``family``: no kernel of it costs less (launch-bound)."""
+    return profile.curve(family, dtype).floor_s
+
+
+def optimizer_step_time(profile: Profile, nbytes: float) -> float:
+    """Seconds of an optimizer step that streams ``nbytes`` of HBM (memory-bound, fused Adam)."""
+    return memory_op_time(profile, nbytes)
+
+
+# ---- ops ----------------------------------------------------------------------------------------
+
+
 def _bound(op: Op, t: float, profile: Profile, dtype: str) -> str:
     if op.kind == "comm":
         return "network"
-    floor = profile.curve("gemm" if op.kind == "gemm" else ("attn_fwd" if op.kind == "attn" else "membound")).floor_s
+    floor = launch_floor_s(profile, "gemm" if op.kind == "gemm" else ("attn_fwd" if op.kind == "attn" else "membound"))
     if t <= floor * op.count * 1.0000001:
         return "launch"
     if op.kind == "mem":
@@ -145,11 +264,6 @@ def op_work(ops: list[Op], profile: Profile, dtype: str) -> tuple[float, float]:
         else:
             hbm += 4.0 * op.bytes / bw
     return tensor, hbm
-
-
-def optimizer_step_time(profile: Profile, nbytes: float) -> float:
-    """Seconds of an optimizer step that streams ``nbytes`` of HBM (memory-bound, fused Adam)."""
-    return profile.memory_op_time(nbytes)
 
 
 def routed_all_to_all_time(intra_bytes: float, inter_bytes: float, group: CommGroup) -> float:

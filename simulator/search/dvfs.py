@@ -187,9 +187,8 @@ def phase_dvfs(
     """
     from hwmodels.power import window_energy_j
     from simulator.core.config import load_config
-    from simulator.core.costs import op_cost
+    from simulator.core.costs import op_cost, op_work
     from simulator.core.workload import head_ops, layer_ops
-    from simulator.training.plan import op_work
 
     cfg = load_config(_as_dict(config))
     p, t, m = cfg.parallel, cfg.training, cfg.model

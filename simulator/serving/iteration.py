@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwmodels.catalogue import get_gpu
-from hwmodels.collectives import all_reduce_time, all_to_all_time
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.errors import ClusterSimError
-from hwmodels.profile import Curve, Profile, load_profile
+from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import ClusterSpec, CommGroup
+from simulator.core import costs
+from simulator.core.costs import DEFAULT_ALGORITHM, CommAlgorithm
 from simulator.models import ModelSpec, get_model
 
 #: GEMM compute dtype for each weight format: fp8 and int8 run on their tensor cores (W8A8),
@@ -43,6 +44,7 @@ class IterationModel:
     ep: int = 1  # expert parallelism: routed experts split over ep attention groups of tp GPUs
     ep_group: CommGroup | None = None
     routing: Any = None  # simulator.moe.routing.MoERouting for per-iteration expert loads (ep > 1)
+    algorithm: CommAlgorithm = DEFAULT_ALGORITHM  # the TP all-reduce's collective algorithm
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _memo(self, key: tuple, fn, *args) -> float:
@@ -53,12 +55,10 @@ class IterationModel:
 
     # ---- per-token-count costs (cached: iterations repeat the same token counts) ----------------
     def _gemm(self, M: int, N: int, K: int, floor: bool | None = None) -> float:
-        compute = self.compute_dtype()
-        curve: Curve = self.profile.curve("gemm", compute)
-        flops = 2.0 * M * N * K
-        nbytes = 2.0 * (M * K + M * N) + bytes_per_element(self.weight_dtype) * N * K
         use_floor = self.overhead if floor is None else floor
-        return self.profile._time(curve, flops, nbytes, compute, use_floor)
+        return costs.gemm_time(
+            self.profile, M, N, K, self.compute_dtype(), weight_dtype=self.weight_dtype, floor=use_floor
+        )
 
     def compute_dtype(self) -> str:
         """The GEMM dtype: W8A8 formats on their tensor cores, weight-only int4 in bf16/fp16."""
@@ -95,11 +95,11 @@ class IterationModel:
         t += self._mlp_s(tokens)
         act = 2.0 * tokens * h
         t += (
-            self.profile.memory_op_time(2 * act, self.overhead) * 2
-            + self.profile.memory_op_time(3 * act, self.overhead) * 2
+            costs.memory_op_time(self.profile, 2 * act, self.overhead) * 2
+            + costs.memory_op_time(self.profile, 3 * act, self.overhead) * 2
         )
         if tp > 1:
-            t += 2 * all_reduce_time(act, self.tp_group)
+            t += 2 * costs.comm_time("all_reduce", act, self.tp_group, self.algorithm)
         return t
 
     def _mlp_s(self, tokens: int) -> float:
@@ -119,7 +119,7 @@ class IterationModel:
         t = self._gemm(tokens, moe.num_experts, h)
         # fused MoE kernels run all touched experts as one grouped GEMM per projection
         grouped = touched * (self._gemm(per_expert, (up - 1) * ffn, h, False) + self._gemm(per_expert, h, ffn, False))
-        floor = 2 * self.profile.curve("gemm").floor_s if self.overhead else 0.0
+        floor = 2 * costs.launch_floor_s(self.profile, "gemm") if self.overhead else 0.0
         t += max(floor, grouped)
         if moe.num_shared_experts:
             sffn = moe.shared_ffn_hidden_size // tp
@@ -142,10 +142,10 @@ class IterationModel:
         per_expert = max(1, round(rank_copies / touched))
         ffn = moe.expert_ffn_hidden_size // tp
         grouped = touched * (self._gemm(per_expert, (up - 1) * ffn, h, False) + self._gemm(per_expert, h, ffn, False))
-        floor = 2 * self.profile.curve("gemm").floor_s if self.overhead else 0.0
+        floor = 2 * costs.launch_floor_s(self.profile, "gemm") if self.overhead else 0.0
         t = self._gemm(group_tokens, moe.num_experts, h) + max(floor, grouped)
         payload = group_tokens * moe.top_k * h * 2.0  # bf16 token copies each rank sends (and gets back)
-        t += 2 * all_to_all_time(payload, self.ep_group)
+        t += 2 * costs.comm_time("all_to_all", payload, self.ep_group)
         if moe.num_shared_experts:
             sffn = moe.shared_ffn_hidden_size // tp
             t += self._gemm(group_tokens, (up - 1) * sffn, h) + self._gemm(group_tokens, h, sffn)
@@ -180,7 +180,8 @@ class IterationModel:
         m = self.model
         heads = m.num_attention_heads // self.tp
         if m.mla is not None:
-            return self.profile.attention_prefill_time(
+            return costs.attention_prefill_time(
+                self.profile,
                 1,
                 q_len,
                 heads,
@@ -191,8 +192,8 @@ class IterationModel:
                 floor=self.overhead,
             )
         kvh = max(1, m.kv_heads // self.tp)
-        return self.profile.attention_prefill_time(
-            1, q_len, heads, kvh, m.head_size, self.act_dtype, kv_len=kv_len, floor=self.overhead
+        return costs.attention_prefill_time(
+            self.profile, 1, q_len, heads, kvh, m.head_size, self.act_dtype, kv_len=kv_len, floor=self.overhead
         )
 
     def decode_attention_s(self, total_context: int, batch: int) -> float:
@@ -201,7 +202,8 @@ class IterationModel:
         heads = m.num_attention_heads // self.tp
         if m.mla is not None:  # absorbed MLA: one shared latent (+ rope key) per token
             mla = m.mla
-            return self.profile.attention_decode_time(
+            return costs.attention_decode_time(
+                self.profile,
                 batch,
                 [max(1, total_context // batch)] * batch,
                 heads,
@@ -212,7 +214,8 @@ class IterationModel:
                 floor=self.overhead,
             )
         kvh = max(1, m.kv_heads // self.tp)
-        return self.profile.attention_decode_time(
+        return costs.attention_decode_time(
+            self.profile,
             batch,
             max(1, total_context // batch),
             heads,
@@ -230,7 +233,8 @@ class IterationModel:
     def _head_s(self, rows: int) -> float:
         m = self.model
         vocab = -(-m.vocab_size // self.tp)
-        return self._gemm(rows, vocab, m.hidden_size) + self.profile.memory_op_time(4.0 * rows * vocab, self.overhead)
+        head = self._gemm(rows, vocab, m.hidden_size)
+        return head + costs.memory_op_time(self.profile, 4.0 * rows * vocab, self.overhead)
 
     # ---- one iteration ---------------------------------------------------------------------------
     def time(
@@ -316,8 +320,13 @@ def iteration_model(
     launch_overhead: bool = True,
     ep: int = 1,
     routing: Any = None,
+    algorithm: CommAlgorithm = DEFAULT_ALGORITHM,
 ) -> IterationModel:
-    """Build the per-replica iteration cost model (the engine builds one per replica type)."""
+    """Build the per-replica iteration cost model (the engine builds one per replica type).
+
+    ``algorithm`` picks the TP all-reduce's collective algorithm (:class:`CommAlgorithm`; build it
+    with ``CommAlgorithm.of(name, cluster)`` so the nodes are checked to run it).
+    """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     gpu_id = get_gpu(gpu).id
     if spec.num_attention_heads % tp:
@@ -338,6 +347,7 @@ def iteration_model(
         ep=ep,
         ep_group=cluster.comm_group(ep, stride=tp) if ep > 1 else None,
         routing=routing,
+        algorithm=algorithm,
     )
 
 

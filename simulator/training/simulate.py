@@ -81,7 +81,9 @@ def _bucket_events(
         if spec is None:
             secs = comm_time(kind, chunks[pos].params * gbytes / n, groups.grad, groups.algorithm)
         else:  # average over the compression schedule, compressing each bucket's share
-            secs = dp_comm_time(spec, chunks[pos].params / n, groups.grad, dense_bytes_per_elem=gbytes)
+            secs = dp_comm_time(
+                spec, chunks[pos].params / n, groups.grad, dense_bytes_per_elem=gbytes, algorithm=groups.algorithm
+            )
         ready_list += [(start + (i + 1) / n * (end - start), secs, local, i, n) for i in range(n)]
     for ready, secs, local, i, n in sorted(ready_list):
         clock = max(clock, ready)

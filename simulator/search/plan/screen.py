@@ -24,7 +24,7 @@ import numpy as np
 from hwmodels.profile import Profile
 from hwmodels.topology import Cluster, ClusterSpec, CommGroup
 from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec
-from simulator.core.costs import comm_time
+from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec
@@ -210,7 +210,7 @@ class _Memo:
     act_parts: dict[tuple, tuple[_RankActs, ...]] = field(default_factory=dict)
     groups: dict[tuple[int, int], CommGroup] = field(default_factory=dict)
     comm: dict[tuple, float] = field(default_factory=dict)
-    memop: dict[float, float] = field(default_factory=dict)
+    optimizer: dict[float, float] = field(default_factory=dict)
 
 
 class Screen:
@@ -229,7 +229,7 @@ class Screen:
         """Enumerate, prune and screen every candidate with this (tp, cp)."""
         return _TaskWalk(self, *task).run()
 
-    # -- collectives and memory operations, memoised --
+    # -- collectives and the optimizer step, memoised --
 
     def _group(self, size: int, stride: int) -> CommGroup:
         key = (size, stride)
@@ -245,10 +245,10 @@ class Screen:
             t = self.memo.comm[key] = comm_time(kind, nbytes, self._group(size, stride))
         return t
 
-    def _memop(self, nbytes: float) -> float:
-        t = self.memo.memop.get(nbytes)
+    def _optimizer_step(self, nbytes: float) -> float:
+        t = self.memo.optimizer.get(nbytes)
         if t is None:
-            t = self.memo.memop[nbytes] = self.ctx.screen_profile.memory_op_time(nbytes)
+            t = self.memo.optimizer[nbytes] = optimizer_step_time(self.ctx.screen_profile, nbytes)
         return t
 
     # -- per-layer costs and stage sums --
@@ -375,7 +375,7 @@ class Screen:
             emb = model.vocab_size * model.hidden_size / tp * gbytes
             clock += self._comm("all_reduce", emb, 2, tp * cp * dp)
         shard = params / dp_cp if zero >= 1 else params
-        clock += self._memop(ADAM_BYTES_PER_PARAM * shard)
+        clock += self._optimizer_step(ADAM_BYTES_PER_PARAM * shard)
         if zero in (1, 2) and dp_cp > 1 and not t.overlap_param_gather:
             clock += self._comm("all_gather", 2.0 * params, dp_cp, tp)
         return clock
