@@ -338,7 +338,8 @@ def test_schedule_errors_say_what_to_change() -> None:
 
 
 def _brute_pause_resume(costs: list[float], job: float, overhead: float) -> float:
-    """Every set of run hours; k runs need job + (k-1) x overhead; one partial hour at a run's first or last hour."""
+    """Every set of run hours; k runs need job + (k-1) x overhead; one partial hour at a run's first or last hour;
+    every run after the first lasts at least the overhead (it restarts before it makes progress)."""
     best = math.inf
     T = len(costs)
     for mask in range(1, 2**T):
@@ -350,8 +351,20 @@ def _brute_pause_resume(costs: list[float], job: float, overhead: float) -> floa
             continue
         frac = need - (len(hours) - 1)
         total = sum(costs[t] for t in hours)
-        best = min(best, min(total - (1 - frac) * costs[t] for t in set(starts) | set(ends)))
+        for partial in set(starts) | set(ends):
+            runs = [(s, e) for s, e in zip(starts, ends, strict=True)]
+            lengths = [e - s + 1 - ((1 - frac) if s <= partial <= e else 0.0) for s, e in runs]
+            if all(length >= overhead - 1e-9 for length in lengths[1:]):
+                best = min(best, total - (1 - frac) * costs[partial])
     return best
+
+
+def test_a_resumed_run_lasts_at_least_the_overhead() -> None:
+    """A 15-minute run after a pause would still be restarting: the plan may not count it as progress."""
+    s = IntensitySeries((0.0, 1.0, 1e-300, 1.0, 0.0))
+    plan = schedule_job(s, job_hours=1.25, power_kw=1.0, deadline_h=5, policy="pause-resume", resume_overhead_h=0.5)
+    assert sum(plan.progress) == pytest.approx(1.25)
+    assert plan.kgco2e == pytest.approx(_brute_pause_resume(list(s.values), 1.25, 0.5), abs=1e-12)
 
 
 @settings(max_examples=60, deadline=None)

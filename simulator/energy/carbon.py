@@ -696,65 +696,150 @@ def _pause_resume_free(job_hours: float, costs: np.ndarray) -> list[float]:
     return fractions
 
 
-def _segments_dp(costs: np.ndarray, m_hi: int, k_hi: int, discount: float) -> np.ndarray:
-    """g[t, n, j, r, u]: least cost of hours 0..t with n hours run in j segments; r: hour t runs; u: partial hour used.
+@dataclass(frozen=True)
+class _SegmentDP:
+    """Least-carbon run plans with resumable segments, as a table over hours and states.
 
-    The one partial hour (charged ``1 - discount`` of a full hour) sits at a segment's first or last hour, i.e. the job
-    resumes late in an hour or pauses early in one; pausing mid-segment would be another resume.
+    ``g[t, n, j, r, u, l, p]``: least cost of hours 0..t having run ``n`` hours in ``j`` segments; ``r``: hour t
+    runs; ``u``: the one partial hour (charged ``frac`` of a full hour) is used; ``l``: hours in the running
+    segment so far (capped at ``cap``); ``p``: the running segment holds the partial hour. The partial hour
+    sits at a segment's first or last hour (the job resumes late in an hour or pauses early in one). Every
+    segment after the first spends its first ``overhead_h`` hours restarting, so it must run at least that
+    long: ``valid[j, l, p]`` says whether segment ``j`` of ``l`` hours may end.
     """
-    window = len(costs)
-    g = np.full((window, m_hi + 1, k_hi + 1, 2, 2), math.inf)
-    init = np.full((m_hi + 1, k_hi + 1, 2, 2), math.inf)
-    init[0, 0, 0, 0] = 0.0
-    for t in range(window):
-        prev = g[t - 1] if t else init
-        cur = g[t]
-        cur[:, :, 0, :] = np.minimum(prev[:, :, 0, :], prev[:, :, 1, :])
-        if t:  # the segment that ended at t-1 had its last hour partial
-            cur[:, :, 0, 1] = np.minimum(cur[:, :, 0, 1], prev[:, :, 1, 0] - discount * costs[t - 1])
-        c = costs[t]
-        cur[1:, :, 1, :] = prev[:-1, :, 1, :] + c
-        cur[1:, 1:, 1, :] = np.minimum(cur[1:, 1:, 1, :], prev[:-1, :-1, 0, :] + c)
-        cur[1:, 1:, 1, 1] = np.minimum(cur[1:, 1:, 1, 1], prev[:-1, :-1, 0, 0] + (1.0 - discount) * c)
-    return g
 
+    costs: np.ndarray
+    frac: float
+    overhead_h: float
+    g: np.ndarray
+    valid: np.ndarray
 
-def _segments_path(
-    g: np.ndarray, costs: np.ndarray, last: int, state: tuple[int, int, int, int], discount: float
-) -> dict[int, bool]:
-    """Walk the DP back from ``state`` at hour ``last``: {hour: is_partial} for every hour that runs."""
-    init = np.full(g.shape[1:], math.inf)
-    init[0, 0, 0, 0] = 0.0
-    run: dict[int, bool] = {}
-    n, j, r, u = state
-    for t in range(last, -1, -1):
-        prev = g[t - 1] if t else init
-        c = costs[t]
+    @property
+    def cap(self) -> int:
+        """Segment lengths tracked exactly below this many hours (longer ones are always long enough)."""
+        return self.g.shape[5] - 1
+
+    @classmethod
+    def solve(cls, costs: np.ndarray, m_hi: int, k_hi: int, frac: float, overhead_h: float) -> _SegmentDP:
+        """Fill the table for up to ``m_hi`` run hours in up to ``k_hi`` segments."""
+        cap = int(math.floor(overhead_h)) + 2  # a segment of >= cap hours runs > overhead_h even with the partial
+        j = np.arange(k_hi + 1)[:, None, None]
+        length = np.arange(cap + 1)[None, :, None] - (1.0 - frac) * np.arange(2)[None, None, :]
+        valid = (j <= 1) | (length >= overhead_h - 1e-9)
+        g = np.full((len(costs), m_hi + 1, k_hi + 1, 2, 2, cap + 1, 2), math.inf)
+        dp = cls(costs, frac, overhead_h, g, valid)
+        for t in range(len(costs)):
+            dp._step(t)
+        return dp
+
+    def _prev(self, t: int) -> np.ndarray:
+        if t:
+            return self.g[t - 1]
+        init = np.full(self.g.shape[1:], math.inf)
+        init[0, 0, 0, 0, 0, 0] = 0.0
+        return init
+
+    def _step(self, t: int) -> None:
+        prev, cur, cap, c = self._prev(t), self.g[t], self.cap, self.costs[t]
+        ended = np.where(self.valid[None, :, None, :, :], prev[:, :, 1], math.inf).min(axis=(3, 4))
+        cur[:, :, 0, :, 0, 0] = np.minimum(prev[:, :, 0, :, 0, 0], ended)
+        if t:  # the segment that ended at t-1 paused early in its last hour: that hour is the partial one
+            retro = np.where(self.valid[None, :, :, 1], prev[:, :, 1, 0, :, 0], math.inf).min(axis=2)
+            cur[:, :, 0, 1, 0, 0] = np.minimum(cur[:, :, 0, 1, 0, 0], retro - (1.0 - self.frac) * self.costs[t - 1])
+        cont = prev[:-1, :, 1] + c
+        cur[1:, :, 1, :, 1:cap] = cont[:, :, :, 0 : cap - 1]
+        cur[1:, :, 1, :, cap] = np.minimum(cont[:, :, :, cap - 1], cont[:, :, :, cap])
+        cur[1:, 1:, 1, :, 1, 0] = np.minimum(cur[1:, 1:, 1, :, 1, 0], prev[:-1, :-1, 0, :, 0, 0] + c)
+        cur[1:, 1:, 1, 1, 1, 1] = np.minimum(cur[1:, 1:, 1, 1, 1, 1], prev[:-1, :-1, 0, 0, 0, 0] + self.frac * c)
+
+    def best_end(self, m: int, k: int) -> tuple[float, int, tuple[int, ...], bool]:
+        """(cost, last hour, final state, last hour partial) of the cheapest plan of ``m`` hours in ``k`` segments."""
+        best: tuple[float, int, tuple[int, ...], bool] = (math.inf, -1, (), False)
+        for last in range(len(self.costs)):
+            for l_ in range(1, self.cap + 1):
+                for p in (0, 1):
+                    if self.valid[k, l_, p] and self.g[last, m, k, 1, 1, l_, p] < best[0]:
+                        best = (float(self.g[last, m, k, 1, 1, l_, p]), last, (m, k, 1, 1, l_, p), False)
+                if self.valid[k, l_, 1]:
+                    v = self.g[last, m, k, 1, 0, l_, 0] - (1.0 - self.frac) * self.costs[last]
+                    if v < best[0]:
+                        best = (float(v), last, (m, k, 1, 0, l_, 0), True)
+        return best
+
+    def _candidates(self, t: int, state: tuple[int, ...]) -> list[tuple[float, tuple[int, ...], int]]:
+        """(value, previous state, hour made partial or -1) of every transition into ``state`` at hour ``t``."""
+        prev, c, cap = self._prev(t), self.costs[t], self.cap
+        n, j, r, u, l_, p = state
+        out: list[tuple[float, tuple[int, ...], int]] = []
+        if r == 1 and n >= 1:
+            for lp in ((l_ - 1,) if l_ < cap else (cap - 1, cap)):
+                if lp >= 1:
+                    out.append((prev[n - 1, j, 1, u, lp, p] + c, (n - 1, j, 1, u, lp, p), -1))
+            if l_ == 1 and j >= 1:
+                if p == 0:
+                    out.append((prev[n - 1, j - 1, 0, u, 0, 0] + c, (n - 1, j - 1, 0, u, 0, 0), -1))
+                elif u == 1:
+                    out.append((prev[n - 1, j - 1, 0, 0, 0, 0] + self.frac * c, (n - 1, j - 1, 0, 0, 0, 0), t))
+            return out
         if r == 1:
-            cands = [
-                (prev[n - 1, j, 1, u] + c, (n - 1, j, 1, u), False),
-                (prev[n - 1, j - 1, 0, u] + c, (n - 1, j - 1, 0, u), False),
-            ]
-            if u == 1:
-                cands.append((prev[n - 1, j - 1, 0, 0] + (1.0 - discount) * c, (n - 1, j - 1, 0, 0), True))
-            _, (n, j, r, u), partial = min(cands, key=lambda x: x[0])
-            run[t] = run.get(t, False) or partial
-        else:
-            cands = [(prev[n, j, 0, u], (n, j, 0, u), False), (prev[n, j, 1, u], (n, j, 1, u), False)]
-            if u == 1 and t:
-                cands.append((prev[n, j, 1, 0] - discount * costs[t - 1], (n, j, 1, 0), True))
-            _, (n, j, r, u), partial = min(cands, key=lambda x: x[0])
-            if partial:
-                run[t - 1] = True
-    return run
+            return out
+        out.append((prev[n, j, 0, u, 0, 0], (n, j, 0, u, 0, 0), -1))
+        for lp in range(1, cap + 1):
+            out += [(prev[n, j, 1, u, lp, pp], (n, j, 1, u, lp, pp), -1) for pp in (0, 1) if self.valid[j, lp, pp]]
+            if u == 1 and t and self.valid[j, lp, 1]:
+                v = prev[n, j, 1, 0, lp, 0] - (1.0 - self.frac) * self.costs[t - 1]
+                out.append((v, (n, j, 1, 0, lp, 0), t - 1))
+        return out
+
+    def path(self, last: int, state: tuple[int, ...]) -> dict[int, bool]:
+        """Walk back from ``state`` at hour ``last``: {hour: is_partial} for every hour that runs."""
+        run: dict[int, bool] = {}
+        for t in range(last, -1, -1):
+            if state[2] == 1:
+                run.setdefault(t, False)
+            _, state, partial = min(self._candidates(t, state), key=lambda x: x[0])
+            if partial >= 0:
+                run[partial] = True
+        return run
 
 
 def _pause_resume_overhead(job_hours: float, overhead_h: float, costs: np.ndarray) -> list[float]:
-    """Exact DP: k segments need job_hours + (k-1) x overhead of run time, in whole hours plus one partial hour.
+    """Exact DP: k segments need job_hours + (k-1) x overhead of run time, in whole hours plus one partial hour,
+    and every resumed segment runs at least the overhead.
 
     Grouped by the partial hour's share (it depends on k); one DP per group, the least carbon over all k wins.
     """
     window = len(costs)
+    groups = _segment_groups(job_hours, overhead_h, window)
+    per_cell = 8 * (int(math.floor(overhead_h)) + 3)  # r, u, p and the tracked segment lengths
+    cells = sum(window * (max(m for _, m, _ in ks) + 1) * (max(k for k, _, _ in ks) + 1) for ks in groups.values())
+    cells *= per_cell
+    if cells > _DP_CELL_LIMIT:
+        raise ClusterSimError(
+            f"pause-resume with a {overhead_h:g} h resume overhead over {window} hours is too large to solve exactly; "
+            "shorten the deadline, round the overhead to whole hours, or set resume_overhead_h=0"
+        )
+    best: tuple[float, list[float]] | None = None
+    for ks in groups.values():
+        frac = ks[0][2]
+        dp = _SegmentDP.solve(costs, max(m for _, m, _ in ks), max(k for k, _, _ in ks), frac, overhead_h)
+        for k, m, _ in ks:
+            value, last, state, last_partial = dp.best_end(m, k)
+            if not math.isfinite(value) or (best is not None and value >= best[0] - 1e-12):
+                continue
+            run = dp.path(last, state)
+            run[last] = run.get(last, False) or last_partial
+            fractions = [0.0] * window
+            for t, partial in run.items():
+                fractions[t] = frac if partial else 1.0
+            best = (value, fractions)
+    if best is None:
+        raise ClusterSimError(f"no pause-resume schedule fits the deadline; set deadline_h >= {math.ceil(job_hours)}")
+    return best[1]
+
+
+def _segment_groups(job_hours: float, overhead_h: float, window: int) -> dict[float, list[tuple[int, int, float]]]:
+    """Segment counts k with their whole-plus-partial run hours m, grouped by the partial hour's share."""
     k_max = max(1, min((window + 1) // 2, int(math.floor((window - job_hours) / overhead_h + 1e-9)) + 1))
     groups: dict[float, list[tuple[int, int, float]]] = {}
     for k in range(1, k_max + 1):
@@ -764,37 +849,7 @@ def _pause_resume_overhead(job_hours: float, overhead_h: float, costs: np.ndarra
             continue
         frac = min(1.0, max(0.0, need - (m - 1)))
         groups.setdefault(round(frac, 9), []).append((k, m, frac))
-    cells = sum(window * (max(m for _, m, _ in ks) + 1) * (max(k for k, _, _ in ks) + 1) * 4 for ks in groups.values())
-    if cells > _DP_CELL_LIMIT:
-        raise ClusterSimError(
-            f"pause-resume with a {overhead_h:g} h resume overhead over {window} hours is too large to solve exactly; "
-            "shorten the deadline, round the overhead to whole hours, or set resume_overhead_h=0"
-        )
-    best: tuple[float, list[float]] | None = None
-    for ks in groups.values():
-        frac = ks[0][2]
-        discount = 1.0 - frac
-        g = _segments_dp(costs, max(m for _, m, _ in ks), max(k for k, _, _ in ks), discount)
-        for k, m, _ in ks:
-            used = g[:, m, k, 1, 1]
-            unused = g[:, m, k, 1, 0] - discount * costs
-            values = np.minimum(used, unused)
-            last = int(np.argmin(values))
-            value = float(values[last])
-            if not math.isfinite(value) or (best is not None and value >= best[0] - 1e-12):
-                continue
-            if used[last] <= unused[last]:
-                run = _segments_path(g, costs, last, (m, k, 1, 1), discount)
-            else:
-                run = _segments_path(g, costs, last, (m, k, 1, 0), discount)
-                run[last] = True
-            fractions = [0.0] * window
-            for t, partial in run.items():
-                fractions[t] = frac if partial else 1.0
-            best = (value, fractions)
-    if best is None:
-        raise ClusterSimError(f"no pause-resume schedule fits the deadline; set deadline_h >= {math.ceil(job_hours)}")
-    return best[1]
+    return groups
 
 
 def _scale_down(job_hours: float, costs: np.ndarray, low: float, exponent: float) -> tuple[list[float], list[float]]:
