@@ -18,7 +18,10 @@ from hwmodels.errors import ClusterSimError
 __all__ = ["cmd_calibrate", "cmd_fit", "main", "register"]
 
 #: Exit status of bad input, as in ``clustersim``.
-_EXIT_USAGE = 2
+#: Exit status of a command given bad input (argparse's own, for usage errors).
+EXIT_USAGE = 2
+#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -59,18 +62,25 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_fit)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m calibration [ARGS]`` = ``clustersim calibrate [ARGS]``, with the same one-line errors."""
-    parser = argparse.ArgumentParser(prog="clustersim")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(["calibrate", *(argv if argv is not None else sys.argv[1:])])
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command: bad input is one line on stderr and exit 2, Ctrl-C one line and exit 130.
+
+    The one error policy of every ``clustersim`` entry point (``simulator.cli`` uses it too).
+    """
     try:
         return args.func(args)
     except ClusterSimError as exc:
         print(f"clustersim: error: {exc}", file=sys.stderr)
-        return _EXIT_USAGE
+        return EXIT_USAGE
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         print("clustersim: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m calibration [ARGS]`` = ``clustersim calibrate [ARGS]``, with the same one-line errors."""
+    parser = argparse.ArgumentParser(prog="clustersim")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return run_parsed(parser.parse_args(["calibrate", *(argv if argv is not None else sys.argv[1:])]))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calibration.cli import EXIT_USAGE  # exit status for bad input (argparse's own), one policy
 from simulator.core.resources import example_path
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "print_json",
 ]
 
-#: Exit status of a command given bad input (argparse's own, for usage errors).
-EXIT_USAGE = 2
 
 #: Bundled example configs that ``train`` and ``serve`` (and the planners) run when no CONFIG is given.
 DEFAULT_TRAIN_CONFIG = "gpt3-175b-a100.yaml"

@@ -18,13 +18,10 @@ import simulator.cli.catalogue as catalogue
 import simulator.cli.run as run
 import simulator.cli.search as search
 import simulator.cli.validate as validate
-from hwmodels.errors import ClusterSimError
-from simulator.cli.common import EXIT_USAGE
+from calibration.cli import EXIT_INTERRUPTED
 
 __all__ = ["COMMAND_GROUPS", "EXIT_INTERRUPTED", "build_parser", "main"]
 
-#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
-EXIT_INTERRUPTED = 130
 
 #: Modules with ``register(subparsers)``: gpus models nodes costs example | train serve dvfs | calibrate fit |
 #: claims validate | sweep plan | app.
@@ -45,18 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for bad input, with a one-line message; 130 on Ctrl-C)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ClusterSimError as exc:
-        print(f"clustersim: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        print("clustersim: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return calibration_cli.run_parsed(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
