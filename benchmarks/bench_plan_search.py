@@ -58,7 +58,7 @@ def gpt3_1536(workers: int) -> None:
         f"\nGPT-3 175B, {gpus:,} x A100 80GB, global batch {gb:,}, Megatron SC'21 setup (fp16, unfused attention, "
         "eager host costs; recompute searched)"
     )
-    fixed = [f"training.{k}={v}" for k, v in V.MEGATRON_2021.items() if k != "recompute"]
+    fixed = ["stack=megatron-2021", *(f"training.{k}={v}" for k, v in V.MEGATRON_2021.items() if k != "recompute")]
 
     def search(space: SearchSpace | None = None):
         return search_training_plans(

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     # leaf specs and registries the run configs validate against
     (
         "simulator.models",
+        "simulator.stacks",
         "simulator.moe",
         "simulator.energy",
         "simulator.training.schedules",

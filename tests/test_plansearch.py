@@ -240,7 +240,7 @@ def test_gpt3_1536_best_plan_is_at_least_as_fast_as_the_published_ptdp_plan() ->
     cfg = V.table2_config(row)
     published, spec = load_config(cfg), cfg["model"]
     mb = published.training.micro_batch
-    fixed = [f"training.{k}={v}" for k, v in V.MEGATRON_2021.items() if k != "recompute"]
+    fixed = ["stack=megatron-2021", *(f"training.{k}={v}" for k, v in V.MEGATRON_2021.items() if k != "recompute")]
     space = SearchSpace(
         tp=(4, 8), pp=(8, 12, 16), cp=(1,), micro_batch=(1, 2), schedule=("1f1b", "interleaved"), zero=(1,)
     )

@@ -36,6 +36,14 @@ _MODEL_COLUMNS = [
     ("attention_kind", "attention"),
     ("kv_kib", "KV KiB/token (bf16)"),
 ]
+_STACK_COLUMNS = [
+    ("name", "stack"),
+    ("attention", "attention"),
+    ("host_ms", "host ms/layer"),
+    ("call_ms", "ms/collective call"),
+    ("overlap_grad_reduce", "DP overlap"),
+    ("description", "what it is"),
+]
 _NODE_COLUMNS = [
     ("id", "node"),
     ("gpu", "GPU"),
@@ -92,6 +100,21 @@ def cmd_models(args: argparse.Namespace) -> int:
         r["active_ne_b"] = r["active_params_non_embedding"] / 1e9
         r["kv_kib"] = r["kv_cache_bytes_per_token"] / 1024
     print(table(rows, _MODEL_COLUMNS))
+    return 0
+
+
+def cmd_stacks(args: argparse.Namespace) -> int:
+    """``clustersim stacks``: the software-stack presets and the training knobs each sets."""
+    from simulator.stacks import list_stacks
+
+    rows = [s.model_dump() for s in list_stacks()]
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        r["host_ms"] = r["host_s_per_layer"] * 1e3
+        r["call_ms"] = r["collective_call_s"] * 1e3
+    print(table(rows, _STACK_COLUMNS))
     return 0
 
 
@@ -197,11 +220,12 @@ def _add_example_parser(sub: Any) -> None:
 
 
 def register(sub: Any) -> None:
-    """Add ``gpus``, ``models``, ``nodes``, ``costs`` and ``example`` to the CLI's subcommands."""
+    """Add ``gpus``, ``models``, ``nodes``, ``stacks``, ``costs`` and ``example`` to the CLI's subcommands."""
     listings: dict[str, tuple[str, Handler]] = {
         "gpus": ("list the GPU catalogue (peaks, memory, bandwidth, power)", cmd_gpus),
         "models": ("list the model presets (total and active parameters)", cmd_models),
         "nodes": ("list node presets and network links", cmd_nodes),
+        "stacks": ("list the software-stack presets (attention, host costs, DP overlap)", cmd_stacks),
     }
     for name, (help_, fn) in listings.items():
         p = sub.add_parser(name, help=help_, description=help_)

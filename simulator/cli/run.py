@@ -67,6 +67,7 @@ def train_summary(r: Any, cfg: Any) -> str:
     fits = "fits" if r.fits_in_memory else "DOES NOT FIT"
     rows = [
         ("plan", _plan_text(cfg)),
+        ("stack", f"{cfg.stack.name} ({'flash' if t.flash_attention else 'unfused'} attention)"),
         (
             "batch",
             f"{r.num_microbatches} micro-batches of {t.micro_batch} x {t.seq_len} tokens per step, {t.precision}",

@@ -24,6 +24,7 @@ from simulator.compression import CompressionSpec
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelField, ModelSpec
 from simulator.moe.routing import MoERouting
+from simulator.stacks import DEFAULT_STACK, StackField, get_stack
 from simulator.training.schedules import get_schedule
 
 
@@ -123,6 +124,10 @@ class RunConfig(BaseModel):
 
     model: ModelField
     cluster: ClusterSpec
+    stack: StackField = Field(
+        default_factory=lambda: get_stack(DEFAULT_STACK),
+        description="the software stack (simulator.stacks): a preset name or a mapping; it sets training knobs",
+    )
     parallel: ParallelSpec = ParallelSpec()
     training: TrainingSpec = TrainingSpec()
     moe_routing: MoERouting = Field(
@@ -131,6 +136,21 @@ class RunConfig(BaseModel):
     power: PowerSpec = PowerSpec()
     site: SiteSpec = SiteSpec()
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stack_sets_training(cls, data: Any) -> Any:
+        """The stack fills the ``training:`` knobs the config leaves unset; values given there win."""
+        if not isinstance(data, dict):
+            return data
+        stack = get_stack(data.get("stack", DEFAULT_STACK))
+        training = data.get("training", {})
+        if isinstance(training, TrainingSpec):
+            unset = {k: v for k, v in stack.training_defaults().items() if k not in training.model_fields_set}
+            return {**data, "stack": stack, "training": training.model_copy(update=unset)}
+        if isinstance(training, dict):
+            return {**data, "stack": stack, "training": {**stack.training_defaults(), **training}}
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

@@ -44,6 +44,7 @@ from simulator.search.plan.space import (
     schedule_rule,
     schedule_variants,
 )
+from simulator.stacks import DEFAULT_STACK, StackSpec, get_stack
 from simulator.training import memory as M
 from simulator.training.plan import chunk_costs, chunk_layers, grad_comm_bytes
 from simulator.training.schedules import StageAggregate, get_schedule
@@ -67,6 +68,7 @@ class SearchContext:
     profile: Profile  # what simulate_training gets
     space: SearchSpace
     keep: int  # screened plans per task returned to the parent (the fastest)
+    stack: StackSpec = field(default_factory=lambda: get_stack(DEFAULT_STACK))  # named in every plan's config
     cluster: Cluster = field(init=False)
     capacity: float = field(init=False)
     screen_profile: Profile = field(init=False)  # the profile at the job's SM share and clock
@@ -96,6 +98,7 @@ class SearchContext:
             model=self.model,
             cluster=self.cluster_spec,
             parallel=par,
+            stack=self.stack,
             training=train,
             moe_routing=self.moe_routing,
             power=self.power,

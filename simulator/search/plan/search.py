@@ -38,6 +38,7 @@ from simulator.moe.routing import MoERouting
 from simulator.search.pareto import pareto_front
 from simulator.search.plan.screen import Screen, Screened, SearchContext, TaskOut, front_2d
 from simulator.search.plan.space import PlanKey, SearchSpace, tasks
+from simulator.stacks import DEFAULT_STACK, StackSpec, get_stack
 from simulator.training import TrainingResult, simulate_training
 from simulator.training.schedules import get_schedule
 
@@ -170,6 +171,7 @@ class _Fixed:
     power: PowerSpec
     site: SiteSpec
     seed: int
+    stack: StackSpec
 
 
 _SETTABLE = {
@@ -194,6 +196,8 @@ def _fixed(
     spec = get_model(model)
     data = apply_overrides({"cluster": {"gpu": gpu, "num_gpus": num_gpus}, "training": {}}, overrides)
     _check_overrides(data)
+    stack = get_stack(data.pop("stack", DEFAULT_STACK))
+    data["training"] = {**stack.training_defaults(), **data["training"]}  # the stack's knobs, overridable
     if node is not None:
         data["cluster"]["node"] = node
     train = data["training"]
@@ -206,15 +210,15 @@ def _fixed(
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ClusterSimError(f"seed={seed!r} must be an integer")
-    fixed = _Fixed(model=spec, seed=seed, **parts)
+    fixed = _Fixed(model=spec, seed=seed, stack=stack, **parts)
     _check_plainest_plan(fixed, num_gpus)
     return fixed
 
 
 def _check_overrides(data: dict[str, Any]) -> None:
     """``--set`` may fix only the sections the search does not vary, and none of the searched fields."""
-    settable = ", ".join(f"{k}.*" for k in _SETTABLE) + ", seed"
-    for section in sorted(set(data) - set(_SETTABLE) - {"seed"}):
+    settable = ", ".join(f"{k}.*" for k in _SETTABLE) + ", seed, stack"
+    for section in sorted(set(data) - set(_SETTABLE) - {"seed", "stack"}):
         what = "is what the search varies; restrict it with --space" if section == "parallel" else "is not a section"
         raise ClusterSimError(f"--set {section}.* {what} (settable: {settable})")
     searched = sorted({"micro_batch", "recompute"} & set(data["training"]))
@@ -246,6 +250,7 @@ def _check_plainest_plan(fixed: _Fixed, num_gpus: int) -> None:
             model=fixed.model,
             cluster=fixed.cluster,
             parallel=ParallelSpec(dp=num_gpus),
+            stack=fixed.stack,
             training=probe,
             moe_routing=fixed.moe_routing,
             power=fixed.power,
@@ -324,6 +329,7 @@ def _context(fixed: _Fixed, profile: Profile, space: SearchSpace, keep: int) -> 
         profile,
         space,
         keep,
+        stack=fixed.stack,
     )
 
 

@@ -1,0 +1,86 @@
+"""Software stacks as data: presets load with sources, set the training knobs a config leaves unset,
+stay overridable, and the published-table validation names the stack it was measured on."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwmodels.errors import ClusterSimError
+from simulator import simulate_training
+from simulator.cli import main as cli
+from simulator.core.config import load_config
+from simulator.stacks import DEFAULT_STACK, get_stack, list_stacks
+from simulator.validation import tables as V
+
+BASE = {
+    "model": "llama3.2-1b",
+    "cluster": {"gpu": "a100-sxm4-80gb", "num_gpus": 8, "node": "dgx-a100"},
+    "parallel": {"tp": 2, "pp": 2, "dp": 2},
+    "training": {"seq_len": 2048, "global_batch": 32, "micro_batch": 1},
+}
+
+
+def test_presets_load_with_a_source_per_value() -> None:
+    names = {s.name for s in list_stacks()}
+    assert {"megatron-te", "megatron-2021"} <= names
+    for stack in list_stacks():
+        knobs = {"attention", "host_s_per_layer", "overlap_grad_reduce"}
+        assert knobs <= set(stack.sources), f"{stack.name}: every knob needs a source"
+
+
+def test_default_stack_keeps_the_training_defaults() -> None:
+    cfg = load_config(BASE)
+    assert cfg.stack.name == DEFAULT_STACK
+    assert cfg.training.flash_attention and cfg.training.host_s_per_layer == 0.0 and cfg.training.overlap_grad_reduce
+
+
+def test_a_stack_sets_knobs_and_the_config_overrides_them() -> None:
+    old = load_config({**BASE, "stack": "megatron-2021"})
+    assert not old.training.flash_attention and not old.training.overlap_grad_reduce
+    assert old.training.host_s_per_layer == get_stack("megatron-2021").host_s_per_layer > 0
+    mixed = load_config({**BASE, "stack": "megatron-2021", "training": {**BASE["training"], "flash_attention": True}})
+    assert mixed.training.flash_attention and mixed.training.host_s_per_layer == old.training.host_s_per_layer
+    assert load_config(mixed.model_dump()) == mixed  # a dumped config re-validates to itself
+
+
+def test_the_stack_changes_the_prediction_the_way_its_mechanisms_say() -> None:
+    te = simulate_training(BASE)
+    old = simulate_training({**BASE, "stack": "megatron-2021"})
+    assert old.step_time_s > te.step_time_s  # unfused attention, eager host floor, DP sync after the backward
+
+
+def test_inline_stack_from_a_base_preset() -> None:
+    cfg = load_config({**BASE, "stack": {"base": "megatron-2021", "name": "slow-host", "host_s_per_layer": 5e-3}})
+    assert cfg.stack.name == "slow-host" and cfg.training.host_s_per_layer == 5e-3
+    assert not cfg.training.flash_attention  # the rest comes from the base
+
+
+@pytest.mark.parametrize(
+    "stack, message",
+    [
+        ("nope", "unknown stack 'nope'"),
+        ({"name": "x", "attention": "magic"}, "attention"),
+        ({"name": "x", "host_s_per_layer": -1}, "host_s_per_layer"),
+        ({"name": "x", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_stacks_are_one_line_errors(stack: object, message: str) -> None:
+    with pytest.raises(ClusterSimError, match=message):
+        load_config({**BASE, "stack": stack})
+
+
+def test_validation_configs_name_the_stack_they_were_measured_on() -> None:
+    row = V.table2_row("ptdp", "174.6", 1536)
+    cfg = load_config(V.table2_config(row))
+    assert cfg.stack.name == "megatron-2021" and cfg.training.precision == "fp16"
+    assert not cfg.training.flash_attention
+    assert cfg.training.host_s_per_layer == get_stack("megatron-2021").host_s_per_layer
+
+
+def test_cli_lists_stacks_and_train_names_its_stack(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["stacks"]) == 0
+    assert "megatron-2021" in capsys.readouterr().out
+    assert cli(["train", "--set", "stack=megatron-2021"]) == 0
+    assert "megatron-2021 (unfused attention)" in capsys.readouterr().out
+    assert cli(["train", "--set", "stack=nope"]) == 2
+    assert "unknown stack 'nope'" in capsys.readouterr().err
