@@ -56,21 +56,48 @@ class Curve(BaseModel):
         *,
         clock_ratio: float = 1.0,
         clock_eff: float = 1.0,
+        compute_eff: float = 1.0,
     ) -> float:
         """Seconds for a kernel of ``flops`` and ``nbytes`` on a device with these peaks.
 
         Below the maximum SM clock (``clock_ratio`` = f / f_max < 1) compute work is also bounded
         by ``clock_eff`` of the clock-scaled peak: a large GEMM that reaches ``eff_max`` of peak at
         full clock loses nothing until ``f / f_max < eff_max / clock_eff`` and then slows as 1/f.
-        Memory-bound work does not depend on the SM clock.
+        Memory-bound work does not depend on the SM clock. ``compute_eff`` scales the compute
+        throughput of a kernel that cannot take the fastest path (a misaligned GEMM).
         """
         t_ideal = max(flops / peak_flops, nbytes / bw_bytes_s)
         if t_ideal <= 0.0:
             return self.floor_s if floor else 0.0
         fill = t_ideal / (t_ideal + self.half_sat_s)
-        t_comp = flops / (peak_flops * min(self.eff_max, clock_eff * clock_ratio))
+        t_comp = flops / (peak_flops * min(self.eff_max, clock_eff * clock_ratio) * compute_eff)
         t_dev = max(t_comp, nbytes / (bw_bytes_s * self.mem_eff)) / fill
         return max(self.floor_s, t_dev) if floor else t_dev
+
+
+class GemmAlignment(BaseModel):
+    """Compute efficiency of GEMMs whose contiguous dimensions are not 16-byte aligned.
+
+    cuBLAS/CUTLASS pick their fastest Tensor Core kernels (on Hopper, TMA loads) only when the
+    contiguous dimensions of the operands are multiples of 16 bytes (8 bf16 elements); otherwise they
+    fall back to kernels with 8/4-byte (``partial``) or 2-byte (``odd``) vector loads.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partial: float = Field(default=0.7, gt=0, le=1, description="dimensions 4- or 8-byte aligned, not 16")
+    odd: float = Field(default=0.4, gt=0, le=1, description="a dimension only 1- or 2-byte aligned (odd count)")
+    source: str = ""
+
+    def efficiency(self, dims: tuple[int, ...], element_bytes: float) -> float:
+        """The factor for a GEMM whose contiguous dimensions are ``dims`` elements of ``element_bytes``."""
+        worst = 1.0
+        for d in dims:
+            nbytes = d * element_bytes
+            if nbytes % 16 == 0:
+                continue
+            worst = min(worst, self.partial if nbytes % 4 == 0 else self.odd)
+        return worst
 
 
 class PowerParams(BaseModel):
@@ -118,6 +145,9 @@ class Profile(BaseModel):
     )
     curves: dict[str, Curve]
     gemm_by_dtype: dict[str, Curve] = Field(default_factory=dict, description="per-dtype GEMM overrides")
+    gemm_alignment: GemmAlignment = Field(
+        default_factory=GemmAlignment, description="compute efficiency of GEMMs with misaligned dimensions"
+    )
     power: PowerParams
     meta: dict[str, object] = Field(default_factory=dict, description="provenance: driver, date, fit errors")
     # run settings, not measurements: the operating point a simulation asks for
@@ -157,7 +187,9 @@ class Profile(BaseModel):
             update["sm_fraction"] = sm_fraction
         return self.model_copy(update=update) if update else self
 
-    def _time(self, curve: Curve, flops: float, nbytes: float, dtype: str, floor: bool) -> float:
+    def _time(
+        self, curve: Curve, flops: float, nbytes: float, dtype: str, floor: bool, compute_eff: float = 1.0
+    ) -> float:
         return curve.time(
             flops,
             nbytes,
@@ -166,7 +198,15 @@ class Profile(BaseModel):
             floor,
             clock_ratio=self.clock_ratio,
             clock_eff=self.power.clock_limited_eff,
+            compute_eff=compute_eff,
         )
+
+    def alignment_efficiency(self, N: int, K: int, dtype: str = "bf16") -> float:
+        """Compute efficiency of ``y[M,N] = x[M,K] @ W[N,K].T`` from its contiguous dimensions N and K.
+
+        The row count M is not a contiguous dimension of any operand, so it never misaligns the kernel.
+        """
+        return self.gemm_alignment.efficiency((N, K), bytes_per_element(dtype))
 
     def curve(self, family: Family, dtype: str | None = None) -> Curve:
         """Efficiency curve of a kernel family; for GEMM the ``dtype``'s own curve where the profile has one."""
@@ -178,7 +218,13 @@ class Profile(BaseModel):
 
     # ---- kernels -------------------------------------------------------------------------
     def kernel_time(
-        self, family: Family, flops: float, nbytes: float, dtype: str = "bf16", floor: bool = True
+        self,
+        family: Family,
+        flops: float,
+        nbytes: float,
+        dtype: str = "bf16",
+        floor: bool = True,
+        compute_eff: float = 1.0,
     ) -> float:
         """Seconds for one kernel of ``family`` doing ``flops`` in ``dtype`` and moving ``nbytes`` of HBM.
 
@@ -187,7 +233,7 @@ class Profile(BaseModel):
         a kernel's FLOPs and bytes. For kernels whose bytes those methods do not count, such as a
         serving GEMM whose weights have their own width (``simulator.core.costs.gemm_time``).
         """
-        return self._time(self.curve(family, dtype), flops, nbytes, dtype, floor)
+        return self._time(self.curve(family, dtype), flops, nbytes, dtype, floor, compute_eff)
 
     def gemm_time(self, M: int, N: int, K: int, dtype: str = "bf16", floor: bool = True) -> float:
         """Seconds for ``y[M,N] = x[M,K] @ W[N,K].T`` (an ``nn.Linear``)."""
@@ -195,7 +241,8 @@ class Profile(BaseModel):
         b = bytes_per_element(dtype)
         flops = 2.0 * M * N * K
         nbytes = b * (M * K + N * K + M * N)
-        return self._time(self.curve("gemm", dtype), flops, nbytes, dtype, floor)
+        eff = self.alignment_efficiency(N, K, dtype)
+        return self._time(self.curve("gemm", dtype), flops, nbytes, dtype, floor, eff)
 
     def attention_prefill_time(
         self,
@@ -330,6 +377,7 @@ def datasheet_profile(gpu: str) -> Profile:
         iteration_overhead_s=d["iteration_overhead_s"],
         curves=curves,
         gemm_by_dtype={"fp8": Curve(**d["fp8_gemm"])} if spec.supports("fp8") and "fp8_gemm" in d else {},
+        gemm_alignment=GemmAlignment(**d["gemm_alignment"]),
         power=PowerParams(
             idle_w=spec.idle_w,
             active_idle_w=active_idle,

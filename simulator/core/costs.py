@@ -116,7 +116,8 @@ def gemm_time(
         return profile.gemm_time(M, N, K, compute_dtype, floor)
     flops = 2.0 * M * N * K
     nbytes = ACTIVATION_BYTES * (M * K + M * N) + bytes_per_element(weight_dtype) * N * K
-    return profile.kernel_time("gemm", flops, nbytes, compute_dtype, floor)
+    eff = profile.alignment_efficiency(N, K, compute_dtype)
+    return profile.kernel_time("gemm", flops, nbytes, compute_dtype, floor, eff)
 
 
 def attention_prefill_time(

@@ -141,7 +141,8 @@ def layer_cost_report(cfg: RunConfig, profile: Profile | str | None = None) -> L
             layer_costs[kind] = cost(layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp))
         fwd += sum(c.forward_s for c in layer_costs[kind])
         bwd += sum(c.backward_s for c in layer_costs[kind])
-    head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype))
+    vocab_multiple = cfg.stack.vocab_divisible_by * p.tp
+    head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype, vocab_multiple=vocab_multiple))
     fwd += sum(c.forward_s for c in head)
     bwd += sum(c.backward_s for c in head)
 

@@ -220,12 +220,23 @@ def embedding_ops(model: ModelSpec, batch: int, seq: int, *, dtype: str = "bf16"
     return [_mem("embedding", b * batch * seq * model.hidden_size * (rows + 1))]
 
 
-def head_ops(model: ModelSpec, batch: int, seq: int, *, tp: int = 1, dtype: str = "bf16") -> list[Op]:
-    """Forward ops of the output head: final norm, vocabulary projection (split over TP), loss."""
+def padded_vocab(vocab_size: int, multiple: int) -> int:
+    """The vocabulary a framework allocates: ``vocab_size`` rounded up to a multiple (Megatron pads its
+    embedding and LM head to keep their GEMMs aligned and evenly split over TP)."""
+    return -(-vocab_size // multiple) * multiple
+
+
+def head_ops(
+    model: ModelSpec, batch: int, seq: int, *, tp: int = 1, dtype: str = "bf16", vocab_multiple: int = 1
+) -> list[Op]:
+    """Forward ops of the output head: final norm, vocabulary projection (split over TP), loss.
+
+    ``vocab_multiple`` is the stack's padding of the vocabulary (times tp for Megatron), 1 for none.
+    """
     act_dt = numerics(dtype)[1]
     b = bytes_per_element(act_dt)
     T = batch * seq
-    vocab = -(-model.vocab_size // tp)
+    vocab = -(-padded_vocab(model.vocab_size, vocab_multiple) // tp)
     return [
         _mem("final_norm", 2 * T * model.hidden_size * b),
         _gemm("lm_head", T, vocab, model.hidden_size, b, dtype=act_dt),

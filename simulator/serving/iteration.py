@@ -21,10 +21,14 @@ from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import ClusterSpec, CommGroup
 from simulator.core import costs
 from simulator.core.costs import DEFAULT_ALGORITHM, CommAlgorithm
+from simulator.core.workload import padded_vocab
 from simulator.models import ModelSpec, get_model
 
 #: GEMM compute dtype for each weight format: fp8 and int8 run on their tensor cores (W8A8),
 #: int4 is weight-only (dequantised to bf16 in the kernel).
+#: vLLM pads the LM head's vocabulary to a multiple of 64 (vllm/model_executor/layers/vocab_parallel_embedding.py,
+#: DEFAULT_VOCAB_PADDING_SIZE), which keeps its GEMM aligned; a serving stack will carry this per engine.
+VLLM_VOCAB_PADDING = 64
 _COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16"}
 
 
@@ -232,7 +236,7 @@ class IterationModel:
 
     def _head_s(self, rows: int) -> float:
         m = self.model
-        vocab = -(-m.vocab_size // self.tp)
+        vocab = -(-padded_vocab(m.vocab_size, VLLM_VOCAB_PADDING) // self.tp)
         head = self._gemm(rows, vocab, m.hidden_size)
         return head + costs.memory_op_time(self.profile, 4.0 * rows * vocab, self.overhead)
 

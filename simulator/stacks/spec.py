@@ -37,6 +37,9 @@ class StackSpec(BaseModel):
     overlap_grad_reduce: bool = Field(
         default=True, description="DP gradient reduction per bucket during the backward (Megatron DDP overlap)"
     )
+    vocab_divisible_by: int = Field(
+        default=1, ge=1, description="the LM head's vocabulary is padded to a multiple of this x tp (1 = no padding)"
+    )
 
     def training_defaults(self) -> dict[str, Any]:
         """The ``training:`` knobs this stack sets (a config's own ``training:`` values override them)."""

@@ -268,7 +268,9 @@ def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCo
         if m.is_moe_layer(i) not in kinds:
             kinds[m.is_moe_layer(i)] = _layer_kind(cfg, profile, price, i)
     embed_ops = embedding_ops(m, mb, seq // p.cp, dtype=dtype)
-    head_op_list = head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype)
+    head_op_list = head_ops(
+        m, mb, seq // p.cp, tp=p.tp, dtype=dtype, vocab_multiple=cfg.stack.vocab_divisible_by * p.tp
+    )
     embed, head = price(embed_ops), price(head_op_list)
     mtp_ops = _mtp_ops(cfg, head_op_list)
     payload = payload_bytes_per_elem(t.pp_payload_dtype)

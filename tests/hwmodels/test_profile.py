@@ -1,4 +1,4 @@
-"""Kernel cost model: roofline x efficiency, monotone, never faster than the roofline."""
+"""Kernel cost model: roofline x efficiency, monotone within an alignment class, never faster than the roofline."""
 
 from __future__ import annotations
 
@@ -132,3 +132,34 @@ def test_fp8_gemms_are_faster_when_large_and_slower_at_m512() -> None:
     assert 1.7 <= big <= 1.9
     assert h100.gemm_time(512, 4096, 4096, "fp8") > h100.gemm_time(512, 4096, 4096, "bf16")
     assert "fp8" not in datasheet_profile("a100-sxm4-80gb").gemm_by_dtype
+
+
+# ---- GEMM alignment classes (docs/research/gemm-shape-effects.md) ----------------------------------------
+
+
+@pytest.mark.parametrize("gpu", ["h100-sxm5-80gb", "a100-sxm4-80gb"])
+def test_gpt2_vocab_lm_head_is_at_least_twice_as_slow_as_the_padded_one(gpu: str) -> None:
+    prof = load_profile(None, gpu=gpu)
+    odd = prof.gemm_time(8192, 50257, 768, "bf16")
+    padded = prof.gemm_time(8192, 50304, 768, "bf16")
+    assert odd >= 2.0 * padded
+
+
+def test_alignment_classes_follow_the_contiguous_dimensions() -> None:
+    prof = load_profile(None, gpu="h100-sxm5-80gb")
+    aligned = prof.gemm_time(8192, 8192, 8192, "bf16")
+    assert prof.gemm_time(8191, 8192, 8192, "bf16") == pytest.approx(aligned, rel=1e-3)  # M is not contiguous
+    partial = prof.gemm_time(8192, 8188, 8192, "bf16")  # 8 bytes aligned
+    odd = prof.gemm_time(8192, 8192, 8191, "bf16")
+    assert aligned < partial < odd
+    assert prof.alignment_efficiency(8192, 8192, "bf16") == 1.0
+    assert prof.alignment_efficiency(8188, 8192, "bf16") == prof.gemm_alignment.partial
+    assert prof.alignment_efficiency(8192, 8191, "bf16") == prof.gemm_alignment.odd
+    assert prof.alignment_efficiency(8196, 4100, "fp32") == 1.0  # 16-byte rows in fp32
+    assert prof.alignment_efficiency(8200, 4096, "fp8") == prof.gemm_alignment.partial  # fp8 needs 16 elements
+
+
+def test_misalignment_slows_compute_not_memory_bound_streaming() -> None:
+    prof = load_profile(None, gpu="h100-sxm5-80gb")
+    # a skinny decode-style GEMM streams its weights: bound by HBM, so alignment barely matters
+    assert prof.gemm_time(1, 8191, 8192, "bf16") == pytest.approx(prof.gemm_time(1, 8192, 8192, "bf16"), rel=0.01)

@@ -84,3 +84,27 @@ def test_cli_lists_stacks_and_train_names_its_stack(capsys: pytest.CaptureFixtur
     assert "megatron-2021 (unfused attention)" in capsys.readouterr().out
     assert cli(["train", "--set", "stack=nope"]) == 2
     assert "unknown stack 'nope'" in capsys.readouterr().err
+
+
+def test_megatron_stacks_pad_the_vocabulary_so_the_lm_head_stays_aligned() -> None:
+    from simulator.core.workload import head_ops, padded_vocab
+    from simulator.models import get_model
+
+    gpt3 = get_model("gpt3-175b")
+    assert gpt3.vocab_size == 50257 and padded_vocab(50257, 128 * 8) == 51200
+    head = next(op for op in head_ops(gpt3, 1, 2048, tp=8, vocab_multiple=128 * 8) if op.name == "lm_head")
+    assert head.gemm is not None and head.gemm[1] == 6400  # 51,200 / 8: 16-byte aligned
+    unpadded = next(op for op in head_ops(gpt3, 1, 2048, tp=8) if op.name == "lm_head")
+    assert unpadded.gemm is not None and unpadded.gemm[1] == 6283  # odd: the slow path
+    assert get_stack("megatron-te").vocab_divisible_by == get_stack("megatron-2021").vocab_divisible_by == 128
+    unpadded_stack = {"base": "megatron-te", "name": "no-padding", "vocab_divisible_by": 1}
+    slow = simulate_training({**BASE, "model": "gpt3-175b", "stack": unpadded_stack, **_GPT3_SMALL})
+    fast = simulate_training({**BASE, "model": "gpt3-175b", **_GPT3_SMALL})
+    assert slow.step_time_s > fast.step_time_s
+
+
+_GPT3_SMALL = {
+    "cluster": {"gpu": "h100-sxm5-80gb", "num_gpus": 64, "node": "dgx-h100"},
+    "parallel": {"tp": 8, "pp": 8, "dp": 1},
+    "training": {"seq_len": 2048, "global_batch": 16, "micro_batch": 1},
+}
