@@ -59,11 +59,19 @@ def fit_and_write(raw: dict, out: Path, gpu: str | None, device: str | None, str
     ``device``, also validate it on a small transformer there. Returns the exit status."""
     from calibration.fit import fit_profile, format_errors
 
-    if raw.get("meta", {}).get("name") == "cpu" and gpu is None:
-        raise ClusterSimError("these measurements come from a CPU; pass --gpu to name the GPU profile to fit")
+    cpu = raw.get("meta", {}).get("name") == "cpu"
+    if cpu and device is None:
+        raise ClusterSimError(
+            "these measurements are CPU timings (a smoke run); a GPU profile is only fitted from a GPU's measurements"
+        )
+    if cpu and gpu is None:
+        raise ClusterSimError("these measurements come from a CPU; pass --gpu to name the GPU whose fit to exercise")
     profile, errors = fit_profile(raw, gpu)
-    write_profile(profile, out)
-    print(f"wrote {out} ({profile.kind} profile for {profile.gpu})", file=stream)
+    if cpu:  # the smoke run exercises every step but never leaves a GPU profile made of CPU timings
+        print(f"smoke run on the CPU: {profile.gpu} curves fitted to CPU timings, no profile written", file=stream)
+    else:
+        write_profile(profile, out)
+        print(f"wrote {out} ({profile.kind} profile for {profile.gpu})", file=stream)
     print("held-out error of the fitted models (a fifth of the points, not used in the fit):", file=stream)
     print(format_errors(errors), file=stream)
     if device is not None:

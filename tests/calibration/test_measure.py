@@ -49,8 +49,12 @@ def test_calibrate_end_to_end_on_the_cpu(tmp_path, capsys) -> None:
     out = tmp_path / "cpu-smoke.json"
     code = main(["calibrate", "--device", "cpu", "--gpu", "h100-sxm5-80gb", "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 0 and out.is_file() and (tmp_path / "cpu-smoke.raw.json").is_file()
-    assert "held-out error" in err and "validation on a small transformer" in err
+    assert code == 0 and (tmp_path / "cpu-smoke.raw.json").is_file()
+    assert not out.exists()  # CPU timings never become a GPU profile
+    assert "no profile written" in err and "held-out error" in err and "validation on a small transformer" in err
+    # re-fitting those CPU timings is refused with one line
+    assert main(["fit", str(tmp_path / "cpu-smoke.raw.json"), "--gpu", "h100-sxm5-80gb"]) == 2
+    assert "CPU timings" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
