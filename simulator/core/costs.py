@@ -221,6 +221,8 @@ def op_cost(
 
     Collectives run the ``algorithm`` setting (``parallel.collective_algorithm``)."""
     dtype = op.dtype or dtype
+    if op.phase != "both":
+        return _one_pass_cost(op, profile, groups, dtype, algorithm)
     wgrad = 0.0
     if op.kind == "gemm" and op.batched:  # one kernel over all count matrices; both operands are activations
         M, N, K = op.gemm  # type: ignore[misc]
@@ -240,14 +242,44 @@ def op_cost(
         bwd = profile.attention_prefill_time(*args, kv_len=a["kv_len"], v_head_dim=a["v_head_dim"], backward=True)
         bwd /= split
     elif op.kind == "mem":
-        fwd = profile.memory_op_time(op.bytes)
-        bwd = 2.0 * fwd  # gradient of an elementwise op reads the saved input and the incoming gradient
+        c = op.count  # bytes are totals over the count kernels
+        fwd = profile.memory_op_time(op.bytes / c) * c
+        # without listed backward kernels: one reading the saved input and the incoming gradient
+        bwd = sum(profile.memory_op_time(b / c) for b in op.bwd_bytes) * c if op.bwd_bytes else 2.0 * fwd
     else:
         group = groups[op.group or "tp"]
         fwd = comm_time(op.collective or "send_recv", op.bytes, group, algorithm)
         back = _BACKWARD_COLLECTIVE.get(op.collective or "", op.collective or "send_recv")
         bwd = comm_time(back, op.bytes, group, algorithm)
     return OpCost(op=op, forward_s=fwd, backward_s=bwd, bound=_bound(op, fwd, profile, dtype), backward_weight_s=wgrad)
+
+
+def _kernel_time(op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str, algorithm: CommAlgorithm) -> float:
+    """Seconds of ``op`` run once as written (no derived backward)."""
+    if op.kind == "gemm":
+        M, N, K = op.gemm  # type: ignore[misc]
+        return profile.gemm_time(M * (op.count if op.batched else 1), N, K, dtype) * (1 if op.batched else op.count)
+    if op.kind == "attn":
+        a = op.attn
+        args = (a["batch"], a["q_len"], a["heads"], a["kv_heads"], a["head_dim"], dtype)
+        t = profile.attention_prefill_time(
+            *args, kv_len=a["kv_len"], v_head_dim=a["v_head_dim"], backward=bool(a.get("backward", 0))
+        )
+        return t / a.get("split", 1)
+    if op.kind == "mem":
+        return profile.memory_op_time(op.bytes / op.count) * op.count
+    return comm_time(op.collective or "send_recv", op.bytes, groups[op.group or "tp"], algorithm)
+
+
+def _one_pass_cost(
+    op: Op, profile: Profile, groups: dict[str, CommGroup], dtype: str, algorithm: CommAlgorithm
+) -> OpCost:
+    """A kernel that runs in one pass only (``op.phase`` ``fwd`` or ``bwd``)."""
+    t = _kernel_time(op, profile, groups, dtype, algorithm)
+    if op.phase == "fwd":
+        return OpCost(op=op, forward_s=t, backward_s=0.0, bound=_bound(op, t, profile, dtype))
+    bound = _bound(op, t, profile, dtype)
+    return OpCost(op=op, forward_s=0.0, backward_s=t, bound=bound, backward_weight_s=t if op.wgrad else 0.0)
 
 
 def op_work(ops: list[Op], profile: Profile, dtype: str) -> tuple[float, float]:
@@ -257,7 +289,13 @@ def op_work(ops: list[Op], profile: Profile, dtype: str) -> tuple[float, float]:
     tensor = hbm = 0.0
     bw = profile.bandwidth_bytes_s
     for op in ops:
-        if op.kind in ("gemm", "attn"):
+        if op.phase != "both":  # a kernel of one pass, counted as written
+            if op.kind in ("gemm", "attn"):
+                tensor += op.flops / profile.peak_flops(op.dtype or dtype)
+            hbm += (2.0 if op.kind == "comm" else 1.0) * op.bytes / bw
+        elif op.kind == "mem" and op.bwd_bytes:
+            hbm += (op.bytes + sum(op.bwd_bytes)) / bw
+        elif op.kind in ("gemm", "attn"):
             tensor += op.flops * (3.0 if op.kind == "gemm" else 3.5) / profile.peak_flops(op.dtype or dtype)
             hbm += 3.0 * op.bytes / bw
         elif op.kind == "mem":

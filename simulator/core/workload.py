@@ -31,6 +31,14 @@ class Op:
     count: int = 1  # identical GEMMs: run back to back (local experts) or as one batched kernel
     batched: bool = False  # the count GEMMs are one batched kernel (attention scores per head)
     dtype: str | None = None  # the op's own numerics when they differ from the run's (fp8 linear layers)
+    #: ``both``: a forward kernel whose backward the cost model derives (2 GEMMs, flash backward, 2x an
+    #: elementwise read); ``fwd`` / ``bwd``: a kernel that runs only in that pass, as written (stack
+    #: kernel lists and traced graphs list their backward kernels themselves)
+    phase: Literal["both", "fwd", "bwd"] = "both"
+    #: an elementwise op's backward kernels, total bytes of each over ``count`` (empty: one kernel moving
+    #: twice the forward bytes); an elementwise op's ``bytes`` are likewise the total of its ``count`` launches
+    bwd_bytes: tuple[float, ...] = ()
+    wgrad: bool = False  # a ``bwd`` GEMM that computes a weight gradient (zero-bubble schedules defer it)
 
 
 #: Under FP8 training only the linear layers' GEMMs run in fp8; activations, attention, norms, the
