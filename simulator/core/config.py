@@ -90,6 +90,13 @@ class TrainingSpec(BaseModel):
         description="host (Python/launch) time per transformer layer forward in an eager framework; a phase costs "
         "max(device time, host time) since launches are asynchronous; 0 = never host-bound (CUDA graphs)",
     )
+    host_s_per_kernel: float = Field(
+        default=0.0,
+        ge=0,
+        le=1.0,
+        description="host time to issue one kernel of a layer's forward in an eager framework (dispatch and "
+        "launch); added to host_s_per_layer for each kernel the stack launches",
+    )
     collective_call_s: float = Field(
         default=0.0,
         ge=0,

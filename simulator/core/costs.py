@@ -189,9 +189,10 @@ def launch_floor_s(profile: Profile, family: Family = "gemm", dtype: str | None 
     return profile.curve(family, dtype).floor_s
 
 
-def optimizer_step_time(profile: Profile, nbytes: float) -> float:
-    """Seconds of an optimizer step that streams ``nbytes`` of HBM (memory-bound, fused Adam)."""
-    return memory_op_time(profile, nbytes)
+def optimizer_step_time(profile: Profile, nbytes: float, launches: float = 0.0) -> float:
+    """Seconds of an optimizer step that streams ``nbytes`` of HBM (memory-bound), plus ``launches`` more
+    kernels beyond the first at the elementwise launch floor (foreach / per-tensor implementations)."""
+    return memory_op_time(profile, nbytes) + launches * launch_floor_s(profile, "membound")
 
 
 # ---- ops ----------------------------------------------------------------------------------------

@@ -138,11 +138,14 @@ def layer_cost_report(cfg: RunConfig, profile: Profile | str | None = None) -> L
     for i in range(m.num_layers):
         kind = m.is_moe_layer(i)
         if kind not in layer_costs:
-            layer_costs[kind] = cost(layer_ops(m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp))
+            ops = layer_ops(
+                m, i, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention, stack=cfg.stack
+            )
+            layer_costs[kind] = cost(ops)
         fwd += sum(c.forward_s for c in layer_costs[kind])
         bwd += sum(c.backward_s for c in layer_costs[kind])
     vocab_multiple = cfg.stack.vocab_divisible_by * p.tp
-    head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype, vocab_multiple=vocab_multiple))
+    head = cost(head_ops(m, mb, seq // p.cp, tp=p.tp, dtype=dtype, vocab_multiple=vocab_multiple, stack=cfg.stack))
     fwd += sum(c.forward_s for c in head)
     bwd += sum(c.backward_s for c in head)
 

@@ -12,6 +12,8 @@ from typing import Literal
 
 from hwmodels.dtypes import bytes_per_element
 from simulator.models import ModelSpec
+from simulator.stacks import DEFAULT_STACK, StackSpec, get_stack
+from simulator.stacks.spec import KernelGroup, Slot
 
 OpKind = Literal["gemm", "attn", "mem", "comm"]
 
@@ -79,8 +81,81 @@ def _tp_comm(name: str, nbytes: float, tp: int, sp: bool) -> list[Op]:
     return [Op(name=name, kind="comm", bytes=nbytes, collective=kind, group="tp")]
 
 
+#: Slots whose ``hidden`` tensor is split over TP under sequence parallelism (norms and residuals).
+_SEQUENCE_SLOTS = frozenset({"attn_norm", "attn_residual", "mlp_norm", "mlp_residual", "final_norm"})
+
+
+def _group_ops(group: KernelGroup, sizes: dict[str, float], act_bytes: float) -> list[Op]:
+    """One kernel group as ops: a single kernel with the derived backward, or its listed kernels per pass."""
+    unit = act_bytes if group.unit == "act" else 1.0
+
+    def nbytes(entry: dict[str, float]) -> float:
+        return unit * sum(v * sizes.get(t, 0.0) for t, v in entry.items()) * group.launches
+
+    c = group.launches * group.split  # kernels per entry; Op.bytes is their total
+    if group.bwd is None and len(group.fwd) == 1:
+        return [Op(name=group.name, kind="mem", bytes=nbytes(group.fwd[0]), count=c)]
+    fwd = [nbytes(e) for e in group.fwd]
+    bwd = [2.0 * b for b in fwd] if group.bwd is None else [nbytes(e) for e in group.bwd]
+    ops = [Op(name=f"{group.name}.{i}", kind="mem", bytes=b, count=c, phase="fwd") for i, b in enumerate(fwd)]
+    ops += [Op(name=f"{group.name}.bwd{i}", kind="mem", bytes=b, count=c, phase="bwd") for i, b in enumerate(bwd)]
+    return [op for op in ops if op.bytes > 0]
+
+
+def stack_kernels(
+    stack: StackSpec, slot: Slot, sizes: dict[str, float], act_bytes: float, *, gated: bool, sp_split: int = 1
+) -> list[Op]:
+    """The elementwise kernels ``stack`` launches at ``slot`` for tensors of ``sizes`` elements.
+
+    ``sp_split`` divides the ``hidden`` tensor of norm and residual slots (sequence parallelism).
+    """
+    if slot in _SEQUENCE_SLOTS and sp_split > 1:
+        sizes = {**sizes, "hidden": sizes.get("hidden", 0.0) / sp_split}
+    ops: list[Op] = []
+    for group in stack.kernels.get(slot, []):
+        if group.when == "always" or (group.when == "gated") == gated:
+            ops.extend(_group_ops(group, sizes, act_bytes))
+    return ops
+
+
+def _stack(stack: StackSpec | None) -> StackSpec:
+    return stack if stack is not None else get_stack(DEFAULT_STACK)
+
+
+def attention_sizes(model: ModelSpec, T: int, tp: int, layer_params: float) -> dict[str, float]:
+    """Element counts of the attention block's tensors on one rank (``q``/``k``: the rotary parts)."""
+    heads = model.num_attention_heads // tp
+    kvh = max(1, model.kv_heads // tp)
+    if model.mla is not None:
+        rope = model.mla.qk_rope_head_dim
+        q, k, v, ctx = heads * rope, rope, heads * model.mla.v_head_dim, heads * model.mla.v_head_dim
+    else:
+        d = model.head_size
+        q, k, v, ctx = heads * d, kvh * d, kvh * d, heads * d
+    if model.position != "rope":
+        q = k = 0
+    return {
+        "hidden": T * model.hidden_size,
+        "rows": T,
+        "q": T * q,
+        "k": T * k,
+        "v": T * v,
+        "ctx": T * ctx,
+        "params": layer_params,
+    }
+
+
 def attention_ops(
-    model: ModelSpec, batch: int, seq: int, tp: int, dtype: str, sp: bool = False, cp: int = 1, flash: bool = True
+    model: ModelSpec,
+    batch: int,
+    seq: int,
+    tp: int,
+    dtype: str,
+    sp: bool = False,
+    cp: int = 1,
+    flash: bool = True,
+    stack: StackSpec | None = None,
+    layer_params: float = 0.0,
 ) -> list[Op]:
     """Forward ops of one attention block (norm, projections, core, output, TP collective).
 
@@ -95,9 +170,17 @@ def attention_ops(
     heads = model.num_attention_heads // tp
     kv_heads = max(1, model.kv_heads // tp)
     act = T * h * b
-    ops: list[Op] = [_mem("attn_norm", 2 * act / (tp if sp else 1))]
+    st = _stack(stack)
+    sizes = attention_sizes(model, T, tp, layer_params)
+    gated = model.mlp == "swiglu"
+
+    def kernels(slot: Slot) -> list[Op]:
+        return stack_kernels(st, slot, sizes, b, gated=gated, sp_split=tp if sp else 1)
+
+    ops: list[Op] = kernels("weights") + kernels("attn_norm")
     if sp and tp > 1:
         ops.append(Op(name="sp_all_gather_attn", kind="comm", bytes=act, collective="all_gather", group="tp"))
+    ops += kernels("attn_in")
     if model.mla is not None:
         mla = model.mla
         qk_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
@@ -112,7 +195,13 @@ def attention_ops(
     else:
         hd = vd = model.head_size
         kvh = kv_heads
-        ops.append(_gemm("qkv_proj", T, (heads + 2 * kv_heads) * hd, h, b, dtype=lin))
+        if st.split_qkv:
+            ops.append(_gemm("q_proj", T, heads * hd, h, b, dtype=lin))
+            ops.append(_gemm("k_proj", T, kv_heads * hd, h, b, dtype=lin))
+            ops.append(_gemm("v_proj", T, kv_heads * hd, h, b, dtype=lin))
+        else:
+            ops.append(_gemm("qkv_proj", T, (heads + 2 * kv_heads) * hd, h, b, dtype=lin))
+    ops += kernels("rope")
     if flash:
         core = dict(
             batch=batch,
@@ -132,10 +221,10 @@ def attention_ops(
     if cp > 1:
         kv_block = b * batch * seq * kvh * (hd + vd)
         ops.append(Op(name="cp_ring_kv", kind="comm", bytes=kv_block, collective="ring_exchange", group="cp"))
+    ops += kernels("attn_out")
     ops.append(_gemm("attn_out_proj", T, h, heads * vd, b, dtype=lin))
     ops.extend(_tp_comm("tp_attn_out", act, tp, sp))
-    ops.append(_mem("attn_residual", 3 * act / (tp if sp else 1)))
-    return ops
+    return ops + kernels("attn_residual")
 
 
 #: Bytes per attention-score element of Megatron's unfused path: fused scale-mask-softmax reads and
@@ -154,18 +243,47 @@ def unfused_attention_ops(heads: int, seq: int, hd: int, vd: int, b: float, dtyp
 
 
 def _mlp_gemms(
-    prefix: str, T: int, h: int, ffn: int, gated: bool, b: float, count: int = 1, lin: str | None = None
+    prefix: str,
+    T: int,
+    h: int,
+    ffn: int,
+    gated: bool,
+    b: float,
+    count: int = 1,
+    lin: str | None = None,
+    stack: StackSpec | None = None,
 ) -> list[Op]:
+    """Up projection (gate and up, split or fused), the activation kernels, down projection; ``count``
+    identical experts run back to back."""
+    st = _stack(stack)
     up = 2 * ffn if gated else ffn
-    return [
-        _gemm(f"{prefix}_up", T, up, h, b, count, dtype=lin),
-        _mem(f"{prefix}_act", b * T * (up + ffn) * count),
-        _gemm(f"{prefix}_down", T, h, ffn, b, count, dtype=lin),
-    ]
+    sizes = {"hidden": T * h * count, "rows": T * count, "ffn_up": T * up * count, "ffn": T * ffn * count}
+
+    def kernels(slot: Slot) -> list[Op]:
+        out = stack_kernels(st, slot, sizes, b, gated=gated)
+        # one kernel over every expert's tokens
+        return [replace(op, name=f"{prefix}_{op.name.removeprefix('mlp_')}") for op in out]
+
+    if gated and st.split_gate_up:
+        ups = [
+            _gemm(f"{prefix}_gate", T, ffn, h, b, count, dtype=lin),
+            _gemm(f"{prefix}_up", T, ffn, h, b, count, dtype=lin),
+        ]
+    else:
+        ups = [_gemm(f"{prefix}_up", T, up, h, b, count, dtype=lin)]
+    return kernels("mlp_in") + ups + kernels("mlp_act") + [_gemm(f"{prefix}_down", T, h, ffn, b, count, dtype=lin)]
 
 
 def mlp_ops(
-    model: ModelSpec, layer: int, batch: int, seq: int, tp: int, ep: int, dtype: str, sp: bool = False
+    model: ModelSpec,
+    layer: int,
+    batch: int,
+    seq: int,
+    tp: int,
+    ep: int,
+    dtype: str,
+    sp: bool = False,
+    stack: StackSpec | None = None,
 ) -> list[Op]:
     """Forward ops of one MLP block: dense, or MoE (router, dispatch, experts, combine)."""
     lin, act_dt = numerics(dtype)
@@ -173,11 +291,13 @@ def mlp_ops(
     T, h = batch * seq, model.hidden_size
     act = T * h * b
     gated = model.mlp == "swiglu"
-    ops: list[Op] = [_mem("mlp_norm", 2 * act / (tp if sp else 1))]
+    st = _stack(stack)
+    sizes = {"hidden": T * h, "rows": T}
+    ops: list[Op] = stack_kernels(st, "mlp_norm", sizes, b, gated=gated, sp_split=tp if sp else 1)
     if sp and tp > 1:
         ops.append(Op(name="sp_all_gather_mlp", kind="comm", bytes=act, collective="all_gather", group="tp"))
     if not model.is_moe_layer(layer):
-        ops.extend(_mlp_gemms("mlp", T, h, model.ffn_hidden_size // tp, gated, b, lin=lin))
+        ops.extend(_mlp_gemms("mlp", T, h, model.ffn_hidden_size // tp, gated, b, lin=lin, stack=st))
     else:
         moe = model.moe
         assert moe is not None
@@ -192,14 +312,14 @@ def mlp_ops(
         if ep > 1:
             ops.append(dispatch)
         ffn = moe.expert_ffn_hidden_size // tp
-        ops.extend(_mlp_gemms("expert", tokens_per_expert, h, ffn, gated, b, count=local_experts, lin=lin))
+        ops.extend(_mlp_gemms("expert", tokens_per_expert, h, ffn, gated, b, count=local_experts, lin=lin, stack=st))
         if ep > 1:
             ops.append(replace(dispatch, name="moe_combine"))
         if moe.num_shared_experts:
-            ops.extend(_mlp_gemms("shared_expert", T, h, moe.shared_ffn_hidden_size // tp, gated, b, lin=lin))
+            shared = moe.shared_ffn_hidden_size // tp
+            ops.extend(_mlp_gemms("shared_expert", T, h, shared, gated, b, lin=lin, stack=st))
     ops.extend(_tp_comm("tp_mlp_out", act, tp, sp))
-    ops.append(_mem("mlp_residual", 3 * act / (tp if sp else 1)))
-    return ops
+    return ops + stack_kernels(st, "mlp_residual", sizes, b, gated=gated, sp_split=tp if sp else 1)
 
 
 def layer_ops(
@@ -214,10 +334,13 @@ def layer_ops(
     dtype: str = "bf16",
     sp: bool = False,
     flash: bool = True,
+    stack: StackSpec | None = None,
 ) -> list[Op]:
-    """Forward ops of transformer layer ``layer`` for ``batch`` sequences of ``seq`` tokens on one rank."""
-    attn = attention_ops(model, batch, seq, tp, dtype, sp, cp, flash)
-    return attn + mlp_ops(model, layer, batch, seq // cp, tp, ep, dtype, sp)
+    """Forward ops of transformer layer ``layer`` for ``batch`` sequences of ``seq`` tokens on one rank,
+    with the elementwise kernels ``stack`` launches (default: the default stack)."""
+    params = model.params_per_layer(layer) / tp
+    attn = attention_ops(model, batch, seq, tp, dtype, sp, cp, flash, stack, params)
+    return attn + mlp_ops(model, layer, batch, seq // cp, tp, ep, dtype, sp, stack)
 
 
 def embedding_ops(model: ModelSpec, batch: int, seq: int, *, dtype: str = "bf16") -> list[Op]:
@@ -235,7 +358,14 @@ def padded_vocab(vocab_size: int, multiple: int) -> int:
 
 
 def head_ops(
-    model: ModelSpec, batch: int, seq: int, *, tp: int = 1, dtype: str = "bf16", vocab_multiple: int = 1
+    model: ModelSpec,
+    batch: int,
+    seq: int,
+    *,
+    tp: int = 1,
+    dtype: str = "bf16",
+    vocab_multiple: int = 1,
+    stack: StackSpec | None = None,
 ) -> list[Op]:
     """Forward ops of the output head: final norm, vocabulary projection (split over TP), loss.
 
@@ -245,8 +375,11 @@ def head_ops(
     b = bytes_per_element(act_dt)
     T = batch * seq
     vocab = -(-padded_vocab(model.vocab_size, vocab_multiple) // tp)
-    return [
-        _mem("final_norm", 2 * T * model.hidden_size * b),
-        _gemm("lm_head", T, vocab, model.hidden_size, b, dtype=act_dt),
-        _mem("cross_entropy", 3 * T * vocab * 4.0),  # logits upcast to fp32, softmax, grad
-    ]
+    st = _stack(stack)
+    sizes = {"hidden": T * model.hidden_size, "rows": T, "logits": T * vocab}
+
+    def kernels(slot: Slot) -> list[Op]:
+        return stack_kernels(st, slot, sizes, b, gated=model.mlp == "swiglu")
+
+    lm_head = _gemm("lm_head", T, vocab, model.hidden_size, b, dtype=act_dt)
+    return kernels("final_norm") + kernels("head_in") + [lm_head] + kernels("loss")

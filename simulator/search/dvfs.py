@@ -196,8 +196,11 @@ def phase_dvfs(
         raise ClusterSimError("phase_dvfs models one GPU: set tp = pp = dp = cp = 1 and cluster.num_gpus = 1")
     base = load_profile(profile, gpu=cfg.cluster.gpu)
     f_max = base.power.max_sm_clock_mhz
-    ops = [op for i in range(m.num_layers) for op in layer_ops(m, i, t.micro_batch, t.seq_len, dtype=t.precision)]
-    ops += head_ops(m, t.micro_batch, t.seq_len, dtype=t.precision, vocab_multiple=cfg.stack.vocab_divisible_by)
+    st = cfg.stack
+    ops = [
+        op for i in range(m.num_layers) for op in layer_ops(m, i, t.micro_batch, t.seq_len, dtype=t.precision, stack=st)
+    ]
+    ops += head_ops(m, t.micro_batch, t.seq_len, dtype=t.precision, vocab_multiple=st.vocab_divisible_by, stack=st)
     heavy = [op_cost(op, base, {}, t.precision).bound == "compute" for op in ops]
     num_mb = t.global_batch // t.micro_batch
 

@@ -27,6 +27,7 @@ from simulator.serving.policies import (  # noqa: F401 - re-exported: the polici
     StaticBatching,
     parse_batching,
 )
+from simulator.stacks import DEFAULT_SERVING_STACK, StackField, get_stack
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -254,6 +255,10 @@ class ServingConfig(BaseModel):
     ep: int = Field(default=1, gt=0, description="expert parallelism inside a replica (MoE): ep groups of tp x pp GPUs")
     moe_routing: MoERouting = Field(default_factory=MoERouting, description="expert routing for ep > 1")
     weight_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    stack: StackField = Field(
+        default_factory=lambda: get_stack(DEFAULT_SERVING_STACK),
+        description="the serving engine (simulator.stacks): vllm, sglang, pytorch-eager, ... or a mapping",
+    )
     router: Literal["round_robin", "least_outstanding", "kv_aware"] = "least_outstanding"
     batching: SerializeAsAny[BatchingPolicy] = Field(
         default_factory=ContinuousBatching, description="a registered batching policy (simulator.serving.policies)"

@@ -117,7 +117,7 @@ class Replica:
         self.tensor_s += tensor
         self.hbm_s += hbm
         if self.model.overhead:
-            self.overhead_s += self.model.profile.iteration_overhead_s
+            self.overhead_s += self.model.scheduler_s(decodes + len(prefill))
 
     def notify(self) -> None:
         """Wake the replica's scheduling loop if it is waiting for work."""

@@ -21,14 +21,27 @@ from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import ClusterSpec, CommGroup
 from simulator.core import costs
 from simulator.core.costs import DEFAULT_ALGORITHM, CommAlgorithm
-from simulator.core.workload import padded_vocab
+from simulator.core.workload import attention_sizes, padded_vocab, stack_kernels
 from simulator.models import ModelSpec, get_model
+from simulator.stacks import DEFAULT_SERVING_STACK, StackSpec, get_stack
+from simulator.stacks.spec import Slot
+
+#: The elementwise slots of one layer's forward, in order (the stack's kernels there).
+_LAYER_SLOTS: tuple[Slot, ...] = (
+    "weights",
+    "attn_norm",
+    "attn_in",
+    "rope",
+    "attn_out",
+    "attn_residual",
+    "mlp_norm",
+    "mlp_in",
+    "mlp_act",
+    "mlp_residual",
+)
 
 #: GEMM compute dtype for each weight format: fp8 and int8 run on their tensor cores (W8A8),
 #: int4 is weight-only (dequantised to bf16 in the kernel).
-#: vLLM pads the LM head's vocabulary to a multiple of 64 (vllm/model_executor/layers/vocab_parallel_embedding.py,
-#: DEFAULT_VOCAB_PADDING_SIZE), which keeps its GEMM aligned; a serving stack will carry this per engine.
-VLLM_VOCAB_PADDING = 64
 _COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16"}
 
 
@@ -49,6 +62,7 @@ class IterationModel:
     ep_group: CommGroup | None = None
     routing: Any = None  # simulator.moe.routing.MoERouting for per-iteration expert loads (ep > 1)
     algorithm: CommAlgorithm = DEFAULT_ALGORITHM  # the TP all-reduce's collective algorithm
+    stack: StackSpec = field(default_factory=lambda: get_stack(DEFAULT_SERVING_STACK))
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _memo(self, key: tuple, fn, *args) -> float:
@@ -94,17 +108,37 @@ class IterationModel:
         else:
             heads = m.num_attention_heads // tp
             kvh = max(1, m.kv_heads // tp)
-            t += self._gemm(tokens, (heads + 2 * kvh) * m.head_size, h)
+            if self.stack.split_qkv:
+                t += self._gemm(tokens, heads * m.head_size, h) + 2 * self._gemm(tokens, kvh * m.head_size, h)
+            else:
+                t += self._gemm(tokens, (heads + 2 * kvh) * m.head_size, h)
             t += self._gemm(tokens, h, heads * m.head_size)
         t += self._mlp_s(tokens)
         act = 2.0 * tokens * h
-        t += (
-            costs.memory_op_time(self.profile, 2 * act, self.overhead) * 2
-            + costs.memory_op_time(self.profile, 3 * act, self.overhead) * 2
-        )
+        t += sum(costs.memory_op_time(self.profile, b, self.overhead) * n for b, n in self._elementwise(tokens))
         if tp > 1:
             t += 2 * costs.comm_time("all_reduce", act, self.tp_group, self.algorithm)
         return t
+
+    def _elementwise(self, tokens: int) -> list[tuple[float, int]]:
+        """(bytes, launches) of each forward elementwise kernel the stack runs in one layer for ``tokens``."""
+        m, tp = self.model, self.tp
+        ffn = (m.moe.expert_ffn_hidden_size * m.moe.top_k if m.moe else m.ffn_hidden_size) // tp
+        up = 2 * ffn if m.mlp == "swiglu" else ffn
+        sizes = attention_sizes(m, tokens, tp, m.params_per_layer(0) / tp)
+        sizes.update(ffn_up=tokens * up, ffn=tokens * ffn)
+        b = bytes_per_element(self.act_dtype)
+        out = []
+        for slot in _LAYER_SLOTS:
+            for op in stack_kernels(self.stack, slot, sizes, b, gated=m.mlp == "swiglu"):
+                if op.phase != "bwd":
+                    out.append((op.bytes / op.count, op.count))
+        return out
+
+    def kernels_per_iteration(self, tokens: int) -> int:
+        """Kernels one iteration launches (GEMMs, attention, elementwise, collectives), for the eager host floor."""
+        per_layer = sum(n for _, n in self._elementwise(tokens)) + (9 if self.stack.split_qkv else 6)
+        return self.model.num_layers * (per_layer + (2 if self.tp > 1 else 0)) + 3
 
     def _mlp_s(self, tokens: int) -> float:
         m, tp = self.model, self.tp
@@ -236,7 +270,7 @@ class IterationModel:
 
     def _head_s(self, rows: int) -> float:
         m = self.model
-        vocab = -(-padded_vocab(m.vocab_size, VLLM_VOCAB_PADDING) // self.tp)
+        vocab = -(-padded_vocab(m.vocab_size, self.stack.vocab_divisible_by) // self.tp)
         head = self._gemm(rows, vocab, m.hidden_size)
         return head + costs.memory_op_time(self.profile, 4.0 * rows * vocab, self.overhead)
 
@@ -271,8 +305,24 @@ class IterationModel:
         if rows:
             t += self.head_s(-(-rows // ep))
         if self.overhead:
-            t += self.profile.iteration_overhead_s
+            t = max(t, self._host_s(tokens)) + self.scheduler_s(decodes + len(prefill))
         return t  # with PP the stages run one after another for a single iteration's latency
+
+    def _host_s(self, tokens: int) -> float:
+        """Eager host time to issue an iteration's kernels (0 for CUDA graphs or fused engines)."""
+        st = self.stack
+        if st.launch == "cuda_graphs" or st.host_s_per_kernel == 0.0:
+            return 0.0
+        return self._memo(("host", tokens), lambda: st.host_s_per_kernel * self.kernels_per_iteration(tokens))
+
+    def scheduler_s(self, seqs: int) -> float:
+        """The engine's CPU time per iteration that the GPU waits for: the stack's scheduler (per iteration
+        and per running sequence), or the GPU profile's iteration overhead when the stack sets none."""
+        st = self.stack
+        base = (
+            self.profile.iteration_overhead_s if st.scheduler_s_per_iteration is None else st.scheduler_s_per_iteration
+        )
+        return base + st.scheduler_s_per_seq * seqs
 
     def _work_constants(self) -> tuple[float, float, float, float, float, float]:
         """Per-model constants of :meth:`work_totals` (computed once: the engine calls it every iteration)."""
@@ -325,6 +375,7 @@ def iteration_model(
     ep: int = 1,
     routing: Any = None,
     algorithm: CommAlgorithm = DEFAULT_ALGORITHM,
+    stack: StackSpec | str = DEFAULT_SERVING_STACK,
 ) -> IterationModel:
     """Build the per-replica iteration cost model (the engine builds one per replica type).
 
@@ -352,6 +403,7 @@ def iteration_model(
         ep_group=cluster.comm_group(ep, stride=tp) if ep > 1 else None,
         routing=routing,
         algorithm=algorithm,
+        stack=get_stack(stack),
     )
 
 
@@ -367,6 +419,7 @@ def predict_iteration_time(
     pp: int = 1,
     weight_dtype: str = "bf16",
     kv_dtype: str = "bf16",
+    stack: StackSpec | str = DEFAULT_SERVING_STACK,
 ) -> float:
     """Seconds for one engine iteration with these prefill chunks and decode contexts.
 
@@ -386,5 +439,6 @@ def predict_iteration_time(
         weight_dtype=weight_dtype,
         kv_dtype=kv_dtype,
         launch_overhead=launch_overhead,
+        stack=stack,
     )
     return im.time(chunks, [int(d) for d in decode_contexts])

@@ -122,6 +122,7 @@ def _run(cfg: ServingConfig, prof: Profile, requests: list) -> tuple[ServingEngi
         node=cfg.node,
         ep=cfg.ep,
         routing=cfg.moe_routing,
+        stack=cfg.stack,
     )
     blocks, memory = kv_budget_blocks(cfg, max(r.prompt_tokens for r in requests))
     _check_requests(cfg, requests, blocks)

@@ -10,9 +10,9 @@ from typing import Annotated
 
 from pydantic import BeforeValidator
 
-from simulator.stacks.spec import DEFAULT_STACK, StackSpec, get_stack, list_stacks
+from simulator.stacks.spec import DEFAULT_SERVING_STACK, DEFAULT_STACK, StackSpec, get_stack, list_stacks
 
 #: The ``stack:`` field of a run config: a preset name, an inline mapping or a StackSpec.
 StackField = Annotated[StackSpec, BeforeValidator(get_stack)]
 
-__all__ = ["DEFAULT_STACK", "StackField", "StackSpec", "get_stack", "list_stacks"]
+__all__ = ["DEFAULT_SERVING_STACK", "DEFAULT_STACK", "StackField", "StackSpec", "get_stack", "list_stacks"]

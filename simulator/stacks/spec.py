@@ -11,10 +11,84 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hwmodels.errors import ClusterSimError, UnknownNameError, first_validation_error
 
-__all__ = ["DEFAULT_STACK", "StackSpec", "get_stack", "list_stacks"]
+__all__ = [
+    "DEFAULT_SERVING_STACK",
+    "DEFAULT_STACK",
+    "KernelGroup",
+    "Optimizer",
+    "Slot",
+    "StackSpec",
+    "Tensor",
+    "get_stack",
+    "list_stacks",
+]
 
 #: The stack a config runs on when it names none: fused kernels and flash attention, no host floor.
 DEFAULT_STACK = "megatron-te"
+#: The stack a serving config runs on when it names none: the vLLM engine.
+DEFAULT_SERVING_STACK = "vllm"
+
+
+#: Tensors a kernel reads or writes, by element count on one rank for one micro-batch: ``hidden`` T x h
+#: (T tokens; 1/tp of it in a norm/residual slot under sequence parallelism), ``rows`` T (per-token
+#: statistics), ``q``/``k``/``v`` the rotary-embedded query/key and the value heads, ``ctx`` the attention
+#: output heads, ``ffn_up`` the up-projection output (2 x ffn when gated), ``ffn`` the MLP hidden units,
+#: ``logits`` T x vocabulary/tp, ``params`` the layer's weights on this rank (per-step casts).
+Tensor = Literal["hidden", "rows", "q", "k", "v", "ctx", "ffn_up", "ffn", "logits", "params"]
+
+#: Where in the model a kernel group runs: around the attention block, the MLP block, the output head, or
+#: on the layer's weights once per micro-batch (autocast's weight casts and their gradients).
+Slot = Literal[
+    "attn_norm",
+    "attn_in",
+    "rope",
+    "attn_out",
+    "attn_residual",
+    "mlp_norm",
+    "mlp_in",
+    "mlp_act",
+    "mlp_residual",
+    "weights",
+    "final_norm",
+    "head_in",
+    "loss",
+]
+
+
+class KernelGroup(BaseModel):
+    """The kernels one framework call launches: each forward (and backward) entry is one kernel.
+
+    An entry maps tensors to what the kernel moves per element of each: passes of the activation dtype
+    (``unit: act``, read + write counted separately) or bytes (``unit: bytes``, for kernels in fixed
+    precisions such as fp32 casts under autocast). Without ``bwd`` a single forward kernel gets one
+    backward kernel moving twice its bytes (the saved input and the incoming gradient).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    unit: Literal["act", "bytes"] = "act"
+    fwd: list[dict[Tensor, float]] = Field(default_factory=list)
+    bwd: list[dict[Tensor, float]] | None = None
+    launches: int = Field(
+        default=1, ge=1, le=1024, description="each kernel runs this many times (e.g. once per Linear)"
+    )
+    split: int = Field(
+        default=1, ge=1, le=1024, description="the listed bytes are spread over this many kernels (e.g. one per weight)"
+    )
+    when: Literal["always", "gated", "plain"] = Field(
+        default="always", description="only for gated (SwiGLU) or only for plain (GELU) MLPs"
+    )
+
+
+class Optimizer(BaseModel):
+    """How a stack runs the optimizer step: HBM bytes per parameter and kernel launches per parameter tensor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    impl: Literal["fused", "foreach", "per_tensor"] = "fused"
+    bytes_per_param: float = Field(default=30.0, gt=0, le=1000)
+    launches_per_tensor: float = Field(default=0.0, ge=0, le=100)
 
 
 class StackSpec(BaseModel):
@@ -40,15 +114,45 @@ class StackSpec(BaseModel):
     vocab_divisible_by: int = Field(
         default=1, ge=1, description="the LM head's vocabulary is padded to a multiple of this x tp (1 = no padding)"
     )
+    kernels: dict[Slot, list[KernelGroup]] = Field(
+        default_factory=dict, description="slot -> the elementwise kernels the framework launches there"
+    )
+    split_qkv: bool = Field(default=False, description="separate q, k and v projection GEMMs (HF-style modules)")
+    split_gate_up: bool = Field(default=False, description="separate gate and up projection GEMMs")
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    host_s_per_kernel: float = Field(
+        default=0.0, ge=0, le=1.0, description="host time to issue one kernel (eager dispatch + launch), s"
+    )
+    launch: Literal["eager", "cuda_graphs", "compiled"] = Field(
+        default="eager", description="how kernels are issued (CUDA graphs replay without host cost per kernel)"
+    )
+    scheduler_s_per_iteration: float | None = Field(
+        default=None,
+        ge=0,
+        le=1.0,
+        description="serving: the engine's exposed CPU time per iteration, s (unset: the GPU profile's value)",
+    )
+    scheduler_s_per_seq: float = Field(
+        default=0.0, ge=0, le=1.0, description="serving: scheduling time per running sequence per iteration, s"
+    )
 
     def training_defaults(self) -> dict[str, Any]:
         """The ``training:`` knobs this stack sets (a config's own ``training:`` values override them)."""
         return {
             "flash_attention": self.attention == "flash",
             "host_s_per_layer": self.host_s_per_layer,
+            "host_s_per_kernel": self.host_s_per_kernel if self.launch != "cuda_graphs" else 0.0,
             "collective_call_s": self.collective_call_s,
             "overlap_grad_reduce": self.overlap_grad_reduce,
         }
+
+
+def _merge(base: StackSpec, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` over ``base``: fields replace, kernel slots replace slot by slot, sources merge."""
+    out = {**base.model_dump(), **data}
+    out["kernels"] = {**base.model_dump()["kernels"], **(data.get("kernels") or {})}
+    out["sources"] = {**base.sources, **(data.get("sources") or {})}
+    return out
 
 
 def _validate(data: Any, where: str) -> StackSpec:
@@ -64,13 +168,30 @@ def _validate(data: Any, where: str) -> StackSpec:
 def _presets() -> dict[str, StackSpec]:
     """Every preset keyed by name, loaded once from the package data."""
     folder = resources.files("simulator.stacks").joinpath("presets")
-    out: dict[str, StackSpec] = {}
+    raw: dict[str, tuple[str, dict[str, Any]]] = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            spec = _validate(yaml.safe_load(entry.read_text(encoding="utf-8")), f"stack preset {entry.name}")
-            if spec.name in out:
-                raise ClusterSimError(f"stack preset {entry.name}: duplicate name {spec.name!r}")
-            out[spec.name] = spec
+            data = yaml.safe_load(entry.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+                raise ClusterSimError(f"stack preset {entry.name}: expected a mapping with a name")
+            if data["name"] in raw:
+                raise ClusterSimError(f"stack preset {entry.name}: duplicate name {data['name']!r}")
+            raw[data["name"]] = (entry.name, data)
+    out: dict[str, StackSpec] = {}
+
+    def build(name: str, seen: tuple[str, ...]) -> StackSpec:
+        if name not in out:
+            if name not in raw or name in seen:
+                raise ClusterSimError(f"stack preset {name!r}: unknown or circular base")
+            file, data = raw[name]
+            data = dict(data)
+            base = data.pop("base", None)
+            merged = _merge(build(base, (*seen, name)), data) if base else data
+            out[name] = _validate(merged, f"stack preset {file}")
+        return out[name]
+
+    for name in raw:
+        build(name, ())
     return out
 
 
@@ -82,16 +203,15 @@ def list_stacks() -> list[StackSpec]:
 def get_stack(value: str | dict[str, Any] | StackSpec) -> StackSpec:
     """A preset name, an inline mapping (``{name: ..., host_s_per_layer: ...}``) or a StackSpec, as a StackSpec.
 
-    An inline mapping may start from a preset with ``base: NAME`` and change some fields.
+    An inline mapping starts from a preset (``base: NAME``, default the default stack) and changes some
+    fields; kernel slots it names replace the base's slot by slot.
     """
     if isinstance(value, StackSpec):
         return value
     if isinstance(value, dict):
         data = dict(value)
-        base = data.pop("base", None)
-        if base is not None:
-            data = {**get_stack(base).model_dump(), **data}
-        return _validate(data, "stack")
+        base = data.pop("base", DEFAULT_STACK)  # fields it leaves out keep the default stack's values
+        return _validate(_merge(get_stack(base), data), "stack")
     presets = _presets()
     key = str(value).strip()
     if key not in presets:

@@ -197,6 +197,7 @@ class _LayerKind:
     work: tuple[float, float, float, float]  # fwd+bwd (math s, HBM s), then forward-only recompute (math, HBM)
     flops: float  # GEMM + attention FLOPs of the forward (full recompute)
     attn_flops: float  # attention-core FLOPs of the forward (selective recompute)
+    host_s: float = 0.0  # eager host time to issue the layer's forward (plan._host_bound)
 
 
 def _layer_kind(cfg: RunConfig, profile: Profile, price: _Pricer, layer: int) -> _LayerKind:
@@ -204,16 +205,55 @@ def _layer_kind(cfg: RunConfig, profile: Profile, price: _Pricer, layer: int) ->
     m, p, t = cfg.model, cfg.parallel, cfg.training
     dtype = t.precision
     ops = layer_ops(
-        m, layer, t.micro_batch, t.seq_len, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention
+        m,
+        layer,
+        t.micro_batch,
+        t.seq_len,
+        tp=p.tp,
+        ep=p.ep,
+        cp=p.cp,
+        dtype=dtype,
+        sp=p.sp,
+        flash=t.flash_attention,
+        stack=cfg.stack,
     )
-    rec = [op for op in ops if t.recompute == "full" or op.kind == "attn" or op.name in _UNFUSED_CORE]
+    rec = [op for op in ops if op.phase != "bwd"]
+    rec = [op for op in rec if t.recompute == "full" or op.kind == "attn" or op.name in _UNFUSED_CORE]
     rec_t, rec_h = op_work(rec, profile, dtype) if t.recompute != "none" else (0.0, 0.0)
     return _LayerKind(
         phases=price(ops),
         work=(*op_work(ops, profile, dtype), rec_t / 3.0, rec_h / 3.0),
         flops=sum(op.flops for op in ops if op.kind in ("gemm", "attn")),
         attn_flops=sum(op.flops for op in ops if op.kind == "attn" or op.name in _UNFUSED_CORE),
+        host_s=t.host_s_per_layer + t.host_s_per_kernel * forward_kernels(ops),
     )
+
+
+def forward_kernels(ops: list[Op]) -> int:
+    """Kernels a layer's forward launches (collectives included: each is a call too)."""
+    return sum(op.count for op in ops if op.phase != "bwd")
+
+
+def layer_host_s(cfg: RunConfig, layer: int = 0) -> float:
+    """Eager host time to issue one layer's forward: the stack's per-layer cost plus its per-kernel cost
+    for each kernel the layer launches."""
+    t, p = cfg.training, cfg.parallel
+    if t.host_s_per_kernel == 0.0:
+        return t.host_s_per_layer
+    ops = layer_ops(
+        cfg.model,
+        layer,
+        t.micro_batch,
+        t.seq_len,
+        tp=p.tp,
+        ep=p.ep,
+        cp=p.cp,
+        dtype=t.precision,
+        sp=p.sp,
+        flash=t.flash_attention,
+        stack=cfg.stack,
+    )
+    return t.host_s_per_layer + t.host_s_per_kernel * forward_kernels(ops)
 
 
 def _mtp_ops(cfg: RunConfig, head_op_list: list[Op]) -> list[Op]:
@@ -231,8 +271,9 @@ def _mtp_ops(cfg: RunConfig, head_op_list: list[Op]) -> list[Op]:
         gemm=(mb * seq // p.cp, m.hidden_size // p.tp, 2 * m.hidden_size),
         dtype=numerics(dtype)[0],
     )
+    last = m.num_layers - 1
     layer = layer_ops(
-        m, m.num_layers - 1, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention
+        m, last, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention, stack=cfg.stack
     )
     return [proj] + layer + head_op_list
 
@@ -269,7 +310,7 @@ def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCo
             kinds[m.is_moe_layer(i)] = _layer_kind(cfg, profile, price, i)
     embed_ops = embedding_ops(m, mb, seq // p.cp, dtype=dtype)
     head_op_list = head_ops(
-        m, mb, seq // p.cp, tp=p.tp, dtype=dtype, vocab_multiple=cfg.stack.vocab_divisible_by * p.tp
+        m, mb, seq // p.cp, tp=p.tp, dtype=dtype, vocab_multiple=cfg.stack.vocab_divisible_by * p.tp, stack=cfg.stack
     )
     embed, head = price(embed_ops), price(head_op_list)
     mtp_ops = _mtp_ops(cfg, head_op_list)
@@ -301,6 +342,7 @@ class _ChunkSum:
     recompute_flops: float = 0.0
     tensor_s: float = 0.0
     hbm_s: float = 0.0
+    host_s: float = 0.0  # eager host time to issue the chunk's layers' forward
 
 
 def _sum_layers(cfg: RunConfig, layers: tuple[int, ...], kinds: dict[bool, _LayerKind]) -> _ChunkSum:
@@ -309,6 +351,7 @@ def _sum_layers(cfg: RunConfig, layers: tuple[int, ...], kinds: dict[bool, _Laye
     s = _ChunkSum(params=sum(_layer_params(cfg, i) for i in layers))
     for i in layers:
         kind = kinds[m.is_moe_layer(i)]
+        s.host_s += kind.host_s
         f, b, w, attn = kind.phases
         wt, wh, rt, rh = kind.work
         s.tensor_s, s.hbm_s = s.tensor_s + wt + rt, s.hbm_s + wh + rh
@@ -348,8 +391,8 @@ def _finish_phases(
     no communication at all when ``include_comm`` is off."""
     p, t = cfg.parallel, cfg.training
     fwd, bwd, wgt = s.fwd, s.recompute + s.bwd, s.wgt
-    if t.host_s_per_layer > 0:
-        fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, num_layers * t.host_s_per_layer, t.recompute == "full")
+    if s.host_s > 0:
+        fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, s.host_s, t.recompute == "full")
     if p.zero == 3:
         gbytes = grad_comm_bytes(t.precision)
         fwd, bwd = _zero3_exposure(fwd, bwd, wgt, s.params, grad, gbytes, t.overlap_grad_reduce)

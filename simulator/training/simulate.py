@@ -30,6 +30,9 @@ from simulator.training.schedules import Layout, make_layout
 #: Adam step HBM traffic per parameter: fp32 grad read (4), master/exp_avg/exp_avg_sq read+write
 #: (24) and the 16-bit weight written back (2).
 ADAM_BYTES_PER_PARAM = 30.0
+#: Parameter tensors of one transformer layer (q, k, v, o, gate, up, down, two norms), for the kernel
+#: launches of optimizers that loop over tensors (``stack.optimizer.launches_per_tensor``).
+PARAM_TENSORS_PER_LAYER = 9
 
 
 @dataclass
@@ -123,7 +126,9 @@ def _rank_tail(
         tail.events.append((start, start + extra, rank, "compute", "gradient (de)compression", "DP", -1, 0))
         tail.dp_end = start + extra
     shard = params / (p.dp * p.cp) if p.zero >= 1 else params
-    tail.optimizer_s = optimizer_step_time(profile, ADAM_BYTES_PER_PARAM * shard)
+    opt = cfg.stack.optimizer
+    tensors = PARAM_TENSORS_PER_LAYER * cfg.model.num_layers / p.pp
+    tail.optimizer_s = optimizer_step_time(profile, opt.bytes_per_param * shard, opt.launches_per_tensor * tensors)
     opt_start = max(tail.pipeline_end, tail.dp_end)
     tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
     if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:

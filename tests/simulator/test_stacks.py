@@ -108,3 +108,115 @@ _GPT3_SMALL = {
     "parallel": {"tp": 8, "pp": 8, "dp": 1},
     "training": {"seq_len": 2048, "global_batch": 16, "micro_batch": 1},
 }
+
+
+# ---- per-stack kernel lists --------------------------------------------------------------------------
+
+SMALL = {
+    "model": {
+        "name": "small-llama",
+        "source": "test",
+        "num_layers": 4,
+        "hidden_size": 1024,
+        "num_attention_heads": 16,
+        "num_kv_heads": 8,
+        "ffn_hidden_size": 2816,
+        "vocab_size": 32000,
+        "mlp": "swiglu",
+        "position": "rope",
+    },
+    "cluster": {"gpu": "h100-sxm", "num_gpus": 1},
+    "parallel": {"tp": 1, "pp": 1, "dp": 1},
+    "training": {"seq_len": 1024, "global_batch": 4, "micro_batch": 4},
+}
+
+
+def _layer(stack: str) -> list:
+    from simulator.core.workload import layer_ops
+
+    cfg = load_config({**SMALL, "stack": stack})
+    t = cfg.training
+    return layer_ops(cfg.model, 0, t.micro_batch, t.seq_len, stack=cfg.stack)
+
+
+def test_every_required_preset_exists_with_kernel_and_optimizer_sources() -> None:
+    names = {s.name for s in list_stacks()}
+    assert {
+        "megatron-te",
+        "megatron-2021",
+        "pytorch-eager",
+        "torch-compile",
+        "deepspeed-zero",
+        "vllm",
+        "sglang",
+    } <= names
+    for stack in list_stacks():
+        assert "kernels" in stack.sources and stack.kernels, f"{stack.name}: kernel list and its source"
+
+
+def test_plain_pytorch_launches_many_more_kernels_and_moves_more_bytes() -> None:
+    from simulator.training.plan import forward_kernels
+
+    fused, eager, compiled = _layer("megatron-te"), _layer("pytorch-eager"), _layer("torch-compile")
+    assert forward_kernels(fused) <= 12 < forward_kernels(compiled) < forward_kernels(eager)
+    assert forward_kernels(eager) >= 30
+    mem = {
+        name: sum(op.bytes for op in ops if op.kind == "mem")
+        for name, ops in [("fused", fused), ("eager", eager), ("compiled", compiled)]
+    }
+    assert mem["fused"] < mem["compiled"] < mem["eager"]
+    assert {op.name for op in eager if op.kind == "gemm"} >= {"q_proj", "k_proj", "v_proj", "mlp_gate", "mlp_up"}
+
+
+def test_stack_predictions_order_as_their_kernels_do() -> None:
+    times = {
+        s: simulate_training({**SMALL, "stack": s}).step_time_s
+        for s in ("megatron-te", "torch-compile", "pytorch-eager")
+    }
+    assert times["megatron-te"] < times["torch-compile"] < times["pytorch-eager"]
+    assert 1.15 < times["pytorch-eager"] / times["megatron-te"] < 2.0
+
+
+def test_slow_eager_host_time_bounds_a_tiny_model() -> None:
+    tiny = {**SMALL, "training": {"seq_len": 64, "global_batch": 1, "micro_batch": 1}}
+    fast = simulate_training(
+        {**tiny, "stack": "pytorch-eager", "training": {**tiny["training"], "host_s_per_kernel": 0.0}}
+    )
+    slow = simulate_training(
+        {**tiny, "stack": "pytorch-eager", "training": {**tiny["training"], "host_s_per_kernel": 50e-6}}
+    )
+    # dozens of tiny kernels a layer: once issuing one costs more than running it, the host sets the pace
+    assert slow.step_time_s > 1.5 * fast.step_time_s
+
+
+def test_inline_stack_replaces_one_slot_of_its_base() -> None:
+    stack = get_stack({"name": "x", "base": "pytorch-eager", "kernels": {"rope": []}})
+    assert stack.kernels["rope"] == [] and stack.kernels["attn_norm"] == get_stack("pytorch-eager").kernels["attn_norm"]
+    names = {op.name for op in _layer("pytorch-eager")}
+    assert any(n.startswith("rope_q") for n in names)
+
+
+def test_optimizer_bytes_come_from_the_stack() -> None:
+    base = simulate_training({**SMALL, "stack": "megatron-te"})
+    heavier = simulate_training(
+        {**SMALL, "stack": {"base": "megatron-te", "name": "y", "optimizer": {"bytes_per_param": 300}}}
+    )
+    assert heavier.step_time_s > base.step_time_s
+
+
+def test_serving_stacks_change_the_iteration() -> None:
+    from simulator.serving.iteration import predict_iteration_time
+
+    args = ("llama3-8b", "h100-sxm", 1, [512], [1024] * 32)
+    vllm, sglang = predict_iteration_time(*args, stack="vllm"), predict_iteration_time(*args, stack="sglang")
+    eager = predict_iteration_time(*args, stack="pytorch-eager")
+    assert sglang < vllm  # the overlap scheduler hides most of the CPU step
+    assert eager > vllm  # unfused elementwise kernels and weight casts under autocast
+
+
+def test_serving_config_names_its_stack() -> None:
+    from simulator.serving.config import ServingConfig
+
+    cfg = ServingConfig.model_validate({"model": "llama3-8b", "gpu": "h100-sxm", "stack": "sglang"})
+    assert cfg.stack.name == "sglang"
+    assert ServingConfig.model_validate({"model": "llama3-8b", "gpu": "h100-sxm"}).stack.name == "vllm"

@@ -46,9 +46,9 @@ from simulator.search.plan.space import (
 )
 from simulator.stacks import DEFAULT_STACK, StackSpec, get_stack
 from simulator.training import memory as M
-from simulator.training.plan import chunk_costs, chunk_layers, grad_comm_bytes
+from simulator.training.plan import chunk_costs, chunk_layers, grad_comm_bytes, layer_host_s
 from simulator.training.schedules import StageAggregate, get_schedule
-from simulator.training.simulate import ADAM_BYTES_PER_PARAM
+from simulator.training.simulate import PARAM_TENSORS_PER_LAYER
 
 #: A screened plan: (step seconds, peak memory bytes, key); tuples sort by time, then memory, then key.
 Screened = tuple[float, float, PlanKey]
@@ -121,6 +121,7 @@ class _LayerTable:
     w: np.ndarray  # weight-gradient backward
     params: np.ndarray  # parameters held by one rank (DP gradient volume)
     send_bytes: float
+    host_s: float = 0.0  # eager host time to issue one layer's forward (plan.layer_host_s)
 
 
 def _prefix(values: Iterable[float]) -> np.ndarray:
@@ -213,7 +214,7 @@ class _Memo:
     act_parts: dict[tuple, tuple[_RankActs, ...]] = field(default_factory=dict)
     groups: dict[tuple[int, int], CommGroup] = field(default_factory=dict)
     comm: dict[tuple, float] = field(default_factory=dict)
-    optimizer: dict[float, float] = field(default_factory=dict)
+    optimizer: dict[tuple[float, float], float] = field(default_factory=dict)
 
 
 class Screen:
@@ -248,10 +249,10 @@ class Screen:
             t = self.memo.comm[key] = comm_time(kind, nbytes, self._group(size, stride))
         return t
 
-    def _optimizer_step(self, nbytes: float) -> float:
-        t = self.memo.optimizer.get(nbytes)
+    def _optimizer_step(self, nbytes: float, launches: float = 0.0) -> float:
+        t = self.memo.optimizer.get((nbytes, launches))
         if t is None:
-            t = self.memo.optimizer[nbytes] = optimizer_step_time(self.ctx.screen_profile, nbytes)
+            t = self.memo.optimizer[(nbytes, launches)] = optimizer_step_time(self.ctx.screen_profile, nbytes, launches)
         return t
 
     # -- per-layer costs and stage sums --
@@ -266,8 +267,12 @@ class Screen:
         ctx = self.ctx
         dp = ctx.num_gpus // (tp * cp)
         cfg = ctx.run_config(
-            (tp, 1, dp, cp, ep, sp, 1, 0, "1f1b", mb, recompute), global_batch=mb * dp, host_s_per_layer=0.0
+            (tp, 1, dp, cp, ep, sp, 1, 0, "1f1b", mb, recompute),
+            global_batch=mb * dp,
+            host_s_per_layer=0.0,
+            host_s_per_kernel=0.0,
         )
+        host = ctx.run_config((tp, 1, dp, cp, ep, sp, 1, 0, "1f1b", mb, recompute), global_batch=mb * dp)
         layers = ctx.model.num_layers
         if ctx.model.moe is None and layers > 3:
             # dense layers all cost the same: cost a 3-layer copy (embedding layer, a middle layer, head layer)
@@ -285,6 +290,7 @@ class Screen:
             w=_prefix(c.weight.total_s for c in chunks),
             params=_prefix(c.params for c in chunks),
             send_bytes=chunks[0].send_bytes,
+            host_s=layer_host_s(host),
         )
         self.memo.layers[key] = table
         return table
@@ -378,7 +384,10 @@ class Screen:
             emb = model.vocab_size * model.hidden_size / tp * gbytes
             clock += self._comm("all_reduce", emb, 2, tp * cp * dp)
         shard = params / dp_cp if zero >= 1 else params
-        clock += self._optimizer_step(ADAM_BYTES_PER_PARAM * shard)
+        opt = self.ctx.stack.optimizer
+        clock += self._optimizer_step(
+            opt.bytes_per_param * shard, opt.launches_per_tensor * PARAM_TENSORS_PER_LAYER * model.num_layers / pp
+        )
         if zero in (1, 2) and dp_cp > 1 and not t.overlap_param_gather:
             clock += self._comm("all_gather", 2.0 * params, dp_cp, tp)
         return clock
@@ -609,7 +618,7 @@ class _TaskWalk:
 
     def _schedules(self, lkey: tuple[int, bool, int, int, int, str], pp: int, dp: int, m: int) -> None:
         """Every (schedule, vpp) of one (tp, sp, cp, ep, micro-batch, recompute) on ``pp`` stages."""
-        screen, t = self.screen, self.ctx.training
+        screen = self.screen
         tp, sp, cp, ep, mb, recompute = lkey
         table = None
         for schedule, vpp in self.variants:
@@ -620,7 +629,7 @@ class _TaskWalk:
             if table is None:
                 table = screen._layer_table(*lkey)
             dual = get_schedule(schedule).dual
-            st = screen._stages(table, lkey, pp, vpp, dual, t.host_s_per_layer, recompute == "full")
+            st = screen._stages(table, lkey, pp, vpp, dual, table.host_s, recompute == "full")
             statics = screen._static_parts(tp, pp, dp, cp, ep, vpp, mb)
             acts = screen._act_parts(tp, sp, cp, mb, recompute, pp, vpp)
             for zero in self.ctx.space.zero:
