@@ -12,7 +12,7 @@ from simulator.cli.textfmt import table
 __all__ = ["TRAINING_TABLES", "cmd_claims", "cmd_validate", "cmd_validate_energy", "register"]
 
 #: The published training tables ``validate training`` compares with (``--table`` choices).
-TRAINING_TABLES = ("megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi", "deepseek-v3")
+TRAINING_TABLES = ("megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi", "deepseek-v3", "real-stacks")
 
 _CLAIM_COLUMNS = [
     ("id", "claim"),
@@ -118,6 +118,26 @@ def _print_comparisons(name: str, comps: list[Any], summary: dict[str, float], s
     )
 
 
+def _real_stacks(args: argparse.Namespace) -> list[Any]:
+    """The open-stack throughput table; per-source errors and the rows left out go to the text report."""
+    from simulator.validation import tables as V
+    from simulator.validation.real_stacks import real_stacks
+
+    comps, skipped = real_stacks(args.profile, args.rows)
+    if not args.json:
+        by_source: dict[str, list[Any]] = {}
+        for c in comps:
+            by_source.setdefault(c.label.split("-")[0], []).append(c)
+        print("\nreal-stacks by source:")
+        for source, rows in sorted(by_source.items()):
+            s = V.summary(rows)
+            mape, signed = s["mape"], s["mean_signed_error"]
+            print(f"  {source:12s} {len(rows):3d} rows  MAPE {mape:6.1%}  mean signed error {signed:+6.1%}")
+        for row_id, why in skipped:
+            print(f"  skipped {row_id}: {why}")
+    return comps
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``clustersim validate training|energy``: predictions vs the published tables, with error summaries."""
     from simulator.validation import tables as V
@@ -130,6 +150,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "vtrain-single": lambda: V.vtrain_single(args.profile, args.rows),
         "vtrain-multi": lambda: V.vtrain_multi(args.profile, args.rows),
         "deepseek-v3": lambda: V.deepseek_v3(args.profile),
+        "real-stacks": lambda: _real_stacks(args),
     }
     report = {}
     for name in args.table or list(runners):
