@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("simulator.core.costs",),  # ops -> seconds: the one place ops meet the hardware models
     ("simulator.compression",),  # the config's compression spec, priced through costs
     ("simulator.core",),  # config -> workload -> costs -> layer costs, timeline
+    ("simulator.trace",),  # a PyTorch model's kernels as ops (torch imported only to trace)
     ("simulator.training", "simulator.serving"),  # the engines
     ("simulator.search",),  # sweeps, plan search, DVFS sweeps, deployment search
     ("simulator.validation", "calibration"),  # published tables and claims; measuring and fitting

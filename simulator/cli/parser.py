@@ -17,6 +17,7 @@ import simulator.cli.app as app
 import simulator.cli.catalogue as catalogue
 import simulator.cli.run as run
 import simulator.cli.search as search
+import simulator.cli.trace as trace
 import simulator.cli.validate as validate
 from calibration.cli import EXIT_INTERRUPTED
 
@@ -25,7 +26,7 @@ __all__ = ["COMMAND_GROUPS", "EXIT_INTERRUPTED", "build_parser", "main"]
 
 #: Modules with ``register(subparsers)``: gpus models nodes costs example | train serve dvfs | calibrate fit |
 #: claims validate | sweep plan | app.
-COMMAND_GROUPS: tuple[ModuleType, ...] = (catalogue, run, calibration_cli, validate, search, app)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (catalogue, run, calibration_cli, validate, search, trace, app)
 
 
 def build_parser() -> argparse.ArgumentParser:

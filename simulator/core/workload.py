@@ -343,12 +343,19 @@ def layer_ops(
     return attn + mlp_ops(model, layer, batch, seq // cp, tp, ep, dtype, sp, stack)
 
 
-def embedding_ops(model: ModelSpec, batch: int, seq: int, *, dtype: str = "bf16") -> list[Op]:
-    """Forward ops of the input embedding: a gather of ``batch*seq`` rows (plus learned positions)."""
+def embedding_ops(
+    model: ModelSpec, batch: int, seq: int, *, dtype: str = "bf16", stack: StackSpec | None = None
+) -> list[Op]:
+    """Forward ops of the input embedding: a gather of ``batch*seq`` rows (plus learned positions), then the
+    kernels the stack runs once per forward before the layers (position ids, masks, rotary tables)."""
     act_dt = numerics(dtype)[1]
     b = bytes_per_element(act_dt)
     rows = 2 if model.position == "learned" else 1
-    return [_mem("embedding", b * batch * seq * model.hidden_size * (rows + 1))]
+    T = batch * seq
+    table = T * model.head_size if model.position == "rope" else 0
+    sizes = {"hidden": T * model.hidden_size, "rows": T, "rope_table": table}
+    extra = stack_kernels(_stack(stack), "model_in", sizes, b, gated=model.mlp == "swiglu")
+    return [_mem("embedding", b * T * model.hidden_size * (rows + 1)), *extra]
 
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:

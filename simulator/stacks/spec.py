@@ -33,12 +33,15 @@ DEFAULT_SERVING_STACK = "vllm"
 #: (T tokens; 1/tp of it in a norm/residual slot under sequence parallelism), ``rows`` T (per-token
 #: statistics), ``q``/``k``/``v`` the rotary-embedded query/key and the value heads, ``ctx`` the attention
 #: output heads, ``ffn_up`` the up-projection output (2 x ffn when gated), ``ffn`` the MLP hidden units,
-#: ``logits`` T x vocabulary/tp, ``params`` the layer's weights on this rank (per-step casts).
-Tensor = Literal["hidden", "rows", "q", "k", "v", "ctx", "ffn_up", "ffn", "logits", "params"]
+#: ``logits`` T x vocabulary/tp, ``params`` the layer's weights on this rank (per-step casts), ``rope_table``
+#: T x head_dim (rotary cos/sin tables a model computes per forward).
+Tensor = Literal["hidden", "rows", "q", "k", "v", "ctx", "ffn_up", "ffn", "logits", "params", "rope_table"]
 
-#: Where in the model a kernel group runs: around the attention block, the MLP block, the output head, or
-#: on the layer's weights once per micro-batch (autocast's weight casts and their gradients).
+#: Where in the model a kernel group runs: once per forward after the embedding (``model_in``: position ids,
+#: masks, rotary tables), around the attention block, the MLP block, the output head, or on the layer's
+#: weights once per micro-batch (autocast's weight casts and their gradients).
 Slot = Literal[
+    "model_in",
     "attn_norm",
     "attn_in",
     "rope",
@@ -131,6 +134,11 @@ class StackSpec(BaseModel):
         ge=0,
         le=1.0,
         description="serving: the engine's exposed CPU time per iteration, s (unset: the GPU profile's value)",
+    )
+    traced: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="a trace file (clustersim trace): training prices exactly its recorded kernels",
     )
     scheduler_s_per_seq: float = Field(
         default=0.0, ge=0, le=1.0, description="serving: scheduling time per running sequence per iteration, s"

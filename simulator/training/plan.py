@@ -10,9 +10,12 @@ schedule and the metrics can say where the time went.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile
 from hwmodels.topology import Cluster, CommGroup
 from simulator.compression import payload_bytes_per_elem
@@ -295,6 +298,48 @@ class _ModelCosts:
     grad: CommGroup  # the gradient-reduction group (ZeRO-3 traffic)
 
 
+def traced_model_ops(cfg: RunConfig) -> Any:
+    """The :class:`~simulator.trace.TracedOps` of a ``stack: {traced: FILE}`` run, checked against the config:
+    the trace's shapes and layer count, one GPU per model replica (a trace is one device's kernels)."""
+    from simulator.trace import load_trace, traced_ops
+
+    path, m, p, t = cfg.stack.traced, cfg.model, cfg.parallel, cfg.training
+    assert path is not None
+    if not path.endswith(".json") or not Path(path).is_file():
+        raise ClusterSimError(f"stack.traced: {path!r} is not a .json trace file (write one with clustersim trace)")
+    ops = traced_ops(load_trace(path), batch=t.micro_batch, seq=t.seq_len)
+    if ops.num_layers != m.num_layers:
+        raise ClusterSimError(f"stack.traced: the trace has {ops.num_layers} layers, model {m.name} {m.num_layers}")
+    if p.tp * p.pp * p.cp * p.ep > 1:
+        raise ClusterSimError("stack.traced: a trace is one device's kernels; use tp = pp = cp = ep = 1 (dp is fine)")
+    return ops
+
+
+def traced_optimizer_s(cfg: RunConfig, profile: Profile) -> float | None:
+    """Seconds of a traced model's recorded optimizer step (its kernels as written) on one unsharded replica;
+    None when the trace has no optimizer step (the stack's optimizer model applies)."""
+    ops = traced_model_ops(cfg).optimizer
+    return sum(op_cost(op, profile, {}, cfg.training.precision).forward_s for op in ops) if ops else None
+
+
+def _traced_kinds(cfg: RunConfig, profile: Profile, price: _Pricer, ops: Any) -> dict[bool, _LayerKind]:
+    """A traced model's (identical) layers as the one dense layer kind."""
+    t = cfg.training
+    layer = ops.layers[0]
+    rec = [op for op in layer if op.phase != "bwd" and (t.recompute == "full" or op.kind == "attn")]
+    rec_t, rec_h = op_work(rec, profile, t.precision) if t.recompute != "none" else (0.0, 0.0)
+    fwd = [op for op in layer if op.phase != "bwd"]
+    return {
+        False: _LayerKind(
+            phases=price(layer),
+            work=(*op_work(layer, profile, t.precision), rec_t, rec_h),
+            flops=sum(op.flops for op in fwd if op.kind in ("gemm", "attn")),
+            attn_flops=sum(op.flops for op in fwd if op.kind == "attn"),
+            host_s=t.host_s_per_layer + t.host_s_per_kernel * forward_kernels(layer),
+        )
+    }
+
+
 def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCosts:
     """Price each layer kind, the embedding, the head and the MTP module once for one rank."""
     m, p, t = cfg.model, cfg.parallel, cfg.training
@@ -305,13 +350,24 @@ def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCo
     moe = _MoEAdjust.of(cfg, groups) if m.is_moe else None
     price = _Pricer(profile, groups, placed.algorithm, dtype, p.cp, t.collective_call_s, moe)
     kinds: dict[bool, _LayerKind] = {}
-    for i in range(m.num_layers):
-        if m.is_moe_layer(i) not in kinds:
-            kinds[m.is_moe_layer(i)] = _layer_kind(cfg, profile, price, i)
-    embed_ops = embedding_ops(m, mb, seq // p.cp, dtype=dtype)
-    head_op_list = head_ops(
-        m, mb, seq // p.cp, tp=p.tp, dtype=dtype, vocab_multiple=cfg.stack.vocab_divisible_by * p.tp, stack=cfg.stack
-    )
+    if cfg.stack.traced:
+        traced = traced_model_ops(cfg)
+        kinds = _traced_kinds(cfg, profile, price, traced)
+        embed_ops, head_op_list = traced.pre, traced.post
+    else:
+        for i in range(m.num_layers):
+            if m.is_moe_layer(i) not in kinds:
+                kinds[m.is_moe_layer(i)] = _layer_kind(cfg, profile, price, i)
+        embed_ops = embedding_ops(m, mb, seq // p.cp, dtype=dtype, stack=cfg.stack)
+        head_op_list = head_ops(
+            m,
+            mb,
+            seq // p.cp,
+            tp=p.tp,
+            dtype=dtype,
+            vocab_multiple=cfg.stack.vocab_divisible_by * p.tp,
+            stack=cfg.stack,
+        )
     embed, head = price(embed_ops), price(head_op_list)
     mtp_ops = _mtp_ops(cfg, head_op_list)
     payload = payload_bytes_per_elem(t.pp_payload_dtype)

@@ -98,9 +98,7 @@ def get_schedule(name: str) -> Schedule:
     try:
         return SCHEDULES[name]
     except (KeyError, TypeError):
-        raise ClusterSimError(
-            f"unknown pipeline schedule {name!r}; use one of: {', '.join(SCHEDULES)}"
-        ) from None
+        raise ClusterSimError(f"unknown pipeline schedule {name!r}; use one of: {', '.join(SCHEDULES)}") from None
 
 
 def schedule_names() -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from simulator.core.timeline import Timeline
 from simulator.energy.accounting import footprint, gpu_energy_j
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
 from simulator.training.memory import FRAGMENTATION_FRACTION, memory_breakdown, peak_bytes
-from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs, grad_comm_bytes
+from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs, grad_comm_bytes, traced_optimizer_s
 from simulator.training.result import MemoryReport, TrainingResult
 from simulator.training.schedules import Layout, make_layout
 
@@ -128,7 +128,11 @@ def _rank_tail(
     shard = params / (p.dp * p.cp) if p.zero >= 1 else params
     opt = cfg.stack.optimizer
     tensors = PARAM_TENSORS_PER_LAYER * cfg.model.num_layers / p.pp
-    tail.optimizer_s = optimizer_step_time(profile, opt.bytes_per_param * shard, opt.launches_per_tensor * tensors)
+    traced = traced_optimizer_s(cfg, profile) if cfg.stack.traced else None
+    if traced is not None:  # the recorded optimizer kernels, shrunk with the ZeRO shard
+        tail.optimizer_s = traced * shard / max(params, 1.0)
+    else:
+        tail.optimizer_s = optimizer_step_time(profile, opt.bytes_per_param * shard, opt.launches_per_tensor * tensors)
     opt_start = max(tail.pipeline_end, tail.dp_end)
     tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
     if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:
