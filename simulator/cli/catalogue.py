@@ -39,8 +39,12 @@ _MODEL_COLUMNS = [
 _STACK_COLUMNS = [
     ("name", "stack"),
     ("attention", "attention"),
+    ("launch", "launch"),
+    ("kernels_fwd", "kernels/layer fwd"),
+    ("kernels_bwd", "bwd"),
+    ("host_us", "host us/kernel"),
+    ("opt_bytes", "optimizer B/param"),
     ("host_ms", "host ms/layer"),
-    ("call_ms", "ms/collective call"),
     ("overlap_grad_reduce", "DP overlap"),
     ("description", "what it is"),
 ]
@@ -107,15 +111,34 @@ def cmd_stacks(args: argparse.Namespace) -> int:
     """``clustersim stacks``: the software-stack presets and the training knobs each sets."""
     from simulator.stacks import list_stacks
 
-    rows = [s.model_dump() for s in list_stacks()]
+    stacks = list_stacks()
+    rows = [s.model_dump() for s in stacks]
     if args.json:
         print_json(rows)
         return 0
-    for r in rows:
+    for r, s in zip(rows, stacks, strict=True):
         r["host_ms"] = r["host_s_per_layer"] * 1e3
-        r["call_ms"] = r["collective_call_s"] * 1e3
+        r["host_us"] = r["host_s_per_kernel"] * 1e6
+        r["opt_bytes"] = s.optimizer.bytes_per_param
+        r["kernels_fwd"], r["kernels_bwd"] = _elementwise_launches(s)
     print(table(rows, _STACK_COLUMNS))
+    print("(elementwise kernels a dense SwiGLU/RoPE layer launches besides its GEMMs and attention)")
     return 0
+
+
+def _elementwise_launches(stack: Any) -> tuple[int, int]:
+    """Forward and backward elementwise launches of one dense gated rotary layer under ``stack``."""
+    fwd = bwd = 0
+    slots = ("weights", "attn_norm", "attn_in", "rope", "attn_out", "attn_residual", "mlp_norm", "mlp_in", "mlp_act",
+             "mlp_residual")  # fmt: skip
+    for slot in slots:
+        for g in stack.kernels.get(slot, []):
+            if g.when == "plain":
+                continue
+            n = g.launches * g.split
+            fwd += len(g.fwd) * n
+            bwd += (len(g.fwd) if g.bwd is None else len(g.bwd)) * n
+    return fwd, bwd
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
