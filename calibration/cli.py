@@ -29,7 +29,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.run import calibrate
 
     out = Path(args.out) if args.out else Path(f"{args.gpu or 'gpu'}-profile.json")
-    return calibrate(args.device, out, quick=args.quick, gpu=args.gpu)
+    return calibrate(args.device, out, quick=args.quick, gpu=args.gpu, model=args.model)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -47,13 +47,19 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "calibrate",
         help="measure this machine's GPU, fit a profile and report its error",
-        description="Measure GEMM, attention, memory and copy kernels (and power, NCCL) with PyTorch, fit the "
-        "cost models, write a profile and validate it on a small transformer. Resumes if interrupted.",
+        description="Measure GEMM (incl. alignment classes), attention, memory-bound and copy kernels (and power, "
+        "NCCL) and end-to-end steps of a small model with PyTorch, each point repeated (median, IQR), fit the cost "
+        "models, write a profile and report it against the measurements. Resumes if interrupted.",
     )
     p.add_argument("--device", default="cuda:0", help="torch device (cpu only smoke-tests the pipeline)")
     p.add_argument("--quick", action="store_true", help="a smaller grid (under 5 minutes on an H100)")
     p.add_argument("--out", help="profile path (default: GPU-profile.json; raw measurements beside it)")
     p.add_argument("--gpu", help="catalogue id of the GPU (default: from the device name)")
+    p.add_argument(
+        "--model",
+        help="dense model for the end-to-end step: a preset, a model file or a run config YAML "
+        "(2 of its layers on a GPU, a tiny copy on the CPU; default: a 4-layer Llama-style validation model)",
+    )
     p.set_defaults(func=cmd_calibrate)
     p = sub.add_parser("fit", help="re-fit a profile from a raw measurement file (no GPU needed)")
     p.add_argument("raw", help="raw measurements JSON (written by calibrate)")

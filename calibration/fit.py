@@ -1,10 +1,14 @@
 """Fit a profile's cost-model parameters to kernel measurements (SciPy), with held-out errors.
 
 Input is a raw measurement file (the schema of calibration/data/*-kernels-*.json: gemm, attn_prefill,
-attn_decode, membw, h2d, power, meta). Each op family's curve (``hwmodels.profile.Curve``) is
-fitted by least squares on log(predicted / measured) using four fifths of its points; the held-out
-fifth gives the reported error (MAPE and max). The shipped parameters are then refitted on all
-points. Power parameters come from the NVML rows in closed form.
+attn_decode, membw, h2d, power, meta; newer files add gemm_align, e2e and host_probe and a median, IQR
+and count per point). Each op family's curve (``hwmodels.profile.Curve``) is fitted by least squares
+on log(predicted / measured medians) using four fifths of its points; the held-out fifth gives the
+reported error (MAPE and max). The shipped parameters are then refitted on all points. GEMM
+predictions include the profile's shape efficiency (alignment class x tile/wave quantisation), so the
+curve is what is left once the shape is accounted for. Also fitted: the alignment-class efficiencies
+(ratio to the aligned neighbour), the memory-bound curve over all streaming ops, the eager host cost
+per kernel (launch-bound e2e steps). Power parameters come from the NVML rows in closed form.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from scipy.optimize import least_squares
 
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError
-from hwmodels.profile import Curve, PowerParams, Profile, datasheet_profile
+from hwmodels.gemm_shapes import GemmTiling, reference_efficiency
+from hwmodels.profile import Curve, GemmAlignment, PowerParams, Profile, datasheet_profile
 
 HOLDOUT_FRACTION = 0.2
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8"}
@@ -46,11 +51,15 @@ class FitError:
 
 # ---- per-family predictors: (curve, record) -> seconds --------------------------------------------
 def _gemm_pred(prof: Profile) -> Callable[[Curve, dict], float]:
+    """The GEMM kernel alone (an fp8 record times ``_scaled_mm`` on pre-quantised inputs: no scaling pass)."""
+
     def pred(c: Curve, r: dict) -> float:
         dt = _TORCH_DTYPES.get(r["dtype"], r["dtype"])
         b = 4 if dt == "fp32" else (1 if dt == "fp8" else 2)
         m, n, k = r["M"], r["N"], r["K"]
-        return c.time(2.0 * m * n * k, b * (m * k + n * k + m * n), prof.peak_flops(dt), prof.bandwidth_bytes_s)
+        eff = prof.gemm_shape_efficiency(m, n, k, dt)
+        flops, nbytes = 2.0 * m * n * k, b * (m * k + n * k + m * n)
+        return c.time(flops, nbytes, prof.peak_flops(dt), prof.bandwidth_bytes_s, compute_eff=eff)
 
     return pred
 
@@ -72,13 +81,31 @@ def _decode_pred(prof: Profile) -> Callable[[Curve, dict], float]:
     return pred
 
 
-def _membw_pred(prof: Profile) -> Callable[[Curve, dict], float]:
-    moved = {"d2d_copy": 2.0, "add": 3.0, "rms_norm": 2.0}  # bytes moved per buffer byte (see data schema)
+#: Bytes moved per buffer byte of the legacy membw rows (no ``moved_bytes``; see the shared data schema).
+_LEGACY_MOVED = {"d2d_copy": 2.0, "add": 3.0, "rms_norm": 2.0}
+#: Memory-bound ops the membound curve is fitted to: pure streams (a fused RMSNorm is reported, not fitted).
+STREAM_OPS = ("d2d_copy", "add", "mul", "cast_bf16_fp32", "cast_fp32_bf16", "sum", "mean")
 
+
+def moved_bytes(r: dict) -> float:
+    """Bytes a membw record's op reads plus writes."""
+    return float(r.get("moved_bytes") or _LEGACY_MOVED.get(r["op"], 2.0) * r["bytes"])
+
+
+def _membw_pred(prof: Profile) -> Callable[[Curve, dict], float]:
     def pred(c: Curve, r: dict) -> float:
-        return c.time(0.0, moved.get(r["op"], 2.0) * r["bytes"], 1.0, prof.bandwidth_bytes_s)
+        return c.time(0.0, moved_bytes(r), 1.0, prof.bandwidth_bytes_s)
 
     return pred
+
+
+def membound_rows(raw: dict) -> list[dict]:
+    """The membw rows the membound curve is fitted to: every streaming op of a file that records the bytes it
+    moves; in older files (the shared H100 data, ``add`` was ``a + a``) the device-to-device copies only."""
+    rows = [r for r in raw.get("membw", []) if r.get("ms", 0) > 0]
+    if any("moved_bytes" in r for r in rows):
+        return [r for r in rows if "moved_bytes" in r and r["op"] in STREAM_OPS]
+    return [r for r in rows if r["op"] == "d2d_copy"]
 
 
 def _fit_curve(records: Sequence[dict], pred: Callable[[Curve, dict], float], start: Curve, seconds) -> Curve:
@@ -236,6 +263,96 @@ def fit_power(raw: dict, base: PowerParams, max_clock: float, peak_tflops: float
     return base.model_copy(update=update)
 
 
+def fit_tiling(raw: dict, base: Profile) -> GemmTiling:
+    """The profile's tiling with the measured SM count and the wave level of the measured large GEMMs.
+
+    The GEMM curve is fitted to these shapes, so their geometric-mean wave efficiency (shapes with M >= 2048,
+    as the default reference grid) is the level the curve already contains.
+    """
+    tiling = base.gemm_tiling
+    sms = raw.get("meta", {}).get("sms") or tiling.sms
+    shapes = sorted({(r["M"], r["N"]) for r in raw.get("gemm", []) if r["M"] >= 2048})
+    update: dict[str, Any] = {"sms": sms}
+    if shapes and sms:
+        update["reference_eff"] = reference_efficiency(shapes, sms, tiling.tiles)
+        update["source"] = f"{tiling.source}; SMs and reference level from {len(shapes)} measured GEMM shapes"
+    return tiling.model_copy(update=update)
+
+
+def _fit_gemms(raw: dict, base: Profile, seed: int) -> tuple[dict[str, Curve], list[FitError]]:
+    """One GEMM curve per measured dtype (unmeasured dtypes keep the base's), and the combined error."""
+    errors: list[FitError] = []
+    by_dtype: dict[str, Curve] = dict(base.gemm_by_dtype)  # defaults for dtypes not measured (e.g. fp8)
+    pred = _gemm_pred(base)
+    for dtype in sorted({r["dtype"] for r in raw.get("gemm", [])}):
+        rows = [r for r in raw["gemm"] if r["dtype"] == dtype]
+        dt = _TORCH_DTYPES.get(dtype, dtype)
+        c, e = fit_family(f"gemm_{dt}", rows, pred, base.curves["gemm"], _ms(), seed, large=lambda r: r["M"] >= 64)
+        by_dtype[dt] = c
+        errors.append(e)
+    if raw.get("gemm"):
+        measured = {_TORCH_DTYPES.get(r["dtype"], r["dtype"]) for r in raw["gemm"]}
+        fitted = {k: v for k, v in by_dtype.items() if k in measured}
+        errors.append(_combined("gemm", raw["gemm"], pred, fitted, seed))
+    return by_dtype, errors
+
+
+def _fit_families(raw: dict, base: Profile, seed: int) -> tuple[dict[str, Curve], list[FitError]]:
+    """Attention forward/backward, decode and memory-bound curves (families with >= 5 points)."""
+    curves, errors = dict(base.curves), []
+    families = [
+        ("attn_fwd", raw.get("attn_prefill", []), _attn_pred(base, False), _ms("ms")),
+        ("attn_bwd", raw.get("attn_prefill", []), _attn_pred(base, True), _ms("bwd_ms")),
+        ("attn_decode", raw.get("attn_decode", []), _decode_pred(base), _ms("ms")),
+        ("membound", membound_rows(raw), _membw_pred(base), _ms("ms")),
+    ]
+    for family, records, pred, seconds in families:
+        rows = [r for r in records if seconds(r) > 0]
+        if len(rows) >= 5:
+            curves[family], e = fit_family(family, rows, pred, base.curves[family], seconds, seed)
+            errors.append(e)
+    return curves, errors
+
+
+def fit_alignment(raw: dict, base: GemmAlignment) -> tuple[GemmAlignment, dict[str, list[float]]]:
+    """Per-class GEMM efficiency: each misaligned GEMM's per-FLOP speed over its aligned neighbour's.
+
+    Classes follow :class:`~hwmodels.profile.GemmAlignment` (``partial``: 4- or 8-byte aligned; ``odd``); the
+    geometric mean of each class's ratios (clipped to (0.05, 1]) replaces the default. Without alignment rows
+    the base is returned unchanged.
+    """
+    rows = raw.get("gemm_align", [])
+    aligned = {r["group"]: r for r in rows if r.get("class") == "aligned"}
+    ratios: dict[str, list[float]] = {}
+    for r in rows:
+        ref = aligned.get(r.get("group"))
+        if ref is None or r.get("class") not in ("partial", "odd"):
+            continue
+        per_flop = (ref["ms"] / (ref["M"] * ref["N"] * ref["K"])) / (r["ms"] / (r["M"] * r["N"] * r["K"]))
+        ratios.setdefault(r["class"], []).append(per_flop)
+    if not ratios:
+        return base, ratios
+    fitted = {c: float(np.clip(np.exp(np.mean(np.log(v))), 0.05, 1.0)) for c, v in ratios.items()}
+    counts = ", ".join(f"{c} {len(v)}" for c, v in sorted(ratios.items()))
+    source = f"fitted: ratio to the aligned neighbour per FLOP, geometric mean ({counts} GEMMs)"
+    return base.model_copy(update={**fitted, "source": source}), ratios
+
+
+def fit_host(raw: dict) -> tuple[float | None, int]:
+    """Eager host seconds per launched kernel: the slope of step time over kernel count of the launch-bound
+    tiny training steps (``host_probe``); their ratio when only one probe exists. (None, 0) without probes."""
+    pts = [(r["kernels"], r["ms"] / 1e3) for r in raw.get("host_probe", []) if r.get("kernels", 0) > 0]
+    if not pts:
+        return None, 0
+    n = np.array([p[0] for p in pts], dtype=float)
+    t = np.array([p[1] for p in pts])
+    if len(pts) >= 2 and np.ptp(n) > 0:
+        slope = float(np.polyfit(n, t, 1)[0])
+        if slope > 0:
+            return slope, len(pts)
+    return float(np.median(t / n)), len(pts)
+
+
 def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profile, list[FitError]]:
     """Fit every family present in ``raw`` and return the calibrated profile and its held-out errors."""
     name = gpu or raw.get("meta", {}).get("name")
@@ -243,36 +360,16 @@ def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profi
         raise ClusterSimError("the raw file has no meta.name; pass the GPU id (e.g. --gpu h100-sxm5-80gb)")
     spec = get_gpu(name)
     base = datasheet_profile(spec.id)
-    errors: list[FitError] = []
-    curves = dict(base.curves)
-    by_dtype: dict[str, Curve] = dict(base.gemm_by_dtype)  # defaults for dtypes not measured (e.g. fp8)
-    for dtype in sorted({r["dtype"] for r in raw.get("gemm", [])}):
-        rows = [r for r in raw["gemm"] if r["dtype"] == dtype]
-        dt = _TORCH_DTYPES.get(dtype, dtype)
-        c, e = fit_family(
-            f"gemm_{dt}", rows, _gemm_pred(base), base.curves["gemm"], _ms(), seed, large=lambda r: r["M"] >= 64
-        )
-        by_dtype[dt] = c
-        errors.append(e)
-    if "bf16" in by_dtype:
+    alignment, _ = fit_alignment(raw, base.gemm_alignment)
+    base = base.model_copy(update={"gemm_tiling": fit_tiling(raw, base), "gemm_alignment": alignment})
+    by_dtype, errors = _fit_gemms(raw, base, seed)
+    curves, more = _fit_families(raw, base, seed)
+    errors += more
+    if "bf16" in by_dtype and raw.get("gemm"):
         curves["gemm"] = by_dtype["bf16"]
-    if raw.get("gemm"):
-        measured = {_TORCH_DTYPES.get(r["dtype"], r["dtype"]) for r in raw["gemm"]}
-        fitted = {k: v for k, v in by_dtype.items() if k in measured}
-        errors.append(_combined("gemm", raw["gemm"], _gemm_pred(base), fitted, seed))
-    families = [
-        ("attn_fwd", "attn_prefill", _attn_pred(base, False), _ms("ms")),
-        ("attn_bwd", "attn_prefill", _attn_pred(base, True), _ms("bwd_ms")),
-        ("attn_decode", "attn_decode", _decode_pred(base), _ms("ms")),
-        ("membound", "membw", _membw_pred(base), _ms("ms")),
-    ]
-    for family, key, pred, seconds in families:
-        rows = [r for r in raw.get(key, []) if seconds(r) > 0 and (key != "membw" or r["op"] == "d2d_copy")]
-        if len(rows) >= 5:
-            curves[family], e = fit_family(family, rows, pred, base.curves[family], seconds, seed)
-            errors.append(e)
     h2d = [r for r in raw.get("h2d", []) if r["bytes"] >= 1 << 24]
     host = float(np.median([r["gbps"] for r in h2d])) if h2d else base.host_link_gbps
+    host_kernel, _ = fit_host(raw)
     raw = {**raw, "_peak_bw_gbps": base.memory_bandwidth_gbps}
     meta = raw.get("meta", {})
     profile = base.model_copy(
@@ -282,6 +379,7 @@ def fit_profile(raw: dict, gpu: str | None = None, seed: int = 0) -> tuple[Profi
             "curves": curves,
             "gemm_by_dtype": by_dtype,
             "host_link_gbps": host,
+            "host_s_per_kernel": host_kernel,
             "power": fit_power(raw, base.power, spec.boost_clock_mhz, base.peak_tflops["bf16"]),
             "meta": {
                 "gpu_name": meta.get("name"),

@@ -1,21 +1,23 @@
-"""Validate a profile on a small real transformer: time it in PyTorch, predict it with clustersim.
+"""Validate a profile end to end: the shapes of the small Llama-style model and the simulator's prediction.
 
-The model is Llama-shaped (RMSNorm, GQA attention, SwiGLU MLP) with random weights; we time a
-forward pass, a decode step against a KV cache and a training step (forward, backward, AdamW), and
-compare with what the simulator's cost model predicts for the same shapes on the profile.
+:mod:`calibration.e2e` builds and times the model (training step, prefill, decode); this module says what
+the model is (:class:`Shape`, derived from a run config's model spec) and what the simulator predicts for
+the same shapes on a profile, with the ``pytorch-eager`` stack when that preset exists (it describes the
+same plain-PyTorch code), else the default stack.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F  # noqa: N812
-from torch import nn
-
-from calibration.measure import Timer, _sdpa
+from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile
+
+#: The stack whose kernels the e2e model launches; looked up at run time (it may not exist yet).
+E2E_STACK = "pytorch-eager"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Shape:
     seq: int = 1024
     decode_batch: int = 16
     decode_context: int = 1024
+    head_dim: int | None = None
+    name: str = "validation-transformer"
 
     @classmethod
     def tiny(cls) -> Shape:
@@ -49,11 +53,53 @@ class Shape:
             decode_context=32,
         )
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Shape:
+        """A shape from :meth:`as_dict` output (a raw file's record)."""
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+    @classmethod
+    def for_model(cls, spec: Any, device: str, layers: int = 2) -> Shape:
+        """The e2e shape of a dense Llama-style model spec: its widths with ``layers`` layers on a GPU; on the
+        CPU a tiny model with the same GQA ratio (``--device cpu`` smoke-tests the path, it measures nothing)."""
+        if spec.moe is not None or spec.mla is not None or spec.mlp != "swiglu" or spec.norm != "rmsnorm":
+            raise ClusterSimError(
+                f"the e2e step builds dense Llama-style models (swiglu, rmsnorm, no MoE/MLA); {spec.name} is not one"
+            )
+        if device == "cpu":
+            group = max(1, spec.num_attention_heads // spec.kv_heads)
+            return dataclasses.replace(cls.tiny(), heads=4, kv_heads=max(1, 4 // min(group, 4)), name=spec.name)
+        return cls(
+            layers=min(layers, spec.num_layers),
+            hidden=spec.hidden_size,
+            heads=spec.num_attention_heads,
+            kv_heads=spec.kv_heads,
+            ffn=spec.ffn_hidden_size,
+            vocab=spec.vocab_size,
+            batch=1,
+            seq=min(2048, spec.max_seq_len),
+            head_dim=spec.head_dim,
+            name=spec.name,
+        )
+
+    @property
+    def head_size(self) -> int:
+        """Per-head width: ``head_dim`` when set, else hidden / heads."""
+        return self.head_dim or self.hidden // self.heads
+
+    def with_layers(self, layers: int) -> Shape:
+        """This shape with ``layers`` layers."""
+        return dataclasses.replace(self, layers=layers)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The shape's fields (the raw file's key for its records)."""
+        return dataclasses.asdict(self)
+
     def spec(self) -> dict[str, Any]:
         """The shape as a clustersim model spec, so the simulator predicts the same model."""
-        return {
-            "name": "validation-transformer",
-            "source": "calibration.validate (random weights)",
+        spec: dict[str, Any] = {
+            "name": f"{self.name}-e2e",
+            "source": "calibration.e2e (random weights)",
             "num_layers": self.layers,
             "hidden_size": self.hidden,
             "num_attention_heads": self.heads,
@@ -62,101 +108,68 @@ class Shape:
             "vocab_size": self.vocab,
             "mlp": "swiglu",
             "norm": "rmsnorm",
+            "position": "rope",
+            "max_seq_len": max(self.seq, self.decode_context),
         }
+        if self.head_dim:
+            spec["head_dim"] = self.head_dim
+        return spec
 
 
-class Block(nn.Module):
-    """One pre-norm Llama-style layer: RMSNorm, GQA attention, RMSNorm, SwiGLU MLP, with residuals."""
+def e2e_stack() -> str:
+    """``pytorch-eager`` when that stack preset exists, else the default stack."""
+    from simulator.stacks import DEFAULT_STACK, get_stack
 
-    def __init__(self, s: Shape) -> None:
-        super().__init__()
-        self.s = s
-        hd = s.hidden // s.heads
-        self.n1, self.n2 = nn.RMSNorm(s.hidden), nn.RMSNorm(s.hidden)
-        self.qkv = nn.Linear(s.hidden, (s.heads + 2 * s.kv_heads) * hd, bias=False)
-        self.o = nn.Linear(s.heads * hd, s.hidden, bias=False)
-        self.up = nn.Linear(s.hidden, 2 * s.ffn, bias=False)
-        self.down = nn.Linear(s.ffn, s.hidden, bias=False)
-
-    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """The layer on ``x`` (batch, tokens, hidden); with ``cache`` (K, V) the new tokens attend to it too."""
-        s, (b, t, _) = self.s, x.shape
-        hd = s.hidden // s.heads
-        q, k, v = self.qkv(self.n1(x)).split([s.heads * hd, s.kv_heads * hd, s.kv_heads * hd], dim=-1)
-        q = q.view(b, t, s.heads, hd).transpose(1, 2)
-        k = k.view(b, t, s.kv_heads, hd).transpose(1, 2)
-        v = v.view(b, t, s.kv_heads, hd).transpose(1, 2)
-        if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-        a = _sdpa(q, k, v, causal=cache is None).transpose(1, 2).reshape(b, t, -1)
-        x = x + self.o(a)
-        g, u = self.up(self.n2(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(g) * u)
+    try:
+        get_stack(E2E_STACK)
+    except ClusterSimError:
+        return DEFAULT_STACK
+    return E2E_STACK
 
 
-class Transformer(nn.Module):
-    """Embedding, the blocks, final norm and LM head: the model that is timed."""
-
-    def __init__(self, s: Shape) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(s.vocab, s.hidden)
-        self.blocks = nn.ModuleList(Block(s) for _ in range(s.layers))
-        self.norm = nn.RMSNorm(s.hidden)
-        self.head = nn.Linear(s.hidden, s.vocab, bias=False)
-
-    def forward(self, ids: torch.Tensor, caches=None) -> torch.Tensor:
-        """Logits for token ``ids`` (batch, tokens), each block using its KV cache when ``caches`` is given."""
-        x = self.emb(ids)
-        for i, blk in enumerate(self.blocks):
-            x = blk(x, None if caches is None else caches[i])
-        return self.head(self.norm(x))
-
-
-def measure(s: Shape, device: str) -> dict[str, float]:
-    """Seconds for a forward pass, one decode step and one training step of the validation model."""
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model = Transformer(s).to(device=device, dtype=dtype)
-    timer = Timer(device, min_block_s=0.05, blocks=3)
-    ids = torch.randint(0, s.vocab, (s.batch, s.seq), device=device)
-    with torch.no_grad():
-        fwd, _ = timer(lambda _: model(ids))
-        hd = s.hidden // s.heads
-        caches = [
-            (torch.randn(s.decode_batch, s.kv_heads, s.decode_context, hd, device=device, dtype=dtype),) * 2
-            for _ in range(s.layers)
-        ]
-        step_ids = torch.randint(0, s.vocab, (s.decode_batch, 1), device=device)
-        dec, _ = timer(lambda _: model(step_ids, caches))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train(_: int) -> None:
-        opt.zero_grad(set_to_none=True)
-        logits = model(ids)
-        F.cross_entropy(logits.view(-1, s.vocab).float(), ids.view(-1)).backward()
-        opt.step()
-
-    trn, _ = timer(train)
-    return {"forward_s": fwd, "decode_step_s": dec, "train_step_s": trn}
-
-
-def predict(s: Shape, profile: Profile) -> dict[str, float]:
-    """The simulator's prediction of :func:`measure` on ``profile`` (one GPU, no parallelism)."""
-    from simulator.core.config import load_config
-    from simulator.core.costs import optimizer_step_time
-    from simulator.core.layer_costs import layer_cost_report
+def _serving_time(s: Shape, profile: Profile, stack: str, prefill: list[int], decode: list[int], eager: bool) -> float:
+    """One iteration of a plain PyTorch loop: the serving model without an engine's per-iteration CPU time."""
     from simulator.serving.iteration import predict_iteration_time
-    from simulator.training.simulate import ADAM_BYTES_PER_PARAM
 
-    cfg = load_config(
-        {
-            "model": s.spec(),
-            "cluster": {"gpu": profile.gpu, "num_gpus": 1},
-            "training": {"seq_len": s.seq, "global_batch": s.batch, "micro_batch": s.batch, "recompute": "none"},
-        }
-    )
-    report = layer_cost_report(cfg, profile)
-    decode = predict_iteration_time(cfg.model, profile.gpu, 1, [], [s.decode_context] * s.decode_batch, profile=profile)
-    fwd = report.model_forward_ms / 1e3
-    adam = optimizer_step_time(profile, ADAM_BYTES_PER_PARAM * cfg.model.total_params)
-    train = fwd + report.model_backward_ms / 1e3 + adam
-    return {"forward_s": fwd, "decode_step_s": decode, "train_step_s": train}
+    prof = profile.model_copy(update={"iteration_overhead_s": 0.0})
+    kw: dict[str, Any] = {"launch_overhead": eager, "profile": prof}
+    if "stack" in inspect.signature(predict_iteration_time).parameters:
+        kw["stack"] = stack
+    return predict_iteration_time(s.spec(), profile.gpu, 1, prefill, decode, **kw)
+
+
+def predict(s: Shape, profile: Profile, stack: str | None = None) -> dict[str, float]:
+    """The simulator's prediction (seconds) of each e2e record kind on ``profile`` (one GPU, no parallelism)."""
+    from simulator.core.config import load_config
+    from simulator.training import simulate_training
+
+    stack = stack or e2e_stack()
+    cfg = {
+        "model": s.spec(),
+        "cluster": {"gpu": profile.gpu, "num_gpus": 1},
+        "training": {"seq_len": s.seq, "global_batch": s.batch, "micro_batch": s.batch, "recompute": "none"},
+        "stack": stack,
+    }
+    train = simulate_training(load_config(cfg), profile).step_time_s
+    decode = [s.decode_context] * s.decode_batch
+    return {
+        "train_step": train,
+        "prefill": _serving_time(s, profile, stack, [s.seq] * s.batch, [], True),
+        "decode_eager": _serving_time(s, profile, stack, [], decode, True),
+        "decode_graph": _serving_time(s, profile, stack, [], decode, False),
+    }
+
+
+def compare(records: list[dict[str, Any]], profile: Profile) -> list[tuple[str, float, float, str]]:
+    """(label, measured s, predicted s, stack) for every e2e record of a raw file, predicted on ``profile``."""
+    stack = e2e_stack()
+    out = []
+    cache: dict[str, dict[str, float]] = {}
+    for r in records:
+        s = Shape.from_dict(r["shape"])
+        key = repr(r["shape"])
+        if key not in cache:
+            cache[key] = predict(s, profile, stack)
+        label = f"{r['kind']} ({s.name}, {s.layers} layers)"
+        out.append((label, r["ms"] / 1e3, cache[key][r["kind"]], stack))
+    return out

@@ -13,6 +13,11 @@ Time of one kernel::
 
 ``floor_s`` is the host issue floor: PyTorch launches kernels asynchronously, so the host's
 per-kernel cost overlaps device work and a stream of kernels runs at whichever is slower.
+
+GEMMs also pay for their shape (:mod:`hwmodels.gemm_shapes`, docs/research/gemm-shape-effects.md): the
+compute term is divided by the alignment class of N and K times the tile/wave quantisation of M x N over
+the SMs (relative to the level the fitted curve already holds), and FP8 GEMMs follow the FP8 rules
+(K, N % 16 or the bf16 path; a quantisation pass over the operands).
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels.catalogue import get_gpu, get_link
 from hwmodels.dtypes import DTYPES, bytes_per_element, normalize_dtype
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.fileio import atomic_write
+from hwmodels.gemm_shapes import Fp8Rules, GemmTiling, reference_efficiency, reference_shapes
 
 PROFILE_SCHEMA_VERSION = 1
 
@@ -148,6 +154,13 @@ class Profile(BaseModel):
     gemm_alignment: GemmAlignment = Field(
         default_factory=GemmAlignment, description="compute efficiency of GEMMs with misaligned dimensions"
     )
+    gemm_tiling: GemmTiling = Field(
+        default_factory=GemmTiling, description="output-tile and wave quantisation of GEMMs over the SMs"
+    )
+    fp8: Fp8Rules = Field(default_factory=Fp8Rules, description="FP8 GEMM divisibility rule and scaling cost")
+    host_s_per_kernel: float | None = Field(
+        default=None, ge=0, description="measured eager host cost per launched kernel (calibration's e2e step fit)"
+    )
     power: PowerParams
     meta: dict[str, object] = Field(default_factory=dict, description="provenance: driver, date, fit errors")
     # run settings, not measurements: the operating point a simulation asks for
@@ -155,6 +168,17 @@ class Profile(BaseModel):
     sm_fraction: float = Field(
         default=1.0, gt=0, le=1, description="share of SMs compute kernels get (the rest run communication kernels)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape_defaults(cls, data: object) -> object:
+        """Profiles written before GEMM tiling / FP8 rules existed get this GPU's defaults (not the bare ones)."""
+        if isinstance(data, dict) and isinstance(data.get("gpu"), str):
+            missing = {k for k in ("gemm_tiling", "fp8") if k not in data}
+            if missing:
+                defaults = _shape_defaults_for(data["gpu"])
+                data = {**data, **{k: defaults[k] for k in missing}}
+        return data
 
     # ---- helpers -------------------------------------------------------------------------
     def peak_flops(self, dtype: str) -> float:
@@ -208,6 +232,21 @@ class Profile(BaseModel):
         """
         return self.gemm_alignment.efficiency((N, K), bytes_per_element(dtype))
 
+    @property
+    def sm_count(self) -> int | None:
+        """SMs compute kernels get: the profile's (else the catalogue's) count times ``sm_fraction``."""
+        sms = self.gemm_tiling.sms or _catalogue_sms(self.gpu)
+        return max(1, int(sms * self.sm_fraction)) if sms else None
+
+    def wave_factor(self, M: int, N: int) -> float:  # noqa: N803
+        """Tile/wave quantisation factor of ``y[M,N]`` relative to the fitted curve (1.0: as calibrated)."""
+        sms = self.sm_count
+        return self.gemm_tiling.factor(M, N, sms) if sms else 1.0
+
+    def gemm_shape_efficiency(self, M: int, N: int, K: int, dtype: str = "bf16") -> float:  # noqa: N803
+        """Compute efficiency of ``y[M,N] = x[M,K] @ W[N,K].T`` from its shape: alignment x wave quantisation."""
+        return self.alignment_efficiency(N, K, dtype) * self.wave_factor(M, N)
+
     def curve(self, family: Family, dtype: str | None = None) -> Curve:
         """Efficiency curve of a kernel family; for GEMM the ``dtype``'s own curve where the profile has one."""
         if family == "gemm" and dtype is not None:
@@ -236,13 +275,24 @@ class Profile(BaseModel):
         return self._time(self.curve(family, dtype), flops, nbytes, dtype, floor, compute_eff)
 
     def gemm_time(self, M: int, N: int, K: int, dtype: str = "bf16", floor: bool = True) -> float:
-        """Seconds for ``y[M,N] = x[M,K] @ W[N,K].T`` (an ``nn.Linear``)."""
+        """Seconds for ``y[M,N] = x[M,K] @ W[N,K].T`` (an ``nn.Linear``).
+
+        The compute term pays the shape (alignment class of N, K; tile/wave quantisation of M x N). An fp8
+        GEMM whose K or N breaks the FP8 rule runs as bf16; one that meets it adds its quantisation pass.
+        """
         _check_sizes(M=M, N=N, K=K)
+        fp8 = normalize_dtype(dtype) == "fp8"
+        if fp8 and not self.fp8.on_fp8_path(N, K):
+            self.peak_flops(dtype)  # a GPU without FP8 units is refused, whatever the shape
+            return self.gemm_time(M, N, K, "bf16", floor)
         b = bytes_per_element(dtype)
         flops = 2.0 * M * N * K
         nbytes = b * (M * K + N * K + M * N)
-        eff = self.alignment_efficiency(N, K, dtype)
-        return self._time(self.curve("gemm", dtype), flops, nbytes, dtype, floor, eff)
+        eff = self.gemm_shape_efficiency(M, N, K, dtype)
+        t = self._time(self.curve("gemm", dtype), flops, nbytes, dtype, floor, eff)
+        if fp8:
+            t += self.memory_op_time(self.fp8.scaling_bytes(M * K + N * K), floor)
+        return t
 
     def attention_prefill_time(
         self,
@@ -344,6 +394,28 @@ def _defaults() -> dict:
     return yaml.safe_load(text)
 
 
+def _catalogue_sms(gpu: str) -> int | None:
+    try:
+        return get_gpu(gpu).sms
+    except ClusterSimError:
+        return None
+
+
+@lru_cache(maxsize=64)
+def _shape_defaults_for(gpu: str) -> dict[str, dict]:
+    """Default ``gemm_tiling`` and ``fp8`` of ``gpu``: its SM count and the reference level of the default grid."""
+    d = _defaults()
+    tiling = dict(d["gemm_tiling"])
+    grid = tiling.pop("reference_grid")
+    sms = _catalogue_sms(gpu)
+    tiles = tuple(tuple(t) for t in tiling["tiles"])
+    ref = reference_efficiency(reference_shapes(grid), sms, tiles) if sms else 1.0
+    return {
+        "gemm_tiling": {**tiling, "tiles": tiles, "sms": sms, "reference_eff": ref},
+        "fp8": dict(d["fp8_rules"]),
+    }
+
+
 def _curves_for(gpu_id: str, defaults: dict) -> dict[str, Curve]:
     """Global default curves, with any GPU-family override (``gpu_overrides`` in the defaults file)."""
     curves = {name: dict(c) for name, c in defaults["curves"].items()}
@@ -378,6 +450,7 @@ def datasheet_profile(gpu: str) -> Profile:
         curves=curves,
         gemm_by_dtype={"fp8": Curve(**d["fp8_gemm"])} if spec.supports("fp8") and "fp8_gemm" in d else {},
         gemm_alignment=GemmAlignment(**d["gemm_alignment"]),
+        **_shape_defaults_for(spec.id),
         power=PowerParams(
             idle_w=spec.idle_w,
             active_idle_w=active_idle,

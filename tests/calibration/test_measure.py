@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from calibration.measure import Measurer  # noqa: E402
+from calibration.measure import MEM_OPS, Measurer  # noqa: E402
 from simulator.cli import main  # noqa: E402
 
 
@@ -17,7 +17,8 @@ def test_cpu_measurements_have_the_shared_schema(tmp_path) -> None:
     assert {"M", "N", "K", "dtype", "ms", "tflops"} <= set(raw["gemm"][0])
     assert {"b", "h", "kvh", "s", "d", "ms", "bwd_ms"} <= set(raw["attn_prefill"][0])
     assert {"b", "h", "kvh", "L", "d", "ms"} <= set(raw["attn_decode"][0])
-    assert {r["op"] for r in raw["membw"]} == {"d2d_copy", "add", "rms_norm"}
+    assert {r["op"] for r in raw["membw"]} == set(MEM_OPS)
+    assert all({"ms", "ms_iqr", "n", "moved_bytes"} <= set(r) for r in raw["membw"])
     assert all(r["ms"] > 0 for r in raw["gemm"])
     assert json.loads((tmp_path / "raw.json").read_text()) == raw  # saved as it went
 
@@ -52,6 +53,13 @@ def test_calibrate_end_to_end_on_the_cpu(tmp_path, capsys) -> None:
     assert code == 0 and (tmp_path / "cpu-smoke.raw.json").is_file()
     assert not out.exists()  # CPU timings never become a GPU profile
     assert "no profile written" in err and "held-out error" in err and "validation on a small transformer" in err
+    for section in ("measurement spread", "GEMM alignment classes", "memory-bound ops", "host cost per kernel"):
+        assert section in err
+    assert "train_step" in err and "decode_eager" in err and "predicted" in err
+    raw = json.loads((tmp_path / "cpu-smoke.raw.json").read_text())
+    assert {r["kind"] for r in raw["e2e"]} == {"train_step", "prefill", "decode_eager"}
+    assert len(raw["host_probe"]) >= 2 and {r["class"] for r in raw["gemm_align"]} == {"aligned", "partial", "odd"}
+    assert all({"ms", "ms_iqr", "n"} <= set(r) for s in ("gemm", "gemm_align", "membw", "e2e") for r in raw[s])
     # re-fitting those CPU timings is refused with one line
     assert main(["fit", str(tmp_path / "cpu-smoke.raw.json"), "--gpu", "h100-sxm5-80gb"]) == 2
     assert "CPU timings" in capsys.readouterr().err and not out.exists()
