@@ -184,6 +184,18 @@ def memory_op_time(profile: Profile, nbytes: float, floor: bool = True) -> float
     return profile.memory_op_time(nbytes, floor)
 
 
+#: The least a kernel costs when a CUDA graph replays it (no host issue floor): a minimal kernel runs for
+#: about 2 us and graph replay leaves ~0.5 us between kernels (NVIDIA, "Getting Started with CUDA Graphs":
+#: a 2.9 us kernel costs 3.4 us per launch in a graph vs 3.8 us stream-launched). An estimate until the
+#: calibration's CUDA-graph decode run fits it.
+CUDA_GRAPH_KERNEL_FLOOR_S = 2.5e-6
+
+
+def graph_kernel_time(device_s: float) -> float:
+    """A kernel's time under CUDA-graph replay, from its device time without the host floor."""
+    return max(CUDA_GRAPH_KERNEL_FLOOR_S, device_s)
+
+
 def launch_floor_s(profile: Profile, family: Family = "gemm", dtype: str | None = None) -> float:
     """The host issue floor of one kernel of ``family``: no kernel of it costs less (launch-bound)."""
     return profile.curve(family, dtype).floor_s

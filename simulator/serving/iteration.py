@@ -26,9 +26,9 @@ from simulator.models import ModelSpec, get_model
 from simulator.stacks import DEFAULT_SERVING_STACK, StackSpec, get_stack
 from simulator.stacks.spec import Slot
 
-#: The elementwise slots of one layer's forward, in order (the stack's kernels there).
+#: The elementwise slots of one layer's forward in serving, in order (the stack's kernels there). Not
+#: ``weights``: inference keeps its weights in ``weight_dtype``, with no fp32 masters for autocast to cast.
 _LAYER_SLOTS: tuple[Slot, ...] = (
-    "weights",
     "attn_norm",
     "attn_in",
     "rope",
@@ -74,9 +74,10 @@ class IterationModel:
     # ---- per-token-count costs (cached: iterations repeat the same token counts) ----------------
     def _gemm(self, M: int, N: int, K: int, floor: bool | None = None) -> float:
         use_floor = self.overhead if floor is None else floor
-        return costs.gemm_time(
+        t = costs.gemm_time(
             self.profile, M, N, K, self.compute_dtype(), weight_dtype=self.weight_dtype, floor=use_floor
         )
+        return t if self.overhead or floor is False else costs.graph_kernel_time(t)
 
     def compute_dtype(self) -> str:
         """The GEMM dtype: W8A8 formats on their tensor cores, weight-only int4 in bf16/fp16."""
@@ -115,7 +116,7 @@ class IterationModel:
             t += self._gemm(tokens, h, heads * m.head_size)
         t += self._mlp_s(tokens)
         act = 2.0 * tokens * h
-        t += sum(costs.memory_op_time(self.profile, b, self.overhead) * n for b, n in self._elementwise(tokens))
+        t += sum(self._elementwise_s(b) * n for b, n in self._elementwise(tokens))
         if tp > 1:
             t += 2 * costs.comm_time("all_reduce", act, self.tp_group, self.algorithm)
         return t
@@ -134,6 +135,11 @@ class IterationModel:
                 if op.phase != "bwd":
                     out.append((op.bytes / op.count, op.count))
         return out
+
+    def _elementwise_s(self, nbytes: float) -> float:
+        """One elementwise kernel: with the host floor, or as a CUDA graph replays it (``overhead`` off)."""
+        t = costs.memory_op_time(self.profile, nbytes, self.overhead)
+        return t if self.overhead else costs.graph_kernel_time(t)
 
     def kernels_per_iteration(self, tokens: int) -> int:
         """Kernels one iteration launches (GEMMs, attention, elementwise, collectives), for the eager host floor."""
@@ -425,7 +431,8 @@ def predict_iteration_time(
 
     ``prefill_tokens`` holds chunk lengths (a fresh prompt each) or (chunk, cached-context) pairs;
     ``decode_contexts`` the KV length of each decoding sequence. ``launch_overhead=False`` leaves
-    out the host and launch terms, as when an engine replays CUDA graphs.
+    out the host and launch terms, as when an engine replays CUDA graphs (each kernel still costs at
+    least :data:`~simulator.core.costs.CUDA_GRAPH_KERNEL_FLOOR_S`).
     """
     chunks = [(int(p), 0) if isinstance(p, int | float) else (int(p[0]), int(p[1])) for p in prefill_tokens]
     if any(c <= 0 or ctx < 0 for c, ctx in chunks) or any(int(d) <= 0 for d in decode_contexts):

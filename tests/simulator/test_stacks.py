@@ -220,3 +220,15 @@ def test_serving_config_names_its_stack() -> None:
     cfg = ServingConfig.model_validate({"model": "llama3-8b", "gpu": "h100-sxm", "stack": "sglang"})
     assert cfg.stack.name == "sglang"
     assert ServingConfig.model_validate({"model": "llama3-8b", "gpu": "h100-sxm"}).stack.name == "vllm"
+
+
+def test_cuda_graph_replay_keeps_a_per_kernel_floor() -> None:
+    from simulator.core.costs import CUDA_GRAPH_KERNEL_FLOOR_S
+    from simulator.serving.iteration import iteration_model, predict_iteration_time
+
+    decode = ("llama3-8b", "h100-sxm", 1, [], [1024])
+    graphs = {s: predict_iteration_time(*decode, launch_overhead=False, stack=s) for s in ("vllm", "pytorch-eager")}
+    eager = predict_iteration_time(*decode, stack="pytorch-eager")
+    assert graphs["vllm"] < graphs["pytorch-eager"] < eager  # graphs remove the host cost, not the kernels
+    im = iteration_model("llama3-8b", "h100-sxm", stack="pytorch-eager", launch_overhead=False)
+    assert graphs["pytorch-eager"] > im.kernels_per_iteration(1) * CUDA_GRAPH_KERNEL_FLOOR_S
