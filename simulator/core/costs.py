@@ -116,7 +116,7 @@ def gemm_time(
         return profile.gemm_time(M, N, K, compute_dtype, floor)
     flops = 2.0 * M * N * K
     nbytes = ACTIVATION_BYTES * (M * K + M * N) + bytes_per_element(weight_dtype) * N * K
-    eff = profile.alignment_efficiency(N, K, compute_dtype)
+    eff = profile.gemm_shape_efficiency(M, N, K, compute_dtype)
     return profile.kernel_time("gemm", flops, nbytes, compute_dtype, floor, eff)
 
 
