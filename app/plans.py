@@ -61,6 +61,21 @@ def to_json(cfg: Mapping[str, Any]) -> str:
     return json.dumps(cfg, separators=(",", ":"), sort_keys=True)
 
 
+#: Config keys that name a file on the machine running the app: never taken from a URL or an upload.
+SERVER_FILE_KEYS = frozenset({"traced"})
+
+
+def refuse_server_files(data: Any, what: str, depth: int = 0) -> None:
+    """A one-line error when a URL or upload config names a server file (``stack.traced``)."""
+    if depth > 32:
+        raise ClusterSimError(f"{what} is nested too deeply")
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if key in SERVER_FILE_KEYS:
+            raise ClusterSimError(f"{what}: {key!r} reads a file on the server; use it from the CLI or the Python API")
+        refuse_server_files(value, what, depth + 1)
+
+
 def from_json(text: str, what: str = "cfg") -> dict[str, Any]:
     """Parse a JSON object from the URL or an upload, with a one-line error."""
     try:
@@ -69,6 +84,7 @@ def from_json(text: str, what: str = "cfg") -> dict[str, Any]:
         raise ClusterSimError(f"{what} is not valid JSON ({exc}); fix or remove it") from None
     if not isinstance(data, dict):
         raise ClusterSimError(f"{what} must be a JSON object")
+    refuse_server_files(data, what)
     return data
 
 
@@ -90,6 +106,7 @@ def parse_upload(data: bytes, name: str) -> dict[str, Any]:
             raise ClusterSimError(f"{name} is not valid YAML") from None
         if not isinstance(out, dict):
             raise ClusterSimError(f"{name} must hold a mapping")
+        refuse_server_files(out, name)
         return out
     return from_json(text, name)
 

@@ -254,3 +254,17 @@ def test_small_helpers() -> None:
     assert plans.at_rate(plans.default_serving(), 3.0)["workload"]["num_requests"] == plans.CURVE_REQUESTS
     assert plans.load_measurements("h100-sxm5-80gb")["gemm"]
     assert plans.load_measurements("t4-16gb") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"stack": {"base": "pytorch-eager", "traced": "/etc/some.json"}}',
+        '{"model": "llama3-8b", "x": [{"traced": "a.json"}]}',
+    ],
+)
+def test_url_and_upload_configs_cannot_name_a_server_trace_file(text: str) -> None:
+    with pytest.raises(ClusterSimError, match="reads a file on the server"):
+        plans.from_json(text, "URL parameter 'train'")
+    with pytest.raises(ClusterSimError, match="reads a file on the server"):
+        plans.parse_upload(text.encode(), "cfg.json")
