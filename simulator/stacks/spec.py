@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -71,8 +71,8 @@ class KernelGroup(BaseModel):
 
     name: str
     unit: Literal["act", "bytes"] = "act"
-    fwd: list[dict[Tensor, float]] = Field(default_factory=list)
-    bwd: list[dict[Tensor, float]] | None = None
+    fwd: list[dict[Tensor, Annotated[float, Field(ge=0, le=1e4)]]] = Field(default_factory=list, max_length=64)
+    bwd: list[dict[Tensor, Annotated[float, Field(ge=0, le=1e4)]]] | None = Field(default=None, max_length=64)
     launches: int = Field(
         default=1, ge=1, le=1024, description="each kernel runs this many times (e.g. once per Linear)"
     )
@@ -117,7 +117,7 @@ class StackSpec(BaseModel):
     vocab_divisible_by: int = Field(
         default=1, ge=1, description="the LM head's vocabulary is padded to a multiple of this x tp (1 = no padding)"
     )
-    kernels: dict[Slot, list[KernelGroup]] = Field(
+    kernels: dict[Slot, Annotated[list[KernelGroup], Field(max_length=16)]] = Field(
         default_factory=dict, description="slot -> the elementwise kernels the framework launches there"
     )
     split_qkv: bool = Field(default=False, description="separate q, k and v projection GEMMs (HF-style modules)")
