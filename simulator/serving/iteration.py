@@ -90,10 +90,21 @@ class IterationModel:
         """A layer's token-parallel work (everything but attention) for ``tokens`` tokens."""
         return self._memo(("dense", tokens), self._dense_layer_s, tokens)
 
+    def _traced(self) -> list[Any]:
+        """The traced layer's token-scaled forward kernels (``stack.traced``), loaded once."""
+        kernels = self._cache.get("traced")
+        if kernels is None:
+            kernels = self._cache["traced"] = traced_inference_kernels(self.stack, self.model)
+        return kernels
+
     def _dense_layer_s(self, tokens: int) -> float:
         m, tp = self.model, self.tp
         h = m.hidden_size
         t = 0.0
+        if self.stack.traced:  # exactly the traced code's kernels, attention priced by the serving model
+            for k in self._traced():
+                t += self._gemm(tokens, *k.gemm) if k.gemm else self._elementwise_s(k.bytes_per_token * tokens)
+            return t
         if m.mla is not None:
             mla = m.mla
             heads = m.num_attention_heads // tp
@@ -143,6 +154,8 @@ class IterationModel:
 
     def kernels_per_iteration(self, tokens: int) -> int:
         """Kernels one iteration launches (GEMMs, attention, elementwise, collectives), for the eager host floor."""
+        if self.stack.traced:
+            return self.model.num_layers * (len(self._traced()) + 1) + 3
         per_layer = sum(n for _, n in self._elementwise(tokens)) + (9 if self.stack.split_qkv else 6)
         return self.model.num_layers * (per_layer + (2 if self.tp > 1 else 0)) + 3
 
@@ -367,6 +380,23 @@ class IterationModel:
         return flops / peak / gpus, (weights + kv + act) / self.profile.bandwidth_bytes_s / gpus
 
 
+def traced_inference_kernels(stack: StackSpec, model: ModelSpec) -> list[Any]:
+    """A ``stack: {traced: FILE}``'s per-token forward kernels, checked against the served model."""
+    from pathlib import Path
+
+    from simulator.trace import inference_kernels, load_trace
+
+    path = stack.traced or ""
+    if not path.endswith(".json") or not Path(path).is_file():
+        raise ClusterSimError(f"stack.traced: {path!r} is not a .json trace file (write one with clustersim trace)")
+    trace = load_trace(path)
+    if trace.num_layers != model.num_layers:
+        raise ClusterSimError(
+            f"stack.traced: the trace has {trace.num_layers} layers, model {model.name} {model.num_layers}"
+        )
+    return inference_kernels(trace)
+
+
 def iteration_model(
     model: ModelSpec | str,
     gpu: str,
@@ -390,6 +420,8 @@ def iteration_model(
     """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     gpu_id = get_gpu(gpu).id
+    if get_stack(stack).traced and tp * pp * ep > 1:
+        raise ClusterSimError("stack.traced: a trace is one device's kernels; serve it with tp = pp = ep = 1")
     if spec.num_attention_heads % tp:
         raise ClusterSimError(f"tp={tp} does not divide num_attention_heads={spec.num_attention_heads}")
     cluster = ClusterSpec(gpu=gpu_id, num_gpus=tp * pp * ep, node=node).resolve()

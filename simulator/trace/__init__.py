@@ -13,7 +13,7 @@ PyTorch is imported only when a model is traced; reading traces and pricing them
 from __future__ import annotations
 
 from simulator.trace.capture import trace_model
-from simulator.trace.convert import TracedOps, kernel_op, traced_ops
+from simulator.trace.convert import InferenceKernel, TracedOps, inference_kernels, kernel_op, traced_ops
 from simulator.trace.factory import resolve_factory
 from simulator.trace.fused import DEFAULT_FUSED, FUSABLE
 from simulator.trace.schema import MAX_TRACE_BYTES, TRACE_FORMAT, Kernel, ParamCounts, Trace, load_trace, parse_trace
@@ -21,12 +21,14 @@ from simulator.trace.schema import MAX_TRACE_BYTES, TRACE_FORMAT, Kernel, ParamC
 __all__ = [
     "DEFAULT_FUSED",
     "FUSABLE",
+    "InferenceKernel",
     "MAX_TRACE_BYTES",
     "TRACE_FORMAT",
     "Kernel",
     "ParamCounts",
     "Trace",
     "TracedOps",
+    "inference_kernels",
     "kernel_op",
     "load_trace",
     "parse_trace",

@@ -73,3 +73,42 @@ def traced_ops(trace: Trace, *, batch: int | None = None, seq: int | None = None
         num_layers=trace.num_layers,
         params=trace.params,
     )
+
+
+@dataclass(frozen=True)
+class InferenceKernel:
+    """One forward kernel of a traced layer as serving prices it for any token count: a token GEMM
+    ``[tokens, K] @ [K, N]`` (``gemm=(N, K)``) or an elementwise kernel moving ``bytes_per_token`` per token."""
+
+    name: str
+    gemm: tuple[int, int] | None = None
+    bytes_per_token: float = 0.0
+
+
+def _token_shaped(shape: list[int], batch: int, seq: int) -> bool:
+    """Whether a tensor carries the step's tokens: [batch, seq, ...], [batch*seq, ...] or [batch, heads, seq, d]."""
+    if len(shape) >= 2 and shape[0] == batch and shape[1] == seq:
+        return True
+    if shape and shape[0] == batch * seq:
+        return True
+    return len(shape) == 4 and shape[0] == batch and shape[2] == seq
+
+
+def inference_kernels(trace: Trace) -> list[InferenceKernel]:
+    """The forward kernels of the trace's first layer that scale with the token count, for serving.
+
+    Attention is left out (the serving model prices prefill and decode attention itself), and so are
+    kernels with no token-shaped tensor: autocast's per-forward weight casts, which inference, holding
+    its weights in their serving dtype, does not run.
+    """
+    B, S = trace.batch, trace.seq
+    out: list[InferenceKernel] = []
+    for k in trace.layers[0] if trace.layers else []:
+        if k.phase != "fwd" or k.kind in ("attn", "comm"):
+            continue
+        if k.kind == "gemm" and k.gemm is not None and not k.batched and k.gemm[0] == B * S:
+            out.extend(InferenceKernel(k.name, gemm=(k.gemm[1], k.gemm[2])) for _ in range(k.count))
+        elif k.kind == "mem" and any(_token_shaped(s, B, S) for s in [*k.shapes, *k.out_shapes]):
+            per_launch = k.bytes / (B * S) / k.count
+            out.extend(InferenceKernel(k.name, bytes_per_token=per_launch) for _ in range(k.count))
+    return out

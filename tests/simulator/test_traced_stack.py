@@ -90,3 +90,20 @@ def test_a_missing_or_non_json_trace_is_refused(tmp_path: Path) -> None:
     for path in (str(tmp_path / "none.json"), "/etc/passwd"):
         with pytest.raises(ClusterSimError, match="trace file"):
             simulate_training(_config({"name": "traced", "base": "pytorch-eager", "traced": path}))
+
+
+def test_serving_prices_the_traced_forward_per_token(trace_file: str) -> None:
+    from simulator.models import ModelSpec
+    from simulator.serving.iteration import predict_iteration_time
+
+    model = ModelSpec.model_validate(_config("x")["model"])
+    traced = {"name": "traced", "base": "pytorch-eager", "traced": trace_file}
+    for prefill, decodes in (([64], []), ([], [128] * 8)):
+        for graphs in (False, True):
+            args = (model, "h100-sxm", 1, prefill, decodes)
+            mine = predict_iteration_time(*args, launch_overhead=not graphs, stack=traced)
+            preset = predict_iteration_time(*args, launch_overhead=not graphs, stack="pytorch-eager")
+            fused = predict_iteration_time(*args, launch_overhead=not graphs, stack="vllm")
+            assert mine == pytest.approx(preset, rel=0.05) and mine > fused
+    with pytest.raises(ClusterSimError, match="one device"):
+        predict_iteration_time(model, "h100-sxm", 2, [64], [], stack=traced)
