@@ -382,19 +382,9 @@ class IterationModel:
 
 def traced_inference_kernels(stack: StackSpec, model: ModelSpec) -> list[Any]:
     """A ``stack: {traced: FILE}``'s per-token forward kernels, checked against the served model."""
-    from pathlib import Path
+    from simulator.trace import inference_kernels, load_stack_trace
 
-    from simulator.trace import inference_kernels, load_trace
-
-    path = stack.traced or ""
-    if not path.endswith(".json") or not Path(path).is_file():
-        raise ClusterSimError(f"stack.traced: {path!r} is not a .json trace file (write one with clustersim trace)")
-    trace = load_trace(path)
-    if trace.num_layers != model.num_layers:
-        raise ClusterSimError(
-            f"stack.traced: the trace has {trace.num_layers} layers, model {model.name} {model.num_layers}"
-        )
-    return inference_kernels(trace)
+    return inference_kernels(load_stack_trace(stack.traced, model.num_layers, model.name))
 
 
 def iteration_model(

@@ -16,7 +16,16 @@ from simulator.trace.capture import trace_model
 from simulator.trace.convert import InferenceKernel, TracedOps, inference_kernels, kernel_op, traced_ops
 from simulator.trace.factory import resolve_factory
 from simulator.trace.fused import DEFAULT_FUSED, FUSABLE
-from simulator.trace.schema import MAX_TRACE_BYTES, TRACE_FORMAT, Kernel, ParamCounts, Trace, load_trace, parse_trace
+from simulator.trace.schema import (
+    MAX_TRACE_BYTES,
+    TRACE_FORMAT,
+    Kernel,
+    ParamCounts,
+    Trace,
+    load_stack_trace,
+    load_trace,
+    parse_trace,
+)
 
 __all__ = [
     "DEFAULT_FUSED",
@@ -30,6 +39,7 @@ __all__ = [
     "TracedOps",
     "inference_kernels",
     "kernel_op",
+    "load_stack_trace",
     "load_trace",
     "parse_trace",
     "resolve_factory",

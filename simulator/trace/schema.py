@@ -161,3 +161,15 @@ def load_trace(path: str | Path) -> Trace:
     if len(raw) > MAX_TRACE_BYTES:
         raise ClusterSimError(f"trace {path} is over {MAX_TRACE_BYTES // 2**20} MiB; refusing to read it")
     return parse_trace(raw, where=f"trace {path}")
+
+
+def load_stack_trace(path: str | None, num_layers: int, model: str) -> Trace:
+    """The trace a ``stack: {traced: FILE}`` names, checked against the run's model: a ``.json`` regular
+    file (never a device or a directory) with the model's layer count; one-line errors otherwise."""
+    where = str(path or "")
+    if not where.endswith(".json") or not Path(where).is_file():
+        raise ClusterSimError(f"stack.traced: {where!r} is not a .json trace file (write one with clustersim trace)")
+    trace = load_trace(where)
+    if trace.num_layers != num_layers:
+        raise ClusterSimError(f"stack.traced: the trace has {trace.num_layers} layers, model {model} {num_layers}")
+    return trace

@@ -10,7 +10,6 @@ schedule and the metrics can say where the time went.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,14 +219,26 @@ def _layer_kind(cfg: RunConfig, profile: Profile, price: _Pricer, layer: int) ->
         flash=t.flash_attention,
         stack=cfg.stack,
     )
-    rec = [op for op in ops if op.phase != "bwd"]
-    rec = [op for op in rec if t.recompute == "full" or op.kind == "attn" or op.name in _UNFUSED_CORE]
-    rec_t, rec_h = op_work(rec, profile, dtype) if t.recompute != "none" else (0.0, 0.0)
+    return _kind_of(cfg, profile, price, ops)
+
+
+def _kind_of(cfg: RunConfig, profile: Profile, price: _Pricer, ops: list[Op]) -> _LayerKind:
+    """A layer kind from its ops (built from the model and stack, or traced): phases, energy work, the
+    forward work and FLOPs recomputation repeats, and the eager host time to issue it."""
+    t, dtype = cfg.training, cfg.training.precision
+    fwd = [op for op in ops if op.phase != "bwd"]
+    core = [op for op in fwd if op.kind == "attn" or op.name in _UNFUSED_CORE]
+    rec_t = rec_h = 0.0
+    if t.recompute != "none":  # forward-only work: a derived-backward op's work is 3x its forward's
+        for op in fwd if t.recompute == "full" else core:
+            w_t, w_h = op_work([op], profile, dtype)
+            share = 3.0 if op.phase == "both" else 1.0
+            rec_t, rec_h = rec_t + w_t / share, rec_h + w_h / share
     return _LayerKind(
         phases=price(ops),
-        work=(*op_work(ops, profile, dtype), rec_t / 3.0, rec_h / 3.0),
-        flops=sum(op.flops for op in ops if op.kind in ("gemm", "attn")),
-        attn_flops=sum(op.flops for op in ops if op.kind == "attn" or op.name in _UNFUSED_CORE),
+        work=(*op_work(ops, profile, dtype), rec_t, rec_h),
+        flops=sum(op.flops for op in fwd if op.kind in ("gemm", "attn")),
+        attn_flops=sum(op.flops for op in core),
         host_s=t.host_s_per_layer + t.host_s_per_kernel * forward_kernels(ops),
     )
 
@@ -301,15 +312,10 @@ class _ModelCosts:
 def traced_model_ops(cfg: RunConfig) -> Any:
     """The :class:`~simulator.trace.TracedOps` of a ``stack: {traced: FILE}`` run, checked against the config:
     the trace's shapes and layer count, one GPU per model replica (a trace is one device's kernels)."""
-    from simulator.trace import load_trace, traced_ops
+    from simulator.trace import load_stack_trace, traced_ops
 
-    path, m, p, t = cfg.stack.traced, cfg.model, cfg.parallel, cfg.training
-    assert path is not None
-    if not path.endswith(".json") or not Path(path).is_file():
-        raise ClusterSimError(f"stack.traced: {path!r} is not a .json trace file (write one with clustersim trace)")
-    ops = traced_ops(load_trace(path), batch=t.micro_batch, seq=t.seq_len)
-    if ops.num_layers != m.num_layers:
-        raise ClusterSimError(f"stack.traced: the trace has {ops.num_layers} layers, model {m.name} {m.num_layers}")
+    m, p, t = cfg.model, cfg.parallel, cfg.training
+    ops = traced_ops(load_stack_trace(cfg.stack.traced, m.num_layers, m.name), batch=t.micro_batch, seq=t.seq_len)
     if p.tp * p.pp * p.cp * p.ep > 1:
         raise ClusterSimError("stack.traced: a trace is one device's kernels; use tp = pp = cp = ep = 1 (dp is fine)")
     return ops
@@ -320,24 +326,6 @@ def traced_optimizer_s(cfg: RunConfig, profile: Profile) -> float | None:
     None when the trace has no optimizer step (the stack's optimizer model applies)."""
     ops = traced_model_ops(cfg).optimizer
     return sum(op_cost(op, profile, {}, cfg.training.precision).forward_s for op in ops) if ops else None
-
-
-def _traced_kinds(cfg: RunConfig, profile: Profile, price: _Pricer, ops: Any) -> dict[bool, _LayerKind]:
-    """A traced model's (identical) layers as the one dense layer kind."""
-    t = cfg.training
-    layer = ops.layers[0]
-    rec = [op for op in layer if op.phase != "bwd" and (t.recompute == "full" or op.kind == "attn")]
-    rec_t, rec_h = op_work(rec, profile, t.precision) if t.recompute != "none" else (0.0, 0.0)
-    fwd = [op for op in layer if op.phase != "bwd"]
-    return {
-        False: _LayerKind(
-            phases=price(layer),
-            work=(*op_work(layer, profile, t.precision), rec_t, rec_h),
-            flops=sum(op.flops for op in fwd if op.kind in ("gemm", "attn")),
-            attn_flops=sum(op.flops for op in fwd if op.kind == "attn"),
-            host_s=t.host_s_per_layer + t.host_s_per_kernel * forward_kernels(layer),
-        )
-    }
 
 
 def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCosts:
@@ -352,7 +340,7 @@ def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCo
     kinds: dict[bool, _LayerKind] = {}
     if cfg.stack.traced:
         traced = traced_model_ops(cfg)
-        kinds = _traced_kinds(cfg, profile, price, traced)
+        kinds = {False: _kind_of(cfg, profile, price, traced.layers[0])}  # identical layers: one kind
         embed_ops, head_op_list = traced.pre, traced.post
     else:
         for i in range(m.num_layers):
