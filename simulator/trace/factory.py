@@ -13,10 +13,10 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from hwmodels.errors import ClusterSimError
+from simulator.trace.schema import read_capped
 
 #: Largest Hugging Face config read (real ones are a few KB).
 MAX_HF_CONFIG_BYTES = 1024 * 1024
@@ -55,13 +55,8 @@ def read_hf_config(source: str) -> dict[str, Any]:
         raw = source.encode()
         where = "inline hf config"
     else:
-        path = Path(source)
-        where = f"hf config {path}"
-        try:
-            with path.open("rb") as fh:
-                raw = fh.read(MAX_HF_CONFIG_BYTES + 1)
-        except OSError as exc:
-            raise ClusterSimError(f"cannot read {where}: {exc.strerror or exc}") from None
+        where = f"hf config {source}"
+        raw = read_capped(source, MAX_HF_CONFIG_BYTES, where)
     if len(raw) > MAX_HF_CONFIG_BYTES:
         raise ClusterSimError(f"{where} is over {MAX_HF_CONFIG_BYTES // 1024} KiB")
     try:

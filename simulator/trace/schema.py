@@ -150,17 +150,22 @@ def parse_trace(text: str | bytes, where: str = "trace") -> Trace:
         raise ClusterSimError(f"{where} is invalid: {first_validation_error(exc)}") from None
 
 
+def read_capped(path: str | Path, limit: int, where: str) -> bytes:
+    """A file's bytes, at most ``limit`` of them read: a one-line error when it cannot be read or is larger."""
+    try:
+        with Path(path).open("rb") as fh:
+            raw = fh.read(limit + 1)
+    except OSError as exc:
+        raise ClusterSimError(f"cannot read {where}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
+        raise ClusterSimError(f"{where} is over {size}; refusing to read it")
+    return raw
+
+
 def load_trace(path: str | Path) -> Trace:
     """Read and validate a trace file (at most :data:`MAX_TRACE_BYTES`)."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_TRACE_BYTES + 1)
-    except OSError as exc:
-        raise ClusterSimError(f"cannot read trace {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_TRACE_BYTES:
-        raise ClusterSimError(f"trace {path} is over {MAX_TRACE_BYTES // 2**20} MiB; refusing to read it")
-    return parse_trace(raw, where=f"trace {path}")
+    return parse_trace(read_capped(path, MAX_TRACE_BYTES, f"trace {path}"), where=f"trace {path}")
 
 
 def load_stack_trace(path: str | None, num_layers: int, model: str) -> Trace:

@@ -204,22 +204,16 @@ class _LayerKind:
 
 def _layer_kind(cfg: RunConfig, profile: Profile, price: _Pricer, layer: int) -> _LayerKind:
     """Phases, energy work and recompute FLOPs of ``layer``, which stands for every layer of its kind."""
+    return _kind_of(cfg, profile, price, config_layer_ops(cfg, layer))
+
+
+def config_layer_ops(cfg: RunConfig, layer: int) -> list[Op]:
+    """Forward ops of ``layer`` for one micro-batch of ``cfg`` on one rank, under the run's stack."""
     m, p, t = cfg.model, cfg.parallel, cfg.training
-    dtype = t.precision
-    ops = layer_ops(
-        m,
-        layer,
-        t.micro_batch,
-        t.seq_len,
-        tp=p.tp,
-        ep=p.ep,
-        cp=p.cp,
-        dtype=dtype,
-        sp=p.sp,
-        flash=t.flash_attention,
-        stack=cfg.stack,
-    )
-    return _kind_of(cfg, profile, price, ops)
+    return layer_ops(
+        m, layer, t.micro_batch, t.seq_len, tp=p.tp, ep=p.ep, cp=p.cp, dtype=t.precision, sp=p.sp,
+        flash=t.flash_attention, stack=cfg.stack,
+    )  # fmt: skip
 
 
 def _kind_of(cfg: RunConfig, profile: Profile, price: _Pricer, ops: list[Op]) -> _LayerKind:
@@ -251,23 +245,10 @@ def forward_kernels(ops: list[Op]) -> int:
 def layer_host_s(cfg: RunConfig, layer: int = 0) -> float:
     """Eager host time to issue one layer's forward: the stack's per-layer cost plus its per-kernel cost
     for each kernel the layer launches."""
-    t, p = cfg.training, cfg.parallel
+    t = cfg.training
     if t.host_s_per_kernel == 0.0:
         return t.host_s_per_layer
-    ops = layer_ops(
-        cfg.model,
-        layer,
-        t.micro_batch,
-        t.seq_len,
-        tp=p.tp,
-        ep=p.ep,
-        cp=p.cp,
-        dtype=t.precision,
-        sp=p.sp,
-        flash=t.flash_attention,
-        stack=cfg.stack,
-    )
-    return t.host_s_per_layer + t.host_s_per_kernel * forward_kernels(ops)
+    return t.host_s_per_layer + t.host_s_per_kernel * forward_kernels(config_layer_ops(cfg, layer))
 
 
 def _mtp_ops(cfg: RunConfig, head_op_list: list[Op]) -> list[Op]:
@@ -285,11 +266,7 @@ def _mtp_ops(cfg: RunConfig, head_op_list: list[Op]) -> list[Op]:
         gemm=(mb * seq // p.cp, m.hidden_size // p.tp, 2 * m.hidden_size),
         dtype=numerics(dtype)[0],
     )
-    last = m.num_layers - 1
-    layer = layer_ops(
-        m, last, mb, seq, tp=p.tp, ep=p.ep, cp=p.cp, dtype=dtype, sp=p.sp, flash=t.flash_attention, stack=cfg.stack
-    )
-    return [proj] + layer + head_op_list
+    return [proj] + config_layer_ops(cfg, m.num_layers - 1) + head_op_list
 
 
 @dataclass(frozen=True)
