@@ -25,17 +25,45 @@ Algorithms (``n`` ranks, ``g`` per node, ``m`` nodes, message ``S`` bytes, per-h
 
 Choosing (``algorithm=``; the run config's ``parallel.collective_algorithm``):
 
-* ``default``: the faster of ring and tree for every call, the model's rule before the choice was
-  configurable; the published-table validation was fitted with it.
+* ``default``: the faster of ``ring/fitted`` and ``tree/fitted`` for every call, the model's rule before
+  the choice was configurable; the published-table validation was fitted with it.
 * ``auto``: NCCL's tuner (``ncclTopoTuneModel`` / ``ncclTopoGetAlgoTime`` in NVIDIA/nccl
   src/graph/tuning.cc): predict latency + bytes / bandwidth for every algorithm NCCL could run on
   this group and collective (ring, tree, nvls where the node has it) and take the fastest. Latency
   makes tree/NVLSTree win small messages at scale and bandwidth makes ring (or nvls) win large ones.
   ``hierarchical`` is not a candidate: NCCL has no such algorithm, a framework has to ask for it.
-* a registered name forces that algorithm. Where it cannot run on a group or does not implement a
+* a registered name forces that algorithm (NCCL picks the protocol); ``name/protocol`` forces both.
+  Where it cannot run on a group or does not implement a
   collective (nvls with one GPU of the group per node, nvls all-gather) the ring runs, as NCCL
   re-enables the ring when ``NCCL_ALGO`` leaves a collective nothing (tuning.cc, "at least set
   ring algo available").
+
+Protocols (NCCL's LL, LL128, Simple; constants from NVIDIA/nccl src/graph/tuning.cc at commit
+b6475625, see ``PROTOCOLS``): NCCL moves data in one of three wire formats. LL sends 8-byte lines of
+4 B data + 4 B flag (half the wire, lowest latency), LL128 128-byte lines with 8 B of flags (120/128
+of the wire on NVLink/IB), Simple plain chunks behind a fence (full bandwidth, highest latency). NCCL's
+tuner predicts ``latency + bytes / bandwidth`` for every (algorithm, protocol) pair and runs the
+fastest; this module does the same with its own calibrated latencies and bandwidths:
+
+* bandwidth: the algorithm's fitted (Simple) bandwidth x the tuner's per-protocol factor (ring LL
+  1/4 for all-reduce or across nodes, else 1/3, capped at the tuner's LL ceiling; ring LL128 0.92,
+  0.7 with one rank per node; tree x0.92, LL /3.8, LL128 x7/9 in one node or x120/128 across nodes,
+  times the tuner's tree correction for mid sizes).
+* latency: the fitted per-step link latencies (``latency_us`` in links.yaml, fitted to 8-128 B
+  all-reduces, which NCCL runs with LL) are LL's; LL128 and Simple add the tuner's differences
+  ``baseLat[p] - baseLat[LL]`` once and ``hwLat[link][p] - hwLat[link][LL]`` per step. A ring counts
+  its steps as the tuner does: ``2(n-1)`` steps of which ``2m`` (all-reduce) or ``m-1``
+  (all-gather/reduce-scatter) cross the network, the rest NVLink/PCIe.
+
+Names: ``ring``, ``tree`` (and ``nvls``, Simple only) take the fastest of their protocols, as
+``NCCL_ALGO=<name>`` leaves NCCL free to pick one; ``<name>/ll``, ``/ll128``, ``/simple`` force one
+(``NCCL_ALGO`` + ``NCCL_PROTO``); ``<name>/fitted`` is the single-protocol cost the model had before
+protocols (fitted LL latency + fitted Simple bandwidth: the envelope of the nccl-tests curve, optimistic
+at mid sizes where neither protocol has both). ``default`` still takes the faster of ``ring/fitted`` and
+``tree/fitted``, so its numbers (and the training validation fitted with it) are unchanged; ``auto``
+searches every tuned algorithm x protocol. ``hierarchical`` (a framework composition, not an NCCL
+algorithm) has only its fitted cost. Validation against published nccl-tests figures:
+simulator/data/validation/nccl_published.csv, tests/hwmodels/test_nccl_published.py, docs/collectives.md.
 
 Every collective also pays ``BASE_LATENCY_S`` once (kernel launch and synchronisation): the
 DGX A100 small-message all-reduce latencies in nccl_measured.csv (2/4/8 GPUs: 10.0/16.9/33.7 us)
@@ -79,6 +107,51 @@ NVLS_EFFICIENCY = 0.836
 
 COLLECTIVE_KINDS: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter")
 
+# ---- NCCL protocols ---------------------------------------------------------------------------------
+# Constants from NVIDIA/nccl src/graph/tuning.cc at commit b6475625fbcaa2c3c0e50eed2fa1255d7514d4a2
+# (NCCL ~2.20-2.22, read through the code search tool): baseLat, hwLat, llMaxBws and the "model
+# refinements" in ncclTopoTuneModel, treeCorrectionFactor in ncclTopoGetAlgoTime. Latencies in us.
+
+#: Protocol names, in NCCL's order (NCCL_PROTO=LL,LL128,Simple).
+PROTOCOLS: tuple[str, ...] = ("ll", "ll128", "simple")
+
+#: The pre-protocol single cost (fitted LL latency + fitted Simple bandwidth), selectable as ``name/fitted``.
+FITTED = "fitted"
+
+#: tuning.cc baseLat[algo][proto], us (Tree {6.8, 14.0, 0}, Ring {6.6, 14.0, 8.4}).
+NCCL_BASE_LAT_US: dict[str, dict[str, float]] = {
+    "tree": {"ll": 6.8, "ll128": 14.0, "simple": 0.0},
+    "ring": {"ll": 6.6, "ll128": 14.0, "simple": 8.4},
+}
+
+#: tuning.cc hwLat[link][algo][proto], us per step (NVLINK, PCI, NET rows; Tree and Ring columns).
+NCCL_HW_LAT_US: dict[str, dict[str, dict[str, float]]] = {
+    "nvlink": {"tree": {"ll": 0.6, "ll128": 1.25, "simple": 28.0}, "ring": {"ll": 0.6, "ll128": 1.9, "simple": 3.4}},
+    "pcie": {"tree": {"ll": 1.0, "ll128": 1.9, "simple": 28.0}, "ring": {"ll": 1.0, "ll128": 2.5, "simple": 5.7}},
+    "net": {"tree": {"ll": 5.0, "ll128": 8.5, "simple": 28.0}, "ring": {"ll": 2.7, "ll128": 4.0, "simple": 14.0}},
+}
+
+#: tuning.cc llMaxBws, GB/s busbw ceiling of LL: one node (Ampere/Hopper row: 87.7), two nodes, more
+#: (Intel-CPU row: 39.0, 20.4). NCCL indexes by GPU generation in one node and CPU vendor across
+#: nodes; CommGroup carries neither, so the Ampere/Hopper and Intel figures are taken.
+NCCL_LL_MAX_BUSBW_GBPS: tuple[float, float, float] = (87.7, 39.0, 20.4)
+
+#: tuning.cc bandwidth refinements as factors on the algorithm's Simple bandwidth.
+RING_LL_FACTOR = (1.0 / 4.0, 1.0 / 3.0)  # all-reduce or multi-node; all-gather/reduce-scatter in one node
+RING_LL128_FACTOR = (0.92, 0.7)  # "120/128" with >= 2 ranks per node; one rank per node (ppn < 2)
+TREE_FACTOR = 0.92  # busBw * .92 for every tree protocol
+TREE_LL_FACTOR = 1.0 / 3.8
+TREE_LL128_FACTOR = (7.0 / 9.0, 120.0 / 128.0)  # one node; across nodes
+
+#: tuning.cc treeCorrectionFactor[proto][log2(bytes / 64)] for 64 B .. 256 MB (tree only).
+# fmt: off
+TREE_CORRECTION: dict[str, tuple[float, ...]] = {
+    "ll": (1.0, 1.0, 1.0, 1.0, .9, .8, .7, .7, .7, .7, .6, .5, .4, .4, .5, .6, .7, .8, .9, 1.0, 1.0, 1.0, 1.0),
+    "ll128": (1.0, 1.0, 1.0, 1.0, 1.0, .9, .8, .8, .8, .7, .6, .6, .6, .6, .6, .6, .8, .9, .9, .9, .9, 1.0, 1.0),
+    "simple": (.9, .9, .9, .9, .9, .9, .9, .8, .7, .6, .6, .5, .5, .5, .5, .6, .7, .8, .7, .7, .8, .9, .9),
+}
+# fmt: on
+
 #: Node capabilities an algorithm may need, and how to say that a node lacks one.
 FEATURES: dict[str, str] = {
     "nvls": "NVLink SHARP (an NVSwitch that reduces in-switch, `nvls: true` in nodes.yaml)",
@@ -108,6 +181,18 @@ class CollectiveAlgorithm:
     requires: str | None = None  # a FEATURES key the node must have
     tuned: bool = True  # whether ``auto`` (NCCL's tuner) considers it
     summary: str = field(default="", compare=False)
+    #: collective kind -> protocol -> seconds without BASE_LATENCY_S; a kind missing here runs ``costs``
+    protocol_costs: Mapping[str, Mapping[str, CostFn]] = field(default_factory=dict, compare=False)
+
+    def protocols(self, kind: str) -> tuple[str, ...]:
+        """Protocols this algorithm runs ``kind`` with (``fitted`` alone where it has no protocol model)."""
+        return tuple(self.protocol_costs.get(kind, {})) or (FITTED,)
+
+    def cost(self, kind: str, protocol: str) -> CostFn:
+        """The cost function of ``kind`` with ``protocol`` (``fitted``: the single-protocol cost)."""
+        if protocol == FITTED:
+            return self.costs[kind]
+        return self.protocol_costs[kind][protocol]
 
     def usable(self, kind: str, group: CommGroup, features: Collection[str]) -> bool:
         """Whether this algorithm runs ``kind`` on ``group`` on nodes with ``features``."""
@@ -130,6 +215,12 @@ def register_algorithm(algo: CollectiveAlgorithm) -> CollectiveAlgorithm:
         raise ClusterSimError(
             f"collective algorithm {algo.name!r} requires unknown feature {algo.requires!r}; "
             f"known: {', '.join(FEATURES)}"
+        )
+    bad = sorted({p for by_kind in algo.protocol_costs.values() for p in by_kind} - set(PROTOCOLS))
+    if bad or set(algo.protocol_costs) - set(algo.costs):
+        raise ClusterSimError(
+            f"collective algorithm {algo.name!r}: protocol_costs must map kinds it has costs for to some of "
+            f"{', '.join(PROTOCOLS)}, got {bad or sorted(set(algo.protocol_costs) - set(algo.costs))}"
         )
     _REGISTRY[algo.name] = algo
     return algo
@@ -164,8 +255,17 @@ def check_algorithm(
     """One-line error unless ``name`` is a rule or a registered algorithm the node can run."""
     if name in RULES:
         return
-    if name not in _REGISTRY:
-        raise ClusterSimError(f"unknown {what} {name!r}; use one of: {', '.join(algorithm_names())}")
+    base, protocol = split_algorithm(name)
+    if base not in _REGISTRY:
+        raise ClusterSimError(
+            f"unknown {what} {name!r}; use one of: {', '.join(algorithm_names())} "
+            f"(an algorithm may take /{', /'.join((*PROTOCOLS, FITTED))}, e.g. ring/ll128)"
+        )
+    algo = _REGISTRY[base]
+    offered = {p for kind in algo.costs for p in algo.protocols(kind)} | {FITTED}
+    if protocol is not None and protocol not in offered:
+        raise ClusterSimError(f"{what} {name!r}: {base} runs protocols {', '.join(sorted(offered))}, not {protocol!r}")
+    name = base
     req = _REGISTRY[name].requires
     if req is not None and req not in features:
         ok = [n for n in algorithm_names() if n in RULES or _REGISTRY[n].requires in (None, *features)]
@@ -180,18 +280,47 @@ def _check(nbytes: float, algorithm: str, features: Collection[str]) -> None:
     check_algorithm(algorithm, features)
 
 
-def _candidates(kind: str, group: CommGroup, algorithm: str, features: Collection[str]) -> list[str]:
+def split_algorithm(name: str) -> tuple[str, str | None]:
+    """``"ring/ll128"`` -> ``("ring", "ll128")``; a bare name -> ``(name, None)`` (NCCL picks the protocol)."""
+    base, sep, protocol = name.partition("/")
+    return (base, protocol.lower() if sep else None)
+
+
+def is_algorithm(name: str) -> bool:
+    """Whether ``algorithm=`` accepts ``name`` (rule, registered name, or ``name/protocol``), ignoring features."""
+    try:
+        check_algorithm(name, FEATURES)
+    except ClusterSimError:
+        return False
+    return True
+
+
+def _candidates(kind: str, group: CommGroup, algorithm: str, features: Collection[str]) -> list[tuple[str, str]]:
+    """(algorithm, protocol) pairs the rule or name may run for this collective."""
     if algorithm == "default":
-        return list(DEFAULT_RULE)
+        return [(a, FITTED) for a in DEFAULT_RULE]
     if algorithm == "auto":
-        return [a.name for a in _REGISTRY.values() if a.tuned and a.usable(kind, group, features)]
-    return [algorithm] if _REGISTRY[algorithm].usable(kind, group, features) else ["ring"]
+        usable = [a for a in _REGISTRY.values() if a.tuned and a.usable(kind, group, features)]
+        return [(a.name, p) for a in usable for p in a.protocols(kind)]
+    base, protocol = split_algorithm(algorithm)
+    algo = _REGISTRY[base]
+    if not algo.usable(kind, group, features):  # NCCL re-enables the ring ("at least set ring algo available")
+        algo = _REGISTRY["ring"]
+    if protocol is None:
+        return [(algo.name, p) for p in algo.protocols(kind)]
+    if protocol != FITTED and protocol not in algo.protocols(kind):  # e.g. tree/ll for an all-gather
+        algo = _REGISTRY["ring"] if protocol in _REGISTRY["ring"].protocols(kind) else algo
+        protocol = protocol if protocol in algo.protocols(kind) else FITTED
+    return [(algo.name, protocol)]
 
 
-def _best(kind: str, nbytes: float, group: CommGroup, algorithm: str, features: Collection[str]) -> tuple[str, float]:
-    """The algorithm that runs and its seconds without BASE_LATENCY_S (ties: registry order)."""
-    names = _candidates(kind, group, algorithm, features)
-    return min(((n, _REGISTRY[n].costs[kind](nbytes, group)) for n in names), key=lambda nt: nt[1])
+def _best(
+    kind: str, nbytes: float, group: CommGroup, algorithm: str, features: Collection[str]
+) -> tuple[str, str, float]:
+    """The (algorithm, protocol) that runs and its seconds without BASE_LATENCY_S (ties: registry order)."""
+    pairs = _candidates(kind, group, algorithm, features)
+    timed = [(a, p, _REGISTRY[a].cost(kind, p)(nbytes, group)) for a, p in pairs]
+    return min(timed, key=lambda apt: apt[2])
 
 
 def choose_algorithm(
@@ -204,11 +333,25 @@ def choose_algorithm(
     return _best(kind, nbytes, group, algorithm, features)[0]
 
 
+def choose_protocol(
+    kind: str, nbytes: float, group: CommGroup, algorithm: str = "auto", *, features: Collection[str] = ()
+) -> tuple[str, str]:
+    """(algorithm, protocol) that ``algorithm`` runs for this collective, e.g. ``("ring", "ll128")``.
+
+    The protocol is ``fitted`` where the pair has no protocol model (``default``, ``hierarchical``).
+    """
+    if kind not in COLLECTIVE_KINDS:
+        raise ClusterSimError(f"collective kind must be one of {', '.join(COLLECTIVE_KINDS)}, not {kind!r}")
+    _check(nbytes, algorithm, features)
+    algo, protocol, _ = _best(kind, nbytes, group, algorithm, features)
+    return algo, protocol
+
+
 def _time(kind: str, nbytes: float, group: CommGroup, algorithm: str, features: Collection[str]) -> float:
     _check(nbytes, algorithm, features)
     if group.size == 1 or nbytes == 0:
         return 0.0
-    return BASE_LATENCY_S + _best(kind, nbytes, group, algorithm, features)[1]
+    return BASE_LATENCY_S + _best(kind, nbytes, group, algorithm, features)[2]
 
 
 def all_reduce_time(
@@ -332,11 +475,83 @@ def _nvls_all_reduce(nbytes: float, group: CommGroup) -> float:
     return max(intra, inter) + NVLS_LATENCY_S + 2.0 * math.ceil(math.log2(m)) * group.net_latency_s
 
 
+# ---- protocol variants (NCCL's tuner structure with this model's calibrated links) --------------------
+
+
+def _intra_class(group: CommGroup) -> str:
+    """tuning.cc hwLat row of the intra-node link. CommGroup has no link kind: anything up to PCIe 5
+    x16's 64 GB/s nominal is taken as PCIe, faster as NVLink."""
+    return "pcie" if group.intra_bytes_s <= 64e9 else "nvlink"
+
+
+def _delta_s(table: Mapping[str, float], protocol: str) -> float:
+    """Extra seconds of ``protocol`` over LL in a tuning.cc latency row (LL's own cost is the fitted one)."""
+    return (table[protocol] - table["ll"]) * 1e-6
+
+
+def _ll_cap_bytes_s(group: CommGroup) -> float:
+    return NCCL_LL_MAX_BUSBW_GBPS[min(group.nodes, 3) - 1] * 1e9
+
+
+def _tree_correction(protocol: str, nbytes: float) -> float:
+    idx = max(0, int(nbytes) // 64).bit_length() - 1
+    table = TREE_CORRECTION[protocol]
+    return table[idx] if 0 <= idx < len(table) else 1.0
+
+
+def _ring_protocol_cost(kind: str, protocol: str) -> CostFn:
+    """Ring ``kind`` with ``protocol``: tuning.cc's step count (2m of an all-reduce's 2(n-1) steps cross
+    the network, m-1 of an all-gather's n-1) at this model's link latencies plus the protocol's extra."""
+    all_reduce = kind == "all_reduce"
+
+    def cost(nbytes: float, group: CommGroup) -> float:
+        n, m = group.size, group.nodes
+        steps = 2 * (n - 1) if all_reduce else n - 1
+        inter = 0 if m == 1 else min(steps, 2 * m if all_reduce else m - 1)
+        intra_row, net_row = NCCL_HW_LAT_US[_intra_class(group)]["ring"], NCCL_HW_LAT_US["net"]["ring"]
+        latency = (
+            _delta_s(NCCL_BASE_LAT_US["ring"], protocol)
+            + (steps - inter) * (group.intra_latency_s + _delta_s(intra_row, protocol))
+            + inter * (group.net_latency_s + _delta_s(net_row, protocol))
+        )
+        bw = group.ring_bytes_s
+        if protocol == "ll":
+            bw = min(bw * RING_LL_FACTOR[0 if all_reduce or m > 1 else 1], _ll_cap_bytes_s(group))
+        elif protocol == "ll128":
+            bw *= RING_LL128_FACTOR[0 if group.local >= 2 else 1]
+        return steps / n * nbytes / bw + latency
+
+    return cost
+
+
+def _tree_protocol_cost(protocol: str) -> CostFn:
+    """Tree all-reduce with ``protocol``: chain in the node, double binary tree across nodes."""
+
+    def cost(nbytes: float, group: CommGroup) -> float:
+        intra_row, net_row = NCCL_HW_LAT_US[_intra_class(group)]["tree"], NCCL_HW_LAT_US["net"]["tree"]
+        net_levels = math.ceil(math.log2(group.nodes)) if group.spans_nodes else 0
+        latency = _delta_s(NCCL_BASE_LAT_US["tree"], protocol) + 2.0 * (
+            (group.local - 1) * (group.intra_latency_s + _delta_s(intra_row, protocol))
+            + net_levels * (group.net_latency_s + _delta_s(net_row, protocol))
+        )
+        bw = group.ring_bytes_s * TREE_FACTOR
+        if protocol == "ll":
+            bw = min(bw * TREE_LL_FACTOR, _ll_cap_bytes_s(group))
+        elif protocol == "ll128":
+            bw *= TREE_LL128_FACTOR[0 if group.nodes == 1 else 1]
+        bw *= _tree_correction(protocol, nbytes)
+        n = group.size
+        return 2.0 * (n - 1) / n * nbytes / bw + latency
+
+    return cost
+
+
 register_algorithm(
     CollectiveAlgorithm(
         "ring",
         {"all_reduce": _ring_all_reduce, "all_gather": _ring_all_gather, "reduce_scatter": _ring_all_gather},
         summary="ring over all ranks; bandwidth-optimal, latency linear in n",
+        protocol_costs={k: {p: _ring_protocol_cost(k, p) for p in PROTOCOLS} for k in COLLECTIVE_KINDS},
     )
 )
 register_algorithm(
@@ -344,6 +559,7 @@ register_algorithm(
         "tree",
         {"all_reduce": _tree_all_reduce, "all_gather": _tree_all_gather, "reduce_scatter": _tree_all_gather},
         summary="NCCL double binary tree across nodes, chain inside; latency logarithmic in nodes",
+        protocol_costs={"all_reduce": {p: _tree_protocol_cost(p) for p in PROTOCOLS}},  # tree AG/RS: fitted
     )
 )
 register_algorithm(
@@ -361,5 +577,6 @@ register_algorithm(
         runs_on=_nvls_runs_on,
         requires="nvls",
         summary="NVLink SHARP in-switch reduction; NVLSTree across nodes",
+        protocol_costs={"all_reduce": {"simple": _nvls_all_reduce}},  # NVLS runs Simple only (tuning.cc)
     )
 )

@@ -30,6 +30,18 @@ class ClusterSpec(BaseModel):
     nic_link: str | None = None
     nodes_per_leaf: int = Field(default=32, gt=0, description="nodes under one leaf switch (DGX SuperPOD unit: 32)")
     oversubscription: float = Field(default=1.0, ge=1.0, description="leaf up-links : down-links bandwidth ratio")
+    rail_optimized: bool = Field(
+        default=True,
+        description="NIC i of every node on leaf (rail) switch i, as DGX SuperPOD; false: all of a node's NICs on "
+        "one top-of-rack switch, so traffic leaves the leaf after nodes_per_leaf / nics_per_node nodes",
+    )
+    ecmp_efficiency: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of bandwidth left by ECMP hash collisions on traffic that crosses the spine (1 = adaptive "
+        "routing; Meta's RoCE fabric gained up to 40% on AllReduce from E-ECMP + QP scaling, i.e. about 0.7)",
+    )
 
     @field_validator("gpu")
     @classmethod
@@ -69,6 +81,8 @@ class ClusterSpec(BaseModel):
             nic=get_link(self.nic_link or node.nic_link),
             nodes_per_leaf=self.nodes_per_leaf,
             oversubscription=self.oversubscription,
+            rail_optimized=self.rail_optimized,
+            ecmp_efficiency=self.ecmp_efficiency,
         )
 
 
@@ -85,11 +99,21 @@ class Cluster:
     nic: LinkSpec
     nodes_per_leaf: int = 32
     oversubscription: float = 1.0
+    rail_optimized: bool = True
+    ecmp_efficiency: float = 1.0
 
     @cached_property
     def num_nodes(self) -> int:
         """Nodes the cluster's GPUs fill (at least one)."""
         return max(1, math.ceil(self.num_gpus / self.gpus_per_node))
+
+    @property
+    def leaf_nodes(self) -> int:
+        """Nodes a group can span before its traffic crosses the spine: a rail switch reaches ``nodes_per_leaf``
+        nodes on one rail; a top-of-rack switch with the same ports takes all NICs of fewer nodes."""
+        if self.rail_optimized or self.nics_per_node <= 1:
+            return self.nodes_per_leaf
+        return max(1, self.nodes_per_leaf // self.nics_per_node)
 
     @property
     def node_nic_bytes_s(self) -> float:
@@ -116,8 +140,8 @@ class Cluster:
                     f"node {self.node.id} has no NICs; a group spanning {nodes} nodes needs nics_per_node > 0"
                 )
             net = self.node_nic_bytes_s * local / self.gpus_per_node
-            if nodes > self.nodes_per_leaf:
-                net /= self.oversubscription
+            if nodes > self.leaf_nodes:  # through the spine: oversubscribed up-links, ECMP collisions
+                net *= self.ecmp_efficiency / self.oversubscription
         return CommGroup(
             size=size,
             local=local,

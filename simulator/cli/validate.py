@@ -12,7 +12,15 @@ from simulator.cli.textfmt import table
 __all__ = ["TRAINING_TABLES", "cmd_claims", "cmd_validate", "cmd_validate_energy", "register"]
 
 #: The published training tables ``validate training`` compares with (``--table`` choices).
-TRAINING_TABLES = ("megatron-table1", "megatron-table2", "vtrain-single", "vtrain-multi", "deepseek-v3", "real-stacks")
+TRAINING_TABLES = (
+    "megatron-table1",
+    "megatron-table2",
+    "vtrain-single",
+    "vtrain-multi",
+    "deepseek-v3",
+    "real-stacks",
+    "large-scale",
+)
 
 _CLAIM_COLUMNS = [
     ("id", "claim"),
@@ -138,6 +146,27 @@ def _real_stacks(args: argparse.Namespace) -> list[Any]:
     return comps
 
 
+def _large_scale(args: argparse.Namespace) -> list[Any]:
+    """Published runs on up to 16K GPUs; per-source errors and the rows left out go to the text report."""
+    from simulator.validation import tables as V
+    from simulator.validation.large_scale import large_scale_report, large_scale_rows, row_id
+
+    comps, skipped = large_scale_report(args.profile)
+    if not args.json:
+        source = {r["id"]: r["source"] for r in large_scale_rows()}
+        by_source: dict[str, list[Any]] = {}
+        for c in comps:
+            by_source.setdefault(source[row_id(c.label)], []).append(c)
+        print("\nlarge-scale by source:")
+        for name, rows in sorted(by_source.items()):
+            s = V.summary(rows)
+            mape, signed = s["mape"], s["mean_signed_error"]
+            print(f"  {name:58s} {len(rows):3d} rows  MAPE {mape:6.1%}  mean signed error {signed:+6.1%}")
+        for rid, why in skipped:
+            print(f"  skipped {rid}: {why}")
+    return comps
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``clustersim validate training|energy``: predictions vs the published tables, with error summaries."""
     from simulator.validation import tables as V
@@ -151,6 +180,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "vtrain-multi": lambda: V.vtrain_multi(args.profile, args.rows),
         "deepseek-v3": lambda: V.deepseek_v3(args.profile),
         "real-stacks": lambda: _real_stacks(args),
+        "large-scale": lambda: _large_scale(args),
     }
     report = {}
     for name in args.table or list(runners):

@@ -17,10 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwmodels.catalogue import get_gpu
-from hwmodels.collectives import algorithm_names, check_algorithm, node_features
+from hwmodels.collectives import algorithm_names, check_algorithm, is_algorithm, node_features
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.compression import CompressionSpec
+from simulator.core.variability import VariabilitySpec
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelField, ModelSpec
 from simulator.moe.routing import MoERouting
@@ -42,6 +43,13 @@ class ParallelSpec(BaseModel):
     vpp: int = Field(default=1, gt=0)
     zero: int = Field(default=0, ge=0, le=3)
     schedule: str = Field(default="1f1b", description="a registered pipeline schedule (simulator.training.schedules)")
+    layers_per_stage: tuple[int, ...] | None = Field(
+        default=None,
+        description="transformer layers on each pipeline stage (pp numbers summing to num_layers), e.g. Llama 3 "
+        "405B's 126 layers on PP16 with the first and last stage one layer short: [7, 8, ..., 8, 7]; with vpp a "
+        "stage's layers split over its chunks, the embedding's and the head's chunk taking fewer; default: as even "
+        "as possible",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -59,7 +67,7 @@ class ParallelSpec(BaseModel):
     @field_validator("collective_algorithm")
     @classmethod
     def _known_collective_algorithm(cls, v: str) -> str:
-        if v not in algorithm_names():
+        if not is_algorithm(v):
             raise ClusterSimError(f"unknown collective algorithm {v!r}; use one of: {', '.join(algorithm_names())}")
         return v
 
@@ -122,6 +130,31 @@ class TrainingSpec(BaseModel):
         description="SMs reserved for communication kernels that overlap compute (DeepSeek-V3: 20 of 132); "
         "compute runs on the rest",
     )
+    recompute_modules: (
+        tuple[Literal["core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", "moe", "shared_experts"], ...] | None
+    ) = Field(
+        default=None,
+        description="with recompute=selective, the submodules recomputed in backward (Megatron-Core "
+        "--recompute-modules); default: core_attn only",
+    )
+    activation_cache_dtype: Literal["bf16", "fp8"] = Field(
+        default="bf16",
+        description="cached Linear inputs (and MoE SwiGLU inputs) kept for backward in fp8, the attention output "
+        "in 12-bit E5M6 (DeepSeek-V3 report sec. 3.3.3)",
+    )
+    optimizer_moment_dtype: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="Adam's exp_avg / exp_avg_sq; master weights stay fp32 (DeepSeek-V3: bf16)"
+    )
+    dropout: bool = Field(default=True, description="dropout on (masks kept for backward); false for p=0 recipes")
+    ema: Literal["none", "gpu", "cpu"] = Field(
+        default="none",
+        description="exponential moving average of the weights: gpu keeps an fp32 copy (sharded like the optimizer), "
+        "cpu keeps it in host memory (DeepSeek-V3 sec. 3.2.3)",
+    )
+    expandable_segments: bool = Field(
+        default=False,
+        description="PyTorch caching allocator with expandable_segments:True (less fragmentation)",
+    )
 
 
 class RunConfig(BaseModel):
@@ -142,6 +175,10 @@ class RunConfig(BaseModel):
     )
     power: PowerSpec = PowerSpec()
     site: SiteSpec = SiteSpec()
+    variability: VariabilitySpec = Field(
+        default_factory=VariabilitySpec,
+        description="GPU speed spread, jitter, stragglers and failures (simulator.core.variability)",
+    )
     seed: int = 0
 
     @model_validator(mode="before")
@@ -195,12 +232,26 @@ def _check_parallel_plan(m: ModelSpec, p: ParallelSpec, num_gpus: int) -> None:
         raise ClusterSimError(
             f"parallel.ep={p.ep} must divide the model's routed experts ({experts}); pick ep from its divisors"
         )
-    if m.num_layers < p.pp * p.vpp:
+    if p.layers_per_stage is not None:
+        _check_layers_per_stage(m, p)
+    elif m.num_layers < p.pp * p.vpp:
         raise ClusterSimError(
-            f"num_layers={m.num_layers} cannot be split over pp*vpp={p.pp}*{p.vpp} chunks; use fewer stages"
+            f"num_layers={m.num_layers} cannot be split over pp*vpp={p.pp}*{p.vpp} chunks; use fewer stages "
+            "or give parallel.layers_per_stage"
         )
     if p.vpp > 1 and not get_schedule(p.schedule).interleaved:
         raise ClusterSimError(f"parallel.vpp={p.vpp} needs parallel.schedule=interleaved")
+
+
+def _check_layers_per_stage(m: ModelSpec, p: ParallelSpec) -> None:
+    """``parallel.layers_per_stage`` needs one positive count per stage, summing to the model's layers."""
+    counts = p.layers_per_stage or ()
+    if len(counts) != p.pp:
+        raise ClusterSimError(f"parallel.layers_per_stage has {len(counts)} entries; give one per stage (pp={p.pp})")
+    if min(counts) < 1 or sum(counts) != m.num_layers:
+        raise ClusterSimError(
+            f"parallel.layers_per_stage must be >= 1 each and sum to num_layers={m.num_layers}, got {list(counts)}"
+        )
 
 
 def _check_batch_and_gpu(cfg: RunConfig) -> None:

@@ -28,6 +28,25 @@ _RECOMPUTE = ("none", "selective", "full")
 _ACT_BYTES = 2.0  # 16-bit activations (Korthikanti et al. 2022, Sec. 4)
 _MASK_BYTES = 1.0  # dropout masks are stored as bytes
 _LSE_BYTES = 4.0  # flash attention keeps one fp32 log-sum-exp per query and head
+_ROUTER_BYTES = 4.0  # MoE router scores and chosen probabilities are kept in fp32 (Megatron-Core, DeepSeek-V3)
+# FP8 activation caching (DeepSeek-V3 report sec. 3.3.3): e4m3 values plus one fp32 scale per 1x128 tile
+# (sec. 3.3.2, fine-grained quantization), and the attention output in a 12-bit E5M6 format.
+_FP8_CACHE_BYTES = 1.0 + 4.0 / 128
+_E5M6_BYTES = 1.5
+_CACHE_DTYPES = ("bf16", "fp8")
+#: Megatron-Core ``TransformerConfig.recompute_modules`` choices (``--recompute-modules``; default core_attn).
+RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", "moe", "shared_experts")
+
+
+def recompute_module_set(recompute: str, modules: Iterable[str] | None) -> frozenset[str]:
+    """The submodules recomputed under ``recompute``: ``modules`` (default core_attn) when selective, else none."""
+    if recompute != "selective":
+        return frozenset()
+    chosen = frozenset(("core_attn",) if modules is None else modules)
+    unknown = sorted(chosen - set(RECOMPUTE_MODULES))
+    if unknown:
+        raise ClusterSimError(f"recompute_modules {unknown} unknown; use some of: {', '.join(RECOMPUTE_MODULES)}")
+    return chosen
 
 
 def _require_positive(obj: BaseModel, names: Iterable[str], prefix: str = "") -> None:
@@ -412,53 +431,96 @@ class ModelSpec(BaseModel):
         """Bytes of layer ``i``'s weights stored in ``dtype``."""
         return self.params_per_layer(i) * bytes_per_element(dtype)
 
-    def _attention_activations(self, seq_len: int, dropout: bool, flash: bool) -> tuple[float, float, float]:
+    def _attention_activations(
+        self, seq_len: int, dropout: bool, flash: bool, modules: frozenset[str], lin: float, out_b: float
+    ) -> tuple[float, float, float]:
         """Attention block's saved tensors per token as (TP-replicated, TP-split, score) bytes.
 
-        Replicated (split only by sequence parallelism): norm input, QKV-projection input (= norm
-        output; for MLA also the two latents before and after their norms), output dropout mask.
-        Split over heads: Q, K, V and the output-projection input. Score: softmax output (2as),
-        its dropout mask (as) and dropout output (2as) -- without dropout the softmax output is
-        the AV input, so only 2as; flash attention keeps only an fp32 log-sum-exp per head.
+        Replicated (split only by sequence parallelism): the norm input (the residual stream, 2h), the
+        norm output = QKV-projection input (``lin`` h; recomputed with ``layernorm``), the output dropout
+        mask (h). Split over heads: Q, K, V (2 bytes each, inputs of the attention kernel) and the
+        output-projection input (``out_b`` per element; it is also the attention output its backward
+        reads). Score: softmax output (2as), its dropout mask (as) and dropout output (2as) -- without
+        dropout only 2as; flash attention keeps only an fp32 log-sum-exp per head; ``core_attn`` drops it.
+
+        MLA (DeepSeek-V2 sec. 2.1): the latents c_q (q_lora_rank) and c_kv (kv_lora_rank) are the
+        inputs of their RMSNorms (2 bytes) and the normed latents the up-projection inputs (``lin``);
+        Q and K carry qk_head_dim = nope + rope per head, V v_head_dim. ``mla_up_proj`` (Megatron-Core:
+        "recompute the MLA up projection and RoPE applying parts", the latent norms fused in) keeps only
+        the latents and the shared RoPE key (qk_rope_head_dim) and rebuilds the normed latents, Q, K, V.
         """
         h, a = self.hidden_size, self.num_attention_heads
-        mask = _MASK_BYTES * h if dropout else 0.0
-        replicated = 2 * _ACT_BYTES * h + mask
+        replicated = _ACT_BYTES * h + (0.0 if "layernorm" in modules else lin * h)
+        replicated += _MASK_BYTES * h if dropout else 0.0
         if self.mla is not None:
-            q_latent = self.mla.q_lora_rank or 0
-            replicated += 2 * _ACT_BYTES * (q_latent + self.mla.kv_lora_rank)
-            qk, v_dim = a * self.mla.qk_head_dim, a * self.mla.v_head_dim
-            split = _ACT_BYTES * (2 * qk + 2 * v_dim)  # Q, K (per head), V, output-projection input
+            latents = (self.mla.q_lora_rank or 0) + self.mla.kv_lora_rank
+            if "mla_up_proj" in modules:
+                replicated += _ACT_BYTES * (latents + self.mla.qk_rope_head_dim)
+                qkv = 0.0
+            else:
+                replicated += (_ACT_BYTES + lin) * latents
+                qkv = _ACT_BYTES * a * (2 * self.mla.qk_head_dim + self.mla.v_head_dim)
+            out = a * self.mla.v_head_dim
         else:
             q_dim, kv_dim = a * self.head_size, self.kv_heads * self.head_size
-            split = _ACT_BYTES * (q_dim + kv_dim + kv_dim + q_dim)  # Q, K, V, output-projection input
-        if flash:
+            qkv, out = _ACT_BYTES * (q_dim + 2 * kv_dim), q_dim
+        split = qkv + out_b * out
+        if "core_attn" in modules:
+            score = 0.0
+        elif flash:
             score = _LSE_BYTES * a
         else:
             score = (2 * _ACT_BYTES + _MASK_BYTES) * a * seq_len if dropout else _ACT_BYTES * a * seq_len
         return replicated, split, score
 
-    def _mlp_intermediate_activations(self, ffn: int) -> float:
-        """Saved intermediates of one MLP per token: GELU keeps its input and output (2 x 2f);
-        SwiGLU (Megatron's fused kernel) keeps gate and up outputs and the down-projection input (3 x 2f)."""
-        return (3 if self.mlp == "swiglu" else 2) * _ACT_BYTES * ffn
+    def _mlp_intermediate_activations(self, ffn: int, act_in: float = _ACT_BYTES, act_out: float = _ACT_BYTES) -> float:
+        """Saved intermediates of one MLP per token: the activation function's input (GELU f, SwiGLU's
+        gate and up outputs 2f, at ``act_in`` bytes) and its output, the down-projection input (f at
+        ``act_out``; 0 when the activation is recomputed). 16-bit: GELU 2 x 2f, SwiGLU 3 x 2f."""
+        width = 2 * ffn if self.mlp == "swiglu" else ffn
+        return act_in * width + act_out * ffn
 
-    def _mlp_activations(self, moe_layer: bool, dropout: bool) -> tuple[float, float]:
+    def _mlp_activations(
+        self, moe_layer: bool, dropout: bool, modules: frozenset[str], lin: float, fp8: bool
+    ) -> tuple[float, float]:
         """MLP block's saved tensors per token as (TP-replicated, TP-split) bytes.
 
-        Dense: norm input and first-linear input (replicated), the intermediates (split), the
-        output dropout mask. MoE: norm input and output (router and shared-expert input), top_k
-        dispatched copies of the token (tokens are replicated to k experts) and k experts'
-        intermediates, plus the shared experts' intermediates. Router probabilities are ignored.
+        Dense: norm input (2h), norm output = first-linear input (``lin`` h; 0 with ``layernorm``), the
+        intermediates (split), the output dropout mask. ``mlp`` checkpoints the whole dense MLP: only
+        its input (the norm output, 2h) stays.
+
+        MoE (top_k = k routed experts of width f_e, shared experts of total width f_s, E experts):
+        norm input (2h) and output (2h: the router's input stays 16-bit, DeepSeek-V3 sec. 3.3 keeps the
+        gating in higher precision; 0 with ``layernorm``); the router's fp32 scores (E) and the k chosen
+        probabilities (4 bytes each: sigmoid/softmax backward and the probability-weighted activation);
+        k dispatched copies of the token (the experts' first-linear inputs, ``lin`` h each); per
+        expert the activation input (2f_e, fp8 when caching fp8: DeepSeek-V3 sec. 3.3.3 caches the
+        SwiGLU inputs of MoE in FP8) and output (``lin`` f_e; 0 with ``moe_act``, which recomputes it);
+        the shared experts' intermediates likewise (0 with ``shared_experts``). Expert outputs are not
+        kept: Megatron-Core multiplies the routing probabilities into the activation
+        (``activation_func_with_probs`` in ``moe/experts.py``), so the combine's backward needs none.
+        ``moe`` checkpoints the whole MoE block: only its input (the norm output, 2h) stays.
         """
         h = self.hidden_size
         mask = _MASK_BYTES * h if dropout else 0.0
+        norm_out = 0.0 if "layernorm" in modules else lin * h
         if not moe_layer or self.moe is None:
-            return 2 * _ACT_BYTES * h + mask, self._mlp_intermediate_activations(self.ffn_hidden_size)
-        k = self.moe.top_k
-        replicated = (2 + k) * _ACT_BYTES * h + mask
-        split = k * self._mlp_intermediate_activations(self.moe.expert_ffn_hidden_size)
-        return replicated, split + self._mlp_intermediate_activations(self.moe.shared_ffn_hidden_size)
+            if "mlp" in modules:
+                return 2 * _ACT_BYTES * h + mask, 0.0
+            intermediates = self._mlp_intermediate_activations(self.ffn_hidden_size, act_out=lin)
+            return _ACT_BYTES * h + norm_out + mask, intermediates
+        moe = self.moe
+        if "moe" in modules:
+            return 2 * _ACT_BYTES * h + mask, 0.0
+        k = moe.top_k
+        replicated = _ACT_BYTES * h + (0.0 if "layernorm" in modules else _ACT_BYTES * h) + mask
+        replicated += _ROUTER_BYTES * (moe.num_experts + k) + k * lin * h
+        act_in = lin if fp8 else _ACT_BYTES
+        routed_out = 0.0 if "moe_act" in modules else lin
+        split = k * self._mlp_intermediate_activations(moe.expert_ffn_hidden_size, act_in, routed_out)
+        if moe.shared_ffn_hidden_size and "shared_experts" not in modules:
+            split += self._mlp_intermediate_activations(moe.shared_ffn_hidden_size, act_in, lin)
+        return replicated, split
 
     def activation_bytes_per_layer(
         self,
@@ -471,33 +533,43 @@ class ModelSpec(BaseModel):
         flash_attention: bool = False,
         dropout: bool = True,
         layer: int | None = None,
+        recompute_modules: Iterable[str] | None = None,
+        cache_dtype: str = "bf16",
     ) -> float:
         """Activation bytes one transformer layer keeps for backward, per GPU (Korthikanti et al. 2022).
 
         Each saved tensor is counted term by term (see ``_attention_activations`` and
         ``_mlp_activations``) in three groups: replicated across tensor-parallel ranks unless
-        ``sp`` (norm inputs, linear inputs at the block edges, dropout masks), split over ``tp``
-        (Q, K, V, attention output, MLP intermediates) and the attention score terms (split).
-        For GPT (MHA, GELU 4h MLP, dropout) this gives exactly s b h (34 + 5 a s / h); with TP,
-        s b h (10 + 24/t + 5 a s/(h t)); with SP, s b h (34/t + 5 a s/(h t)). GQA shrinks K and V to
-        the KV heads; SwiGLU keeps 6f instead of GELU's 4f. ``recompute='selective'`` recomputes
-        the attention core (drops the score terms); ``'full'`` keeps only the layer input (2 s b h,
-        /t with SP). ``dropout=False`` drops the masks (Llama-style recipes train without dropout).
-        ``layer`` picks dense vs MoE; None means an MoE layer if the model has any.
+        ``sp`` (norm inputs, linear inputs at the block edges, dropout masks, dispatched tokens, router
+        scores), split over ``tp`` (Q, K, V, attention output, MLP intermediates) and the attention score
+        terms (split). For GPT (MHA, GELU 4h MLP, dropout) this gives exactly s b h (34 + 5 a s / h);
+        with TP, s b h (10 + 24/t + 5 a s/(h t)); with SP, s b h (34/t + 5 a s/(h t)). GQA shrinks K and
+        V to the KV heads; SwiGLU keeps 6f instead of GELU's 4f. ``dropout=False`` drops the masks.
+
+        ``recompute='selective'`` recomputes ``recompute_modules`` (Megatron-Core's ``--recompute-modules``:
+        core_attn, moe_act, layernorm, mla_up_proj, mlp, moe, shared_experts; default core_attn, which drops
+        the score terms); ``'full'`` keeps only the layer input (2 s b h, /t with SP).
+        ``cache_dtype='fp8'`` caches the Linear inputs in FP8 (1 byte + one fp32 scale per 1x128 tile) and
+        the attention output (the output projection's input) in E5M6 (12 bits), as DeepSeek-V3 does
+        (report sec. 3.3.3, "Low-Precision Activation"). ``layer`` picks dense vs MoE; None means an MoE
+        layer if the model has any.
         """
         if recompute not in _RECOMPUTE:
             raise ClusterSimError(f"recompute={recompute!r} must be one of {', '.join(_RECOMPUTE)}")
         if tp < 1 or seq_len <= 0 or micro_batch <= 0:
             raise ClusterSimError(f"tp={tp}, seq_len={seq_len}, micro_batch={micro_batch} must be positive")
+        if cache_dtype not in _CACHE_DTYPES:
+            raise ClusterSimError(f"cache_dtype={cache_dtype!r} must be one of {', '.join(_CACHE_DTYPES)}")
+        modules = recompute_module_set(recompute, recompute_modules)
         tokens = float(seq_len * micro_batch)
         rep_div = tp if sp else 1
         if recompute == "full":
             return tokens * _ACT_BYTES * self.hidden_size / rep_div
+        fp8 = cache_dtype == "fp8"
+        lin, out_b = (_FP8_CACHE_BYTES, _E5M6_BYTES) if fp8 else (_ACT_BYTES, _ACT_BYTES)
         moe_layer = self.is_moe and (layer is None or self.is_moe_layer(layer))
-        a_rep, a_split, score = self._attention_activations(seq_len, dropout, flash_attention)
-        m_rep, m_split = self._mlp_activations(moe_layer, dropout)
-        if recompute == "selective":
-            score = 0.0
+        a_rep, a_split, score = self._attention_activations(seq_len, dropout, flash_attention, modules, lin, out_b)
+        m_rep, m_split = self._mlp_activations(moe_layer, dropout, modules, lin, fp8)
         return tokens * ((a_rep + m_rep) / rep_div + (a_split + m_split + score) / tp)
 
     # ----------------------------------------------------------------------------- summary

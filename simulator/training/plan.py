@@ -10,6 +10,7 @@ schedule and the metrics can say where the time went.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,17 @@ class ChunkCost:
     tensor_s: float = 0.0  # math work of forward + backward (+ recompute) as seconds at full peak (energy)
     hbm_s: float = 0.0  # HBM traffic of the same as seconds at full bandwidth (energy)
 
+    def stretched(self, factor: float) -> ChunkCost:
+        """This chunk with the compute of every phase multiplied by ``factor`` (communication unchanged): the
+        wait for the slowest rank where ranks synchronise (:mod:`simulator.core.variability`)."""
+        if factor == 1.0:
+            return self
+
+        def phase(ph: Phase) -> Phase:
+            return Phase(ph.compute_s * factor, ph.comm_s)
+
+        return replace(self, forward=phase(self.forward), backward=phase(self.backward), weight=phase(self.weight))
+
 
 @dataclass(frozen=True)
 class Groups:
@@ -82,13 +94,20 @@ class Groups:
     def of(cls, cfg: RunConfig, cluster: Cluster) -> Groups:
         """The groups of ``cfg``'s parallel plan on ``cluster``, with its collective algorithm setting."""
         p = cfg.parallel
+        link = cfg.variability.degraded_link_factor
+
+        def group(size: int, stride: int = 1) -> CommGroup:
+            g = cluster.comm_group(size, stride)
+            # one degraded NIC paces every group that crosses the network: groups of a kind run in lock-step
+            return replace(g, net_bytes_s=g.net_bytes_s * link) if link < 1.0 and g.spans_nodes else g
+
         return cls(
-            tp=cluster.comm_group(p.tp),
-            cp=cluster.comm_group(p.cp, stride=p.tp),
-            ep=cluster.comm_group(p.ep, stride=p.tp * p.cp),
-            dp=cluster.comm_group(p.dp, stride=p.tp * p.cp),
-            pp=cluster.comm_group(2, stride=p.tp * p.cp * p.dp) if p.pp > 1 else cluster.comm_group(1),
-            grad=cluster.comm_group(p.dp * p.cp, stride=p.tp),
+            tp=group(p.tp),
+            cp=group(p.cp, stride=p.tp),
+            ep=group(p.ep, stride=p.tp * p.cp),
+            dp=group(p.dp, stride=p.tp * p.cp),
+            pp=group(2, stride=p.tp * p.cp * p.dp) if p.pp > 1 else group(1),
+            grad=group(p.dp * p.cp, stride=p.tp),
             algorithm=CommAlgorithm.of(p.collective_algorithm, cluster),
         )
 
@@ -135,6 +154,12 @@ def _layer_params(cfg: RunConfig, layer: int) -> float:
 
 
 def chunk_layers(num_layers: int, num_chunks: int) -> list[tuple[int, ...]]:
+    """Split layers into ``num_chunks`` contiguous slices (a fresh list of the cached split)."""
+    return list(_chunk_layers(num_layers, num_chunks))
+
+
+@lru_cache(maxsize=256)
+def _chunk_layers(num_layers: int, num_chunks: int) -> tuple[tuple[int, ...], ...]:
     """Split layers into ``num_chunks`` contiguous slices, as equal as possible.
 
     When they do not divide, the first chunks take one layer more and the last (which also runs the
@@ -146,6 +171,37 @@ def chunk_layers(num_layers: int, num_chunks: int) -> list[tuple[int, ...]]:
         n = per + (1 if i < extra else 0)
         out.append(tuple(range(start, start + n)))
         start += n
+    return tuple(out)
+
+
+def model_chunks(cfg: RunConfig, num_chunks: int) -> list[tuple[int, ...]]:
+    """The layers of each of ``num_chunks`` pipeline chunks in route order (chunk ``v pp + s`` is stage ``s``'s
+    ``v``-th), from ``parallel.layers_per_stage`` when given, else :func:`chunk_layers`.
+
+    With a per-stage list and ``vpp`` chunks per stage, a stage's layers split over its chunks as evenly as
+    possible; the first stage's short chunk is its first (which also runs the embedding) and every other
+    stage's its last (the last stage's runs the head), as Megatron-LM places Llama 3's 126 layers on
+    PP16 x VPP8 when the embedding and the loss each count as a layer
+    (``--account-for-embedding-in-pipeline-split``, ``--account-for-loss-in-pipeline-split``).
+    """
+    counts = cfg.parallel.layers_per_stage
+    if counts is None:
+        return chunk_layers(cfg.model.num_layers, num_chunks)
+    pp = len(counts)
+    if num_chunks % pp:
+        raise ClusterSimError(f"{num_chunks} pipeline chunks do not split over the {pp} stages of layers_per_stage")
+    vpp = num_chunks // pp
+    sizes = [0] * num_chunks
+    for s, n in enumerate(counts):
+        per, extra = divmod(n, vpp)
+        short_first = s == 0 and pp > 1
+        for v in range(vpp):
+            long = v >= vpp - extra if short_first else v < extra
+            sizes[v * pp + s] = per + (1 if long else 0)
+    out, start = [], 0
+    for n in sizes:
+        out.append(tuple(range(start, start + n)))
+        start += n
     return out
 
 
@@ -155,7 +211,7 @@ def chunk_costs(
     """Costs of the model split into ``num_chunks`` pipeline chunks, in model order."""
     mc = _model_costs(cfg, profile, cluster)
     chunks = []
-    slices = chunk_layers(cfg.model.num_layers, num_chunks)
+    slices = model_chunks(cfg, num_chunks)
     for idx, layers in enumerate(slices):
         first, last = idx == 0, idx == len(slices) - 1
         s = _sum_layers(cfg, layers, mc.kinds)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.core.timeline import Timeline
+from simulator.core.variability import Goodput
 
 
 class MemoryReport(BaseModel):
@@ -51,6 +52,13 @@ class TrainingResult(BaseModel):
     memory_per_gpu_gb: MemoryReport
     fits_in_memory: bool
     time_to_train_days: float | None = None
+    time_to_train_wall_days: float | None = Field(
+        default=None, description="time_to_train_days divided by the goodput: failures, restarts and checkpoints"
+    )
+    sync_stretch: float = Field(
+        default=1.0, description="compute stretch from waiting for the slowest rank (GPU spread, jitter, stragglers)"
+    )
+    goodput: Goodput | None = Field(default=None, description="useful share of wall time over a long run")
     energy_j: dict[str, float] = Field(default_factory=dict, description="per step: gpu, node, facility (x PUE), J")
     energy_per_token_j: float = Field(default=0.0, description="facility energy per trained token, J")
     kgco2e: dict[str, float] = Field(default_factory=dict, description="per step: operational, embodied, kgCO2e")

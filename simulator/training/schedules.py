@@ -73,6 +73,18 @@ class Layout:
         """Index of the chunk on its rank (0..chunks_per_rank-1)."""
         return self.direction(mb) if self.dual else pos // self.pp
 
+    def ranks(self, mb: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """:meth:`rank` of many (micro-batch, position) pairs at once (override both together)."""
+        if self.dual:
+            return np.where(mb >= self.num_microbatches // 2, self.pp - 1 - pos, pos)
+        return pos % self.pp
+
+    def local_chunks(self, mb: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """:meth:`local_chunk` of many (micro-batch, position) pairs at once (override both together)."""
+        if self.dual:
+            return (mb >= self.num_microbatches // 2).astype(np.int64)
+        return pos // self.pp
+
     def model_chunk(self, mb: int, pos: int) -> int:
         """Which slice of the model (in model order) the position runs."""
         return pos

@@ -10,20 +10,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from hwmodels.catalogue import get_gpu, get_link
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
 from simulator.compression import collective_for, compression_compute_s, dp_comm_time
 from simulator.core.config import RunConfig, load_config
+from simulator.core.contention import nic_sharing_factor, overlap_interference_s
 from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.timeline import Timeline
+from simulator.core.variability import Goodput, Stretch, goodput, replica_wait_s, step_stretch
 from simulator.energy.accounting import footprint, gpu_energy_j
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
-from simulator.training.memory import FRAGMENTATION_FRACTION, memory_breakdown, peak_bytes
-from simulator.training.plan import COMM_KINDS, ChunkCost, Groups, chunk_costs, grad_comm_bytes, traced_optimizer_s
+from simulator.training.memory import FRAGMENTATION_FRACTION, memory_breakdown
+from simulator.training.plan import (
+    COMM_KINDS,
+    ChunkCost,
+    Groups,
+    chunk_costs,
+    grad_comm_bytes,
+    traced_optimizer_s,
+)
 from simulator.training.result import MemoryReport, TrainingResult
 from simulator.training.schedules import Layout, make_layout
 
@@ -43,17 +54,22 @@ class RankTail:
     dp_end: float = 0.0
     optimizer_s: float = 0.0
     gather_s: float = 0.0
+    replica_wait_s: float = 0.0  # waiting at the gradient sync for the slowest data-parallel replica
+    interference_s: float = 0.0  # compute slowed by the SMs that overlapped gradient-sync kernels take
     events: list[tuple] = field(default_factory=list)
 
     @property
     def end(self) -> float:
-        """When this rank's step is done: after its gradient sync, optimizer step and parameter gather."""
-        return max(self.pipeline_end, self.dp_end) + self.optimizer_s + self.gather_s
+        """When this rank's step is done: after its gradient sync (which waits for the slowest replica),
+        optimizer step and parameter gather."""
+        last = max(self.pipeline_end + self.interference_s, self.dp_end)
+        return last + self.replica_wait_s + self.optimizer_s + self.gather_s
 
     @property
     def exposed_dp_s(self) -> float:
-        """DP communication seconds not hidden under the pipeline phase (the parameter gather included)."""
-        return max(0.0, self.dp_end - self.pipeline_end) + self.gather_s
+        """DP communication seconds not hidden under the pipeline phase (the parameter gather and the wait
+        for the slowest replica included)."""
+        return max(0.0, self.dp_end - self.pipeline_end) + self.replica_wait_s + self.gather_s
 
 
 def rank_positions(layout: Layout, rank: int) -> list[int]:
@@ -64,9 +80,16 @@ def rank_positions(layout: Layout, rank: int) -> list[int]:
 
 
 def _bucket_events(
-    cfg: RunConfig, rank: int, stats: RankStats, chunks: list[ChunkCost], positions: list[int], groups: Groups
+    cfg: RunConfig,
+    rank: int,
+    stats: RankStats,
+    chunks: list[ChunkCost],
+    positions: list[int],
+    groups: Groups,
+    shared: float = 1.0,
 ) -> tuple[float, list[tuple]]:
-    """DP gradient reduction, bucket by bucket as each chunk's last gradients appear."""
+    """DP gradient reduction, bucket by bucket as each chunk's last gradients appear; a bucket that starts
+    inside the pipeline phase takes ``shared`` times longer (its NIC carries the pipeline's traffic too)."""
     p, t = cfg.parallel, cfg.training
     per_bucket = max(t.bucket_mparams * 1e6, 1e6 * p.dp)
     gbytes = grad_comm_bytes(t.precision)
@@ -90,9 +113,36 @@ def _bucket_events(
         ready_list += [(start + (i + 1) / n * (end - start), secs, local, i, n) for i in range(n)]
     for ready, secs, local, i, n in sorted(ready_list):
         clock = max(clock, ready)
+        secs = secs * shared if clock < stats.last_end_s else secs
         events.append((clock, clock + secs, rank, "dp", f"grad {kind} {i + 1}/{n}", "DP", -1, local))
         clock += secs
     return clock, events
+
+
+def _pipeline_nic_share(
+    cfg: RunConfig, stats: RankStats, chunks: list[ChunkCost], positions: list[int], groups: Groups
+) -> float:
+    """Share of ``stats``' pipeline phase during which its own inter-node traffic (pipeline sends, expert
+    all-to-all, context-parallel exchange) occupies the rank's NIC."""
+    window = stats.last_end_s - (stats.first_start_s or 0.0)
+    if window <= 0:
+        return 0.0
+    busy = sum(stats.comm_s.get(k, 0.0) for k, g in (("ep", groups.ep), ("cp", groups.cp)) if g.spans_nodes)
+    if cfg.parallel.pp > 1 and groups.pp.spans_nodes:
+        t = cfg.training
+        num_mb = t.global_batch // (t.micro_batch * cfg.parallel.dp)
+        busy += 2 * num_mb * len(positions) * comm_time("send_recv", chunks[0].send_bytes, groups.pp)
+    return min(1.0, busy / window)
+
+
+def profile_sms(cfg: RunConfig) -> int:
+    """Streaming multiprocessors of the run's GPU."""
+    return get_gpu(cfg.cluster.gpu).sms
+
+
+def _overlapped_s(events: list[tuple], pipeline_end: float) -> float:
+    """Seconds of the gradient-sync events that run before ``pipeline_end`` (under the pipeline's compute)."""
+    return sum(max(0.0, min(e[1], pipeline_end) - e[0]) for e in events)
 
 
 def _rank_tail(
@@ -111,7 +161,12 @@ def _rank_tail(
     positions = rank_positions(layout, rank)
     tail = RankTail(pipeline_end=stats.last_end_s, dp_end=stats.last_end_s)
     if comm and p.zero < 3 and p.dp * p.cp > 1:
-        tail.dp_end, tail.events = _bucket_events(cfg, rank, stats, chunks, positions, groups)
+        busy = _pipeline_nic_share(cfg, stats, chunks, positions, groups) if groups.grad.spans_nodes else 0.0
+        shared = nic_sharing_factor(busy)
+        tail.dp_end, tail.events = _bucket_events(cfg, rank, stats, chunks, positions, groups, shared)
+        tail.interference_s = overlap_interference_s(
+            cfg.training.comm_sms, profile_sms(cfg), _overlapped_s(tail.events, stats.last_end_s)
+        )
     if comm and p.pp > 1 and cfg.model.tied_embeddings and rank in (0, p.pp - 1):
         # first and last stage hold copies of the tied word embedding: sum their gradients
         emb = cfg.model.vocab_size * cfg.model.hidden_size / p.tp * grad_comm_bytes(t.precision)
@@ -119,6 +174,9 @@ def _rank_tail(
         start = max(tail.dp_end, stats.last_end_s)
         tail.events.append((start, start + secs, rank, "dp", "embedding grad all_reduce", "DP", -1, 0))
         tail.dp_end = start + secs
+    if comm and p.dp * p.cp > 1:
+        segments = 2 * layout.num_microbatches * len(positions) * max(1, sum(len(chunks[q].layers) for q in positions))
+        tail.replica_wait_s = replica_wait_s(cfg.variability, stats.busy_s, segments, p.dp * p.cp)
     params = sum(chunks[pos].params for pos in positions)
     if comm and t.compression is not None and p.dp * p.cp > 1:  # compress + decompress before the optimizer
         extra = compression_compute_s(t.compression, params, profile, grad_comm_bytes(t.precision), dp_size=p.dp)
@@ -133,7 +191,7 @@ def _rank_tail(
         tail.optimizer_s = traced * shard / max(params, 1.0)
     else:
         tail.optimizer_s = optimizer_step_time(profile, opt.bytes_per_param * shard, opt.launches_per_tensor * tensors)
-    opt_start = max(tail.pipeline_end, tail.dp_end)
+    opt_start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s
     tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
     if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:
         tail.gather_s = comm_time("all_gather", 2.0 * params, groups.grad, groups.algorithm)
@@ -156,12 +214,12 @@ def _bubble_fraction(run: PipelineRun) -> float:
 def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryReport, bool]:
     """Memory of the fullest pipeline rank (GB), and whether it fits the GPU's usable memory."""
     capacity = usable_memory_bytes(cfg.cluster.gpu)
-    copies = 2.0 if layout.dual else 1.0  # DualPipe keeps two copies of the parameters
+    copies = 1.0  # memory_breakdown already holds both DualPipe chunks of a rank (memory.rank_layers)
     best = None
     for rank, st in enumerate(run.ranks):
         mem = memory_breakdown(cfg, rank, st.peak_inflight, flash_attention=cfg.training.flash_attention)
         state = mem.weights + mem.gradients + mem.optimizer
-        total = peak_bytes(state, mem.buffers, mem.activations, copies)
+        total = mem.total
         if best is None or total > best[0]:
             best = (total, rank, mem, state * (copies - 1.0), st.peak_inflight)
     assert best is not None
@@ -192,8 +250,9 @@ class _Step:
     layout: Layout
     ratios: list[float]  # clock / max clock per pipeline stage
 
-    @property
+    @cached_property
     def end(self) -> float:
+        """When the slowest rank finishes its step, seconds."""
         return max(tail.end for tail in self.tails)
 
 
@@ -210,15 +269,23 @@ def _stage_of_positions(layout: Layout) -> dict[int, int]:
 
 
 def _costs_at(cfg: RunConfig, prof: Profile, cluster: Any, layout: Layout, ratios: list[float], comm: bool):
-    """Chunk costs with each chunk priced at its stage's clock (one costing per distinct clock)."""
+    """Chunk costs with each chunk priced at its stage's clock (one costing per distinct clock), compute
+    stretched by the expected slowest rank where ranks synchronise (:func:`stretch_of`)."""
     stage = _stage_of_positions(layout)
+    factor = stretch_of(cfg).compute
     by_ratio = {
         r: chunk_costs(
             cfg, prof.model_copy(update={"clock_ratio": r}), cluster, num_chunks=layout.positions, include_comm=comm
         )
         for r in sorted(set(ratios))
     }
-    return [by_ratio[ratios[stage[pos]]][pos] for pos in range(layout.positions)]
+    return [by_ratio[ratios[stage[pos]]][pos].stretched(factor) for pos in range(layout.positions)]
+
+
+def stretch_of(cfg: RunConfig) -> Stretch:
+    """How synchronisation stretches ``cfg``'s compute: slowest GPU of the job, slowest rank per layer."""
+    p = cfg.parallel
+    return step_stretch(cfg.variability, num_gpus=cfg.cluster.num_gpus, tp=p.tp, cp=p.cp, ep=p.ep, pp=p.pp, dp=p.dp)
 
 
 def _simulate(cfg: RunConfig, prof: Profile, cluster: Any, ratios: list[float], comm: bool) -> _Step:
@@ -326,6 +393,7 @@ def simulate_training(
     events = run.events + [e for tail in tails for e in tail.events]
     energy = _energy_fields(cfg, step, prof, cluster, tokens, throttled, limit, per_rank)
     ttt_days = _time_to_train(cfg, tokens, stepsecs, energy)  # also adds the whole run's totals to energy
+    good = _goodput(cfg, cluster)
     return TrainingResult(
         model=m.name,
         gpu=cluster.gpu.id,
@@ -342,6 +410,9 @@ def simulate_training(
         memory_per_gpu_gb=memory,
         fits_in_memory=fits,
         time_to_train_days=ttt_days,
+        time_to_train_wall_days=None if ttt_days is None else ttt_days / max(good.fraction, 1e-9),
+        sync_stretch=stretch_of(cfg).compute,
+        goodput=good,
         timeline=Timeline(tuple(sorted(events))),
         **energy,
     )
@@ -377,6 +448,19 @@ def _step_within_power(
         step = _simulate(cfg, prof, cluster, _throttle(cfg, prof, cluster, step, limit, include_comm), include_comm)
         per_rank, throttled = _gpu_energy(cfg, step, prof), True
     return step, per_rank, throttled, limit
+
+
+#: Bytes per parameter a checkpoint holds: bf16 weights (2) + fp32 master weights and Adam moments (12), the
+#: model and distributed-optimizer state Megatron-LM saves.
+CHECKPOINT_BYTES_PER_PARAM = 14.0
+
+
+def _goodput(cfg: RunConfig, cluster: Any) -> Goodput:
+    """Goodput of a long run of ``cfg``: checkpoint stalls and failures at the configured MTBF."""
+    nbytes = CHECKPOINT_BYTES_PER_PARAM * cfg.model.total_params
+    host = get_link(cluster.gpu.pcie).effective_bandwidth_bytes_per_s
+    d2h_s = nbytes / cluster.num_gpus / host  # every GPU copies its shard to host memory at once
+    return goodput(cfg.variability, cluster.num_gpus, cluster.num_nodes, nbytes, d2h_s)
 
 
 def _exposed_comm(step: _Step, critical: int) -> dict[str, float]:

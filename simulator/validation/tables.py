@@ -224,7 +224,18 @@ def vtrain_multi(profile: Any = None, rows: int | None = None, progress=None) ->
 DEEPSEEK_V3 = {
     "model": "deepseek-v3",
     "cluster": {"gpu": "h800-sxm5-80gb", "num_gpus": 2048, "node": "hgx-h800"},
-    "parallel": {"tp": 1, "pp": 16, "dp": 128, "ep": 64, "zero": 1, "schedule": "dualpipe"},
+    # layers per stage: the report does not publish them; Megatron-Core's DeepSeek-V3 recipe counts the embedding
+    # and the loss (with the MTP module) as layers of the first and last stage (--account-for-embedding-in-
+    # pipeline-split, --account-for-loss-in-pipeline-split), which DualPipe puts on the same rank: 3 + 14 x 4 + 2
+    "parallel": {
+        "tp": 1,
+        "pp": 16,
+        "dp": 128,
+        "ep": 64,
+        "zero": 1,
+        "schedule": "dualpipe",
+        "layers_per_stage": [3] + [4] * 14 + [2],
+    },
     "training": {
         "seq_len": 4096,
         "global_batch": 15360,
@@ -234,6 +245,13 @@ DEEPSEEK_V3 = {
         "moe_dispatch_dtype": "fp8",
         "moe_node_dedup": True,
         "comm_sms": 20,  # report 3.2.2: 20 of the 132 SMs run the all-to-all kernels that overlap compute
+        # report 3.2.3: recompute all RMSNorms and the MLA up-projections; 3.3.3: cache the MoE SwiGLU inputs
+        # (in FP8) and recompute its output -- Megatron-Core's names for these recompute modules
+        "recompute_modules": ["layernorm", "mla_up_proj", "moe_act"],
+        "activation_cache_dtype": "fp8",  # 3.3.3: Linear inputs cached in FP8, attention output in E5M6
+        "optimizer_moment_dtype": "bf16",  # 3.3.3: AdamW moments in BF16, master weights and grads in FP32
+        "ema": "cpu",  # 3.2.3: the EMA of the weights lives in CPU memory, updated asynchronously
+        "dropout": False,  # no dropout in the recipe (HF config.json: attention_dropout 0.0)
     },
     # node-limited routing: each token reaches experts on at most 4 of the 8 nodes of its EP group;
     # the auxiliary-loss-free bias keeps the experts balanced

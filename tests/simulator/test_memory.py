@@ -11,7 +11,8 @@ from hwmodels.errors import ClusterSimError
 from simulator.core.config import RunConfig, load_config
 from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES, usable_memory_bytes
 from simulator.training.memory import (
-    FRAGMENTATION_FRACTION,
+    FRAGMENTATION_BASE,
+    FRAGMENTATION_RECOMPUTE,
     MemoryBreakdown,
     activation_bytes_per_microbatch,
     memory_breakdown,
@@ -200,8 +201,11 @@ def test_breakdown_scales_linearly_in_inflight_microbatches() -> None:
     assert m5.activations - m1.activations == pytest.approx(4 * per_mb)
     assert m2.activations - m1.activations == pytest.approx(per_mb)
     assert m1.weights == m5.weights and m1.buffers == m5.buffers
-    managed = m5.total - m5.fragmentation - RUNTIME_OVERHEAD_BYTES
-    assert m5.fragmentation == pytest.approx(FRAGMENTATION_FRACTION * managed)
+    # fragmentation: the dynamic pool (activations + buffers but the runtime overhead) at the rule's ratio
+    # (selective recompute, dense, no ZeRO-3: base + recompute); weights/grads/optimizer sit in contiguous buffers
+    ratio = FRAGMENTATION_BASE + FRAGMENTATION_RECOMPUTE
+    dynamic = m5.activations + m5.buffers - RUNTIME_OVERHEAD_BYTES
+    assert m5.fragmentation == pytest.approx(dynamic * ratio / (1 - ratio))
     with pytest.raises(ClusterSimError, match="inflight_microbatches"):
         memory_breakdown(cfg, 0, -1)
 

@@ -473,8 +473,9 @@ def test_activations_moe_scale_with_top_k() -> None:
     act, dense_act = m.activation_bytes_per_layer, dense.activation_bytes_per_layer
     extra = act(s, 1, dropout=False) - dense_act(s, 1, dropout=False)
     # k=2 dispatched copies of the token (k x 2h bytes) on top of the router input, which plays the part of
-    # the dense first-linear input; and a second expert's SwiGLU intermediates (6f)
-    assert extra == pytest.approx(s * (2 * 2 * h + 6 * f), rel=1e-12)
+    # the dense first-linear input; a second expert's SwiGLU intermediates (6f); the router's fp32 scores
+    # for the E=8 experts and the k=2 chosen probabilities (4 bytes each)
+    assert extra == pytest.approx(s * (2 * 2 * h + 6 * f + 4 * (8 + 2)), rel=1e-12)
     v3 = get_model("deepseek-v3")
     assert v3.activation_bytes_per_layer(s, 1, layer=0) < v3.activation_bytes_per_layer(s, 1, layer=3)
 

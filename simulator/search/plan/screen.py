@@ -26,6 +26,7 @@ from hwmodels.topology import Cluster, ClusterSpec, CommGroup
 from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec
 from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
+from simulator.core.variability import step_stretch
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec
 from simulator.moe.routing import MoERouting
@@ -180,13 +181,31 @@ def _aggregate(
 
 
 @dataclass(frozen=True)
+class _Rep:
+    """A pipeline rank whose memory can be the peak: the layers it holds (memory.rank_layers: with DualPipe
+    both of its chunks), its own stage's layers (memory.stage_layers: ZeRO-3's prefetch buffer), and whether
+    it holds the first chunk (embedding) or the last (final norm, head, MTP): with DualPipe ranks 0 and pp-1
+    hold both ends. ``weight``: its chunk's in-flight weight (the engine's layers / (num_layers / pp)); with
+    DualPipe ``dual`` lists (rank, own chunk's weight, mirror chunk's weight) of every rank it stands for."""
+
+    rank: int
+    layers: np.ndarray
+    stage: np.ndarray
+    first: bool
+    last: bool
+    weight: float
+    dual: tuple[tuple[int, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class _RankStatic:
     """Bytes of weights + gradients + optimizer state at each ZeRO stage, and buffers, on one rank."""
 
     static: tuple[float, float, float, float]
     buffers: tuple[float, float]  # zero < 3, zero == 3 (prefetched layers)
-    layers: int
     rank: int
+    weight: float  # in-flight weight of its chunk (_Rep.weight)
+    dual: tuple[tuple[int, float, float], ...]  # DualPipe: (rank, own weight, mirror weight) of its ranks
 
 
 @dataclass(frozen=True)
@@ -208,7 +227,7 @@ class _Memo:
     layers: dict[tuple, _LayerTable] = field(default_factory=dict)
     stages: dict[tuple, _Stages] = field(default_factory=dict)
     acts: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    rank_layers: dict[tuple, tuple[tuple[int, np.ndarray], ...]] = field(default_factory=dict)
+    rank_layers: dict[tuple, tuple[_Rep, ...]] = field(default_factory=dict)
     params: dict[tuple, np.ndarray] = field(default_factory=dict)
     statics: dict[tuple, tuple[_RankStatic, ...]] = field(default_factory=dict)
     act_parts: dict[tuple, tuple[_RankActs, ...]] = field(default_factory=dict)
@@ -282,6 +301,11 @@ class Screen:
             chunks = [chunks[0]] + [chunks[1]] * (layers - 2) + [chunks[2]]
         else:
             chunks = chunk_costs(cfg, ctx.screen_profile, ctx.cluster, num_chunks=layers)
+        # the wait for the slowest rank, as simulate_training charges it (pipelined: a tp = cp = ep = 1 plan
+        # without pipeline stages is the only one this over-charges, by sync_jitter_cv x E[max of 2])
+        p = cfg.parallel
+        factor = step_stretch(cfg.variability, num_gpus=ctx.num_gpus, tp=tp, cp=cp, ep=ep, pp=2, dp=p.dp).compute
+        chunks = [c.stretched(factor) for c in chunks]
         table = _LayerTable(
             f=_prefix(c.forward.total_s for c in chunks),
             fc=_prefix(sum(c.forward.comm_s.values()) for c in chunks),
@@ -408,29 +432,46 @@ class Screen:
 
     # -- memory (the memory model's functions over per-layer arrays) --
 
-    def _rank_reps(self, pp: int, vpp: int) -> tuple[tuple[int, np.ndarray], ...]:
-        """The pipeline ranks whose memory can be the peak, with their layers (memory.stage_layers).
+    def _rank_reps(self, pp: int, vpp: int, dual: bool) -> tuple[_Rep, ...]:
+        """The pipeline ranks whose memory can be the peak, with their layers (memory.rank_layers).
 
         Ranks holding the same mix of dense and MoE layers differ only in how many micro-batches they keep,
-        which falls with the rank in every schedule but DualPipe; so the first rank of each mix is enough,
-        plus the first and last rank (embedding, head) and, for DualPipe, each mix's rank nearest the middle.
+        which falls with the rank in every schedule but DualPipe; so the first rank of each mix is enough, plus
+        the first and last rank (embedding, head). With DualPipe (rank r holds stages r and pp-1-r) the count
+        depends on both chunks' sizes and m, so a mix (also of its own stage, which sizes ZeRO-3's prefetch
+        buffer) keeps every rank's chunk weights and the estimate takes the largest count among them.
         """
-        key = (pp, vpp)
+        key = (pp, vpp, dual)
         hit = self.memo.rank_layers.get(key)
         if hit is None:
             model = self.ctx.model
             chunks = chunk_layers(model.num_layers, pp * vpp)
-            kinds = [model.is_moe_layer(i) for i in range(model.num_layers)]
-            groups: dict[tuple[int, int], list[int]] = {}
-            layers = {}
+            kinds = np.array([model.is_moe_layer(i) for i in range(model.num_layers)], dtype=bool)
+            stage = [np.array([i for v in range(vpp) for i in chunks[r + v * pp]], dtype=int) for r in range(pp)]
+            held = [np.concatenate([stage[r], stage[pp - 1 - r]]) if dual else stage[r] for r in range(pp)]
+            unit = model.num_layers / pp
+            weight = [len(stage[r]) / unit for r in range(pp)]
+
+            def mix(layers: np.ndarray) -> tuple[int, int]:
+                moe = int(kinds[layers].sum())
+                return len(layers) - moe, moe
+
+            groups: dict[tuple, list[int]] = {}
             for r in range(pp):
-                layers[r] = [i for v in range(vpp) for i in chunks[r + v * pp]]
-                moe = sum(kinds[i] for i in layers[r])
-                mix = (-1, r) if r in (0, pp - 1) else (len(layers[r]) - moe, moe)  # first and last stand alone
-                groups.setdefault(mix, []).append(r)
-            middle = (pp - 1) / 2
-            reps = sorted({r for g in groups.values() for r in (g[0], min(g, key=lambda x: (abs(x - middle), x)))})
-            hit = self.memo.rank_layers[key] = tuple((r, np.array(layers[r], dtype=int)) for r in reps)
+                edge = r in (0, pp - 1)  # the first and last stand alone
+                groups.setdefault((-1, r) if edge else (mix(held[r]), mix(stage[r])), []).append(r)
+            hit = self.memo.rank_layers[key] = tuple(
+                _Rep(
+                    r,
+                    held[r],
+                    stage[r],
+                    first=r == 0 or (dual and r == pp - 1),
+                    last=r == pp - 1 or (dual and r == 0),
+                    weight=weight[r],
+                    dual=tuple((x, weight[x], weight[pp - 1 - x]) for x in g) if dual else (),
+                )
+                for r, g in sorted((g[0], g) for g in groups.values())
+            )
         return hit
 
     def _layer_params(self) -> np.ndarray:
@@ -446,73 +487,111 @@ class Screen:
             hit = self.memo.params[()] = np.array(rows, dtype=float)
         return hit
 
-    def _static_parts(self, tp: int, pp: int, dp: int, cp: int, ep: int, vpp: int, mb: int) -> tuple[_RankStatic, ...]:
+    def _static_parts(
+        self, tp: int, pp: int, dp: int, cp: int, ep: int, vpp: int, mb: int, dual: bool
+    ) -> tuple[_RankStatic, ...]:
         """memory.static_memory of the representative ranks (:meth:`_rank_reps`), at every ZeRO stage, from the
-        memory model's own functions (sharded_states, buffer_bytes) over per-layer parameter arrays."""
-        key = (tp, pp, dp, cp, ep, vpp, mb)
+        memory model's own functions (sharded_states, buffer_bytes) over per-layer parameter arrays: a rank's
+        layers (both DualPipe chunks, whose two copies of each stage ZeRO shards over twice the replicas), the
+        embedding on the first, head, MTP modules and a word-embedding copy on the last (memory._stage_params),
+        Adam state at memory.optimizer_bytes_per_param."""
+        key = (tp, pp, dp, cp, ep, vpp, mb, dual)
         hit = self.memo.statics.get(key)
         if hit is not None:
             return hit
         ctx = self.ctx
         model, t = ctx.model, ctx.training
+        h = model.hidden_size
         lp = self._layer_params()
         expert_split = min(tp * ep, tp * dp * cp)
-        reps = (dp * cp, tp * dp * cp / expert_split)
-        sbh = (t.seq_len / cp) * mb * model.hidden_size
+        copies = 2 if dual else 1
+        reps = (copies * dp * cp, copies * tp * dp * cp / expert_split)
+        optimizer = M.MASTER_BYTES + 2 * M.MOMENT_BYTES[t.optimizer_moment_dtype]
+        optimizer += M.EMA_BYTES if t.ema == "gpu" else 0.0
+        fp8 = t.precision == "fp8"
+        mtp_dense = mtp_experts = 0.0
+        if model.mtp_depth:  # memory._mtp_params: one layer like the last, a 2h x h projection and three norms
+            mtp_dense = model.mtp_depth * (lp[-1, 0] / tp + (2 * h * h + 3 * h) / tp)
+            mtp_experts = model.mtp_depth * lp[-1, 1] / expert_split
+        sbh = (t.seq_len / cp) * mb * h
         buffers = M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh)
         out = []
-        for rank, layers in self._rank_reps(pp, vpp):
+        for rep in self._rank_reps(pp, vpp, dual):
+            dense = float(lp[rep.layers, 0].sum()) / tp
+            experts = float(lp[rep.layers, 1].sum()) / expert_split
             edges = 0.0
-            if rank == 0:
+            if rep.first:
                 edges += model.embedding_params()
-            if rank == pp - 1:
+            if rep.last:
                 edges += model.output_params()
-                if model.tied_embeddings and pp > 1:
-                    edges += model.vocab_size * model.hidden_size
-            par = M.StageParams(float(lp[layers, 0].sum()) / tp, float(lp[layers, 1].sum()) / expert_split, edges / tp)
-            fp8 = t.precision == "fp8"
-            static = tuple(sum(M.sharded_states(par, *reps, zero=zero, fp8=fp8)) for zero in range(4))
-            biggest = float((lp[layers, 0] / tp + lp[layers, 1] / expert_split).max())
+                dense += mtp_dense
+                experts += mtp_experts
+                if (model.tied_embeddings or model.mtp_depth) and not rep.first:
+                    edges += model.vocab_size * h
+            par = M.StageParams(dense, experts, edges / tp)
+            static = tuple(
+                sum(M.sharded_states(par, *reps, zero=zero, fp8=fp8, optimizer_bytes=optimizer)) for zero in range(4)
+            )
+            biggest = float((lp[rep.stage, 0] / tp + lp[rep.stage, 1] / expert_split).max())
             zero3 = M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh, zero3_layer_params=biggest)
-            out.append(_RankStatic(static, (buffers, zero3), len(layers), rank))  # type: ignore[arg-type]
+            out.append(_RankStatic(static, (buffers, zero3), rep.rank, rep.weight, rep.dual))  # type: ignore[arg-type]
         hit = self.memo.statics[key] = tuple(out)
         return hit
 
     def _act_parts(
-        self, tp: int, sp: bool, cp: int, mb: int, recompute: str, pp: int, vpp: int
+        self, tp: int, sp: bool, cp: int, mb: int, recompute: str, pp: int, vpp: int, dual: bool
     ) -> tuple[_RankActs, ...]:
-        """memory.activation_bytes_per_microbatch and transient_activation_bytes of the representative ranks."""
-        key = (tp, sp, cp, mb, recompute, pp, vpp)
+        """memory.activation_bytes_per_microbatch and transient_activation_bytes of the representative ranks:
+        per in-flight micro-batch the mean over the rank's layers times num_layers / pp (the engine's in-flight
+        unit), the embedding dropout mask on the first rank (with dropout), the output layer (with MTP's
+        modules) on the last."""
+        key = (tp, sp, cp, mb, recompute, pp, vpp, dual)
         hit = self.memo.act_parts.get(key)
         if hit is not None:
             return hit
         ctx = self.ctx
-        model = ctx.model
+        model, t = ctx.model, ctx.training
+        h = model.hidden_size
         keep, work = self._activations(tp, sp, cp, mb, recompute)
-        tokens = (ctx.training.seq_len / cp) * mb
-        out_layer = M.output_layer_bytes(tokens, model.hidden_size, model.vocab_size, tp, sp)
-        mask = M.embedding_mask_bytes(tokens * model.hidden_size, tp, sp)
+        tokens = (t.seq_len / cp) * mb
+        unit = model.num_layers / pp
+        head = M.output_layer_bytes(tokens, h, model.vocab_size, tp, sp)
+        out_layer = head
+        if model.mtp_depth:  # memory._output_layer_activations
+            proj = 2 * M.ACT_BYTES * tokens * h / (tp if sp else 1)
+            out_layer = head + model.mtp_depth * (head + float(keep[-1]) + proj)
+        mask = M.embedding_mask_bytes(tokens * h, tp, sp) if t.dropout else 0.0
         out = []
-        for rank, layers in self._rank_reps(pp, vpp):
-            per_mb = float(keep[layers].sum()) + (mask if rank == 0 else 0.0)
-            transient = float(work[layers].max()) if recompute != "none" else 0.0
-            out.append(_RankActs(per_mb, transient, out_layer if rank == pp - 1 else 0.0))
+        for rep in self._rank_reps(pp, vpp, dual):
+            per_mb = float(keep[rep.layers].sum()) / len(rep.layers) * unit + (mask if rep.first else 0.0)
+            transient = float(work[rep.layers].max()) if recompute != "none" else 0.0
+            out.append(_RankActs(per_mb, transient, out_layer if rep.last else 0.0))
         hit = self.memo.act_parts[key] = tuple(out)
         return hit
 
     def _activations(self, tp: int, sp: bool, cp: int, mb: int, recompute: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-layer activation bytes kept per micro-batch, and the recompute working set per layer."""
+        """Per-layer activation bytes kept per micro-batch, and the recompute working set per layer
+        (memory._layer_activations: with the training's dropout, recompute_modules and cache dtype)."""
         key = (tp, sp, cp, mb, recompute)
         hit = self.memo.acts.get(key)
         if hit is not None:
             return hit
-        model, seq = self.ctx.model, self.ctx.training.seq_len // cp
+        t = self.ctx.training
+        model, seq = self.ctx.model, t.seq_len // cp
         kinds: dict[bool, tuple[float, float]] = {}
         keep, work = [], []
         for i in range(model.num_layers):
             moe = model.is_moe_layer(i)
             if moe not in kinds:
-                args = {"tp": tp, "sp": sp, "flash_attention": self.ctx.training.flash_attention, "layer": i}
+                args = {
+                    "tp": tp,
+                    "sp": sp,
+                    "flash_attention": t.flash_attention,
+                    "dropout": t.dropout,
+                    "layer": i,
+                    "recompute_modules": t.recompute_modules,
+                    "cache_dtype": t.activation_cache_dtype,
+                }
                 kept = model.activation_bytes_per_layer(seq, mb, recompute=recompute, **args)
                 full = model.activation_bytes_per_layer(seq, mb, recompute="none", **args)
                 kinds[moe] = (kept, full - kept if recompute != "none" else 0.0)
@@ -525,18 +604,27 @@ class Screen:
         self, statics: tuple[_RankStatic, ...], acts: tuple[_RankActs, ...], key: PlanKey, m: int
     ) -> float:
         """Peak bytes per GPU over the pipeline ranks that can hold the most (simulate._memory)."""
-        pp, vpp, zero, schedule = key[1], key[6], key[7], key[8]
+        pp, vpp, zero, schedule, recompute = key[1], key[6], key[7], key[8], key[10]
         sched = get_schedule(schedule)
         gpipe, dual = sched.all_forwards_first, sched.dual
-        stage_avg = self.ctx.model.num_layers / pp
+        ctx = self.ctx
+        ratio = M.fragmentation_ratio(
+            recompute=recompute, zero=zero, moe=ctx.model.is_moe, expandable_segments=ctx.training.expandable_segments
+        )
+        half = m // 2
         peak = 0.0
         for s, a in zip(statics, acts, strict=True):
-            rank = s.rank
             per_mb = a.per_mb + (a.out_layer if gpipe else 0.0)
             transient = a.transient + (0.0 if gpipe else a.out_layer)
-            weight = 1.0 if sched.interleaved else s.layers / stage_avg
-            acts = sched.inflight(rank, pp, vpp, m, weight) * per_mb + transient
-            peak = max(peak, M.peak_bytes(s.static[zero], s.buffers[zero == 3], acts, 2.0 if dual else 1.0))
+            if dual:
+                # DualPipe.inflight per direction, each at its own chunk's weight (the engine weighs a chunk by
+                # its layers / (num_layers / pp)): rank r keeps min(pp - r, m/2) micro-batches of its own
+                # chunk and min(r + 1, m/2) of chunk pp-1-r, the reverse direction's
+                inflight = max(min(pp - r, half) * own + min(r + 1, half) * mirror for r, own, mirror in s.dual)
+            else:
+                inflight = sched.inflight(s.rank, pp, vpp, m, 1.0 if sched.interleaved else s.weight)
+            held = inflight * per_mb + transient
+            peak = max(peak, M.peak_bytes(s.static[zero], s.buffers[zero == 3], held, ratio=ratio))
         return peak
 
 
@@ -630,8 +718,8 @@ class _TaskWalk:
                 table = screen._layer_table(*lkey)
             dual = get_schedule(schedule).dual
             st = screen._stages(table, lkey, pp, vpp, dual, table.host_s, recompute == "full")
-            statics = screen._static_parts(tp, pp, dp, cp, ep, vpp, mb)
-            acts = screen._act_parts(tp, sp, cp, mb, recompute, pp, vpp)
+            statics = screen._static_parts(tp, pp, dp, cp, ep, vpp, mb, dual)
+            acts = screen._act_parts(tp, sp, cp, mb, recompute, pp, vpp, dual)
             for zero in self.ctx.space.zero:
                 key: PlanKey = (tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, recompute)
                 self._leaf(st, statics, acts, key, m)
