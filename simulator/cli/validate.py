@@ -128,42 +128,38 @@ def _print_comparisons(name: str, comps: list[Any], summary: dict[str, float], s
 
 def _real_stacks(args: argparse.Namespace) -> list[Any]:
     """The open-stack throughput table; per-source errors and the rows left out go to the text report."""
-    from simulator.validation import tables as V
     from simulator.validation.real_stacks import real_stacks
 
     comps, skipped = real_stacks(args.profile, args.rows)
     if not args.json:
-        by_source: dict[str, list[Any]] = {}
-        for c in comps:
-            by_source.setdefault(c.label.split("-")[0], []).append(c)
-        print("\nreal-stacks by source:")
-        for source, rows in sorted(by_source.items()):
-            s = V.summary(rows)
-            mape, signed = s["mape"], s["mean_signed_error"]
-            print(f"  {source:12s} {len(rows):3d} rows  MAPE {mape:6.1%}  mean signed error {signed:+6.1%}")
-        for row_id, why in skipped:
-            print(f"  skipped {row_id}: {why}")
+        _print_by_source("real-stacks", comps, skipped, lambda c: c.label.split("-")[0], 12)
     return comps
+
+
+def _print_by_source(table: str, comps: list[Any], skipped: list[tuple[str, str]], source_of: Any, width: int) -> None:
+    """Per-source row count, MAPE and mean signed error of ``comps``, then the rows left out and why."""
+    from simulator.validation import tables as V
+
+    by_source: dict[str, list[Any]] = {}
+    for c in comps:
+        by_source.setdefault(source_of(c), []).append(c)
+    print(f"\n{table} by source:")
+    for name, rows in sorted(by_source.items()):
+        s = V.summary(rows)
+        mape, signed = s["mape"], s["mean_signed_error"]
+        print(f"  {name:{width}s} {len(rows):3d} rows  MAPE {mape:6.1%}  mean signed error {signed:+6.1%}")
+    for rid, why in skipped:
+        print(f"  skipped {rid}: {why}")
 
 
 def _large_scale(args: argparse.Namespace) -> list[Any]:
     """Published runs on up to 16K GPUs; per-source errors and the rows left out go to the text report."""
-    from simulator.validation import tables as V
     from simulator.validation.large_scale import large_scale_report, large_scale_rows, row_id
 
     comps, skipped = large_scale_report(args.profile)
     if not args.json:
         source = {r["id"]: r["source"] for r in large_scale_rows()}
-        by_source: dict[str, list[Any]] = {}
-        for c in comps:
-            by_source.setdefault(source[row_id(c.label)], []).append(c)
-        print("\nlarge-scale by source:")
-        for name, rows in sorted(by_source.items()):
-            s = V.summary(rows)
-            mape, signed = s["mape"], s["mean_signed_error"]
-            print(f"  {name:58s} {len(rows):3d} rows  MAPE {mape:6.1%}  mean signed error {signed:+6.1%}")
-        for rid, why in skipped:
-            print(f"  skipped {rid}: {why}")
+        _print_by_source("large-scale", comps, skipped, lambda c: source[row_id(c.label)], 58)
     return comps
 
 

@@ -90,6 +90,7 @@ def test_every_row_has_a_source_quote_and_a_catalogue_mapping() -> None:
 
 
 def test_print_predicted_vs_measured() -> None:
+    assert TABLE and all(e["measured"] > 0 and e["auto"][0] > 0 and e["default"][0] > 0 for e in TABLE)
     print("\nid                              GPUs  bytes        meas   auto (err)        default (err)     forced")
     for e in TABLE:
         r = e["row"]
