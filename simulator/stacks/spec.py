@@ -114,6 +114,11 @@ class StackSpec(BaseModel):
     overlap_grad_reduce: bool = Field(
         default=True, description="DP gradient reduction per bucket during the backward (Megatron DDP overlap)"
     )
+    zero3_regather_in_recompute: bool = Field(
+        default=False,
+        description="ZeRO-3 with full recompute gathers the parameters again for the backward after the recomputed "
+        "forward released them (DeepSpeed's hooks); False: the recompute's gather serves the backward (FSDP)",
+    )
     vocab_divisible_by: int = Field(
         default=1, ge=1, description="the LM head's vocabulary is padded to a multiple of this x tp (1 = no padding)"
     )
@@ -153,6 +158,11 @@ class StackSpec(BaseModel):
             "collective_call_s": self.collective_call_s,
             "overlap_grad_reduce": self.overlap_grad_reduce,
         }
+
+    def zero3_backward_gathers(self, recompute: str) -> int:
+        """Parameter all-gathers ZeRO-3 runs per micro-batch in a chunk's backward: 2 when the recomputed forward
+        released its gathered parameters again, else 1."""
+        return 2 if self.zero3_regather_in_recompute and recompute == "full" else 1
 
 
 def _merge(base: StackSpec, data: dict[str, Any]) -> dict[str, Any]:

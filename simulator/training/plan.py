@@ -472,7 +472,8 @@ def _finish_phases(
         fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, s.host_s, t.recompute == "full")
     if p.zero == 3:
         gbytes = grad_comm_bytes(t.precision)
-        fwd, bwd = _zero3_exposure(fwd, bwd, wgt, s.params, grad, gbytes, t.overlap_grad_reduce)
+        gathers = cfg.stack.zero3_backward_gathers(t.recompute)
+        fwd, bwd = _zero3_exposure(fwd, bwd, wgt, s.params, grad, gbytes, t.overlap_grad_reduce, gathers)
     if not include_comm:
         fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
     return fwd, bwd, wgt
@@ -562,7 +563,14 @@ def _host_bound(fwd: Phase, bwd: Phase, wgt: Phase, host_fwd_s: float, full_reco
 
 
 def _zero3_exposure(
-    fwd: Phase, bwd: Phase, wgt: Phase, params: float, dp: CommGroup, grad_bytes: float, overlap_rs: bool
+    fwd: Phase,
+    bwd: Phase,
+    wgt: Phase,
+    params: float,
+    dp: CommGroup,
+    grad_bytes: float,
+    overlap_rs: bool,
+    bwd_gathers: int = 1,
 ) -> tuple[Phase, Phase]:
     """ZeRO-3 (Rajbhandari et al. 2020): every micro-batch all-gathers the chunk's parameters before
     its forward and again before its backward, then reduce-scatters the gradients.
@@ -571,11 +579,14 @@ def _zero3_exposure(
     reduce-scatter overlaps the backward only with ``overlap_grad_reduce`` (DeepSpeed's
     ``overlap_comm``, off by default). ZeRO-3 gathers each parameter from every rank that owns a
     shard, so the traffic to off-node owners goes through the rank's own NIC share (the
-    ``all_to_all`` pattern), not through an NVLink-aggregated ring.
+    ``all_to_all`` pattern), not through an NVLink-aggregated ring. ``bwd_gathers`` is 2 when the
+    stack's recomputed forward released the parameters it gathered (DeepSpeed under full recompute:
+    :meth:`StackSpec.zero3_backward_gathers`).
     """
     ag = comm_time("all_to_all", 2.0 * params, dp)
     rs = comm_time("all_to_all", grad_bytes * params, dp)
     f_exposed = max(0.0, ag - fwd.total_s)
     b_compute = bwd.total_s + wgt.total_s
-    b_exposed = max(0.0, ag + rs - b_compute) if overlap_rs else max(0.0, ag - b_compute) + rs
+    b_ag = bwd_gathers * ag
+    b_exposed = max(0.0, b_ag + rs - b_compute) if overlap_rs else max(0.0, b_ag - b_compute) + rs
     return fwd + Phase(0.0, {"dp": f_exposed}), bwd + Phase(0.0, {"dp": b_exposed})

@@ -232,3 +232,24 @@ def test_cuda_graph_replay_keeps_a_per_kernel_floor() -> None:
     assert graphs["vllm"] < graphs["pytorch-eager"] < eager  # graphs remove the host cost, not the kernels
     im = iteration_model("llama3-8b", "h100-sxm", stack="pytorch-eager", launch_overhead=False)
     assert graphs["pytorch-eager"] > im.kernels_per_iteration(1) * CUDA_GRAPH_KERNEL_FLOOR_S
+
+
+def test_deepspeed_zero3_gathers_again_after_the_recomputed_forward() -> None:
+    """DeepSpeed's post-forward hook re-partitions the parameters after the recomputed forward, so a ZeRO-3
+    backward under full recompute gathers them twice; FSDP keeps the recompute's gather for the backward.
+    Only full recompute changes."""
+
+    def step(regather: bool, recompute: str) -> float:
+        cfg = {
+            **BASE,
+            "cluster": {"gpu": "a100-sxm4-80gb", "num_gpus": 32, "node": "dgx-a100"},
+            "parallel": {"tp": 1, "pp": 1, "dp": 32, "zero": 3},
+            "training": {**BASE["training"], "recompute": recompute},
+            "stack": {"base": "megatron-2021", "name": "z3", "zero3_regather_in_recompute": regather},
+        }
+        return simulate_training(cfg).step_time_s
+
+    assert get_stack("deepspeed-zero").zero3_regather_in_recompute
+    assert not get_stack("fsdp-bf16").zero3_regather_in_recompute
+    assert step(True, "full") > step(False, "full") * 1.02
+    assert step(True, "none") == pytest.approx(step(False, "none"))

@@ -48,11 +48,21 @@ def test_megatron_table2_ordering_and_trend(table2) -> None:
             assert by[f"ptdp {size}B {g} GPUs"] > by[f"zero3 {size}B {g} GPUs"]
 
 
+def test_megatron_table2_zero3_rows_within_15_percent(table2) -> None:
+    """Issue #15: every ZeRO-3 row within 15% (DeepSpeed re-gathers the parameters after the recomputed
+    forward, so a full-recompute step gathers them three times)."""
+    zero3 = [c for c in table2 if c.label.startswith("zero3")]
+    assert len(zero3) == 6
+    for c in zero3:
+        assert abs(c.error) <= 0.15, (c.label, c.published, c.predicted)
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="ZeRO-3 on 384 GPUs is predicted +7.1% (154 vs 144 published) while PTD-P is within 1.4% (151 vs "
-    "153): the ZeRO-3 model misses a mechanism at scale (issue #15, Table 2's ZeRO-3 rows); the ordering "
-    "held before only by a 1 TFLOP/s margin, lost when GEMM wave quantisation was modelled",
+    reason="ZeRO-3 on 384 GPUs is predicted +7.3% (154 vs 144 published) while PTD-P is within 1.0% (151 vs "
+    "153): at micro-batch 4 the backward hides the gathers that cost the larger-scale rows their time, and "
+    "the model overlaps them more than DeepSpeed 2021 did; the ordering held before only by a 1 TFLOP/s "
+    "margin, lost when GEMM wave quantisation was modelled",
 )
 def test_megatron_table2_ptdp_beats_zero3_at_384_gpus(table2) -> None:
     by = {c.label: c.predicted for c in table2}

@@ -362,7 +362,7 @@ class Screen:
 
     # -- step time --
 
-    def _zero3(self, st: _Stages, dp_cp: int, tp: int) -> tuple[np.ndarray, np.ndarray]:
+    def _zero3(self, st: _Stages, dp_cp: int, tp: int, recompute: str) -> tuple[np.ndarray, np.ndarray]:
         """Forward/backward with ZeRO-3's exposed parameter gathers and gradient reduce-scatters
         (plan._zero3_exposure, per chunk)."""
         t = self.ctx.training
@@ -371,7 +371,8 @@ class Screen:
         rs = np.array([self._comm("all_to_all", gbytes * p, dp_cp, tp) for p in st.params])
         f = st.f + np.maximum(0.0, ag - st.f)
         bw = st.b + st.w
-        exposed = np.maximum(0.0, ag + rs - bw) if t.overlap_grad_reduce else np.maximum(0.0, ag - bw) + rs
+        b_ag = self.ctx.stack.zero3_backward_gathers(recompute) * ag
+        exposed = np.maximum(0.0, b_ag + rs - bw) if t.overlap_grad_reduce else np.maximum(0.0, b_ag - bw) + rs
         return f, st.b + exposed
 
     def _rank_tail(self, st: _Stages, side: int, end: float, key: PlanKey) -> float:
@@ -418,10 +419,10 @@ class Screen:
 
     def _step_estimate(self, st: _Stages, key: PlanKey, m: int) -> float:
         """Closed-form step time of a plan, seconds."""
-        tp, pp, dp, cp, _, _, vpp, zero, schedule, _, _ = key
+        tp, pp, dp, cp, _, _, vpp, zero, schedule, _, recompute = key
         agg = st.agg
         if zero == 3 and dp * cp > 1:
-            f, b = self._zero3(st, dp * cp, tp)
+            f, b = self._zero3(st, dp * cp, tp, recompute)
             agg = _aggregate(st.f, st.b, f, b, st.w, st.fc + st.bc, st.rank, pp, st.v, st.dual)
         p2p = self._comm("send_recv", st.send_bytes, 2, tp * cp * dp) if pp > 1 else 0.0
         total, early = get_schedule(schedule).screen_time(agg, pp, st.v, m, p2p)
