@@ -165,13 +165,13 @@ def memory_bar(memory_report: Any) -> go.Figure:
         y=capacity,
         line_dash="dash",
         line_color="black",
-        annotation_text=f"capacity {capacity:.1f} GB",
+        annotation_text=f"usable capacity {capacity:.1f} GB ({capacity * 1e9 / 2**30:.1f} GiB)",
         annotation_position="top left",
     )
     fig.update_layout(
         barmode="stack",
         title="Memory per GPU (fullest pipeline stage)",
-        yaxis_title="GB",
+        yaxis_title="GB (10^9 bytes)",
         yaxis_range=[0, max(capacity, peak) * 1.12],
         legend={"orientation": "h", "y": -0.15},
     )
@@ -551,13 +551,22 @@ POWER_SOURCE = (
 )
 
 
+def window_average_w(trace: Any) -> float | None:
+    """Average power per GPU over the window of the hottest rank (W): what a power limit holds, and what the
+    page reports as the average GPU power. None for an empty window."""
+    if not trace.ranks or trace.seconds <= 0:
+        return None
+    return max(r.energy_j for r in trace.ranks) / trace.seconds
+
+
 def power_timeline(trace: Any, limit_w: float | None = None, max_ranks: int = 16, max_points: int = 4000) -> go.Figure:
     """Per-GPU power of each pipeline rank (or serving replica) over the window, from a PowerTrace.
 
     Each rank draws its average compute power while it computes, active idle plus the SM-activity
     term during inline collectives and active idle between kernels (:mod:`simulator.energy.power_trace`);
     long runs are drawn as averages over equal time bins. The power limit is a dashed line: the GPU
-    holds it on the average, so a compute stretch may sit above it.
+    holds it on the average (the dotted line: the hottest rank's window average), so a compute stretch may
+    sit above it.
     """
     unit = "replica" if trace.kind == "serving" else "rank"
     ranks = list(trace.ranks)[:max_ranks]
@@ -587,8 +596,17 @@ def power_timeline(trace: Any, limit_w: float | None = None, max_ranks: int = 16
             y=limit_w,
             line_dash="dash",
             line_color="red",
-            annotation_text=f"power limit {limit_w:.0f} W (held on the average)",
+            annotation_text=f"power limit {limit_w:.0f} W (applies to the average)",
             annotation_position="top left",
+        )
+    average = window_average_w(trace)
+    if average is not None:
+        fig.add_hline(
+            y=average,
+            line_dash="dot",
+            line_color="black",
+            annotation_text=f"window average {average:.0f} W (hottest {unit})",
+            annotation_position="bottom right",
         )
     more = f" (first {len(ranks)} of {len(trace.ranks)} {unit}s)" if len(trace.ranks) > len(ranks) else ""
     what = "one training step" if trace.kind == "training" else "the serving run"
@@ -599,8 +617,8 @@ def power_timeline(trace: Any, limit_w: float | None = None, max_ranks: int = 16
         yaxis_title="W per GPU",
         yaxis_rangemode="tozero",
         legend={"orientation": "h", "y": -0.2},
-        annotations=[_note(how)],
     )
+    fig.add_annotation(**_note(how))  # added, not set: update_layout(annotations=...) drops the lines' labels
     return fig
 
 
@@ -647,9 +665,9 @@ def dvfs_front(rows: Sequence[Mapping[str, Any]], optimum: Mapping[str, Any] | N
 
     ``rows`` are :func:`simulator.search.dvfs.to_rows` rows (``ms_per_token``, ``gpu_mj_per_token``, ``pareto``).
     """
-    df = pd.DataFrame(list(rows))
+    df = pd.DataFrame([r for r in rows if r.get("feasible", True)])  # infeasible settings have no figures
     if df.empty:
-        return go.Figure().update_layout(title="DVFS sweep: no points")
+        return go.Figure().update_layout(title="DVFS sweep: no feasible points")
     df["label"] = [_dvfs_label(r) for r in df.to_dict("records")]
     spot = list(zip(df["ms_per_token"].round(12), df["gpu_mj_per_token"].round(9), strict=True))
     df["text"] = ["" if spot[i] in spot[:i] else t for i, t in enumerate(df["label"])]  # one label per spot

@@ -7,13 +7,15 @@ Pages call the public simulator API only through here (or directly), so caching 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import streamlit as st
-from simulator.app.plans import deep_merge, from_json, parse_upload, to_json, to_yaml
+from simulator.app.plans import check_app_config, deep_merge, from_json, parse_upload, to_json, to_yaml
 
 from hwmodels.errors import ClusterSimError
+from simulator.core.limits import SESSION_BUDGET_S, SESSION_WINDOW_S
 
 T = TypeVar("T")
 
@@ -22,19 +24,53 @@ T = TypeVar("T")
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def run_training(cfg_json: str) -> Any:
-    """TrainingResult of a config given as JSON (cached per distinct config)."""
+def _training_result(cfg_json: str) -> Any:
+    """TrainingResult of a config that passes the app's gate (:func:`check_app_config`), cached per config."""
     from simulator.training import simulate_training
 
-    return simulate_training(json.loads(cfg_json))
+    return simulate_training(check_app_config("training", json.loads(cfg_json)))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def run_serving(cfg_json: str) -> Any:
-    """ServingResult of a serving config given as JSON (cached per distinct config)."""
+def _serving_result(cfg_json: str) -> Any:
+    """ServingResult of a serving config that passes the app's gate, cached per config."""
     from simulator.serving import simulate_serving
 
-    return simulate_serving(json.loads(cfg_json))
+    return simulate_serving(check_app_config("serving", json.loads(cfg_json)))
+
+
+def run_training(cfg_json: str) -> Any:
+    """TrainingResult of a config given as JSON: checked by the app's gate (no server files, within
+    APP_CAPS), charged to the session's time budget, cached per distinct config."""
+    return budgeted(_training_result, cfg_json)
+
+
+def run_serving(cfg_json: str) -> Any:
+    """ServingResult of a serving config given as JSON: gated, budgeted and cached like :func:`run_training`."""
+    return budgeted(_serving_result, cfg_json)
+
+
+def budgeted(fn: Callable[..., T], key: str, *args: Any) -> T:
+    """``fn(key, *args)`` charged to this session's simulation budget (limits.SESSION_BUDGET_S seconds in any
+    SESSION_WINDOW_S window). Once it is spent, only what the session already computed (cached) runs."""
+    now = time.monotonic()
+    log = [(t, s) for t, s in st.session_state.get("_sim_log", []) if now - t < SESSION_WINDOW_S]
+    done = st.session_state.setdefault("_sim_done", set())
+    token = f"{getattr(fn, '__name__', fn)}:{key}:{args}"
+    if sum(s for _, s in log) >= SESSION_BUDGET_S and token not in done:
+        wait = SESSION_WINDOW_S - (now - min((t for t, _ in log), default=now))
+        raise ClusterSimError(
+            f"this session has used its {SESSION_BUDGET_S:.0f} s of simulation time; try again in "
+            f"{wait / 60:.0f} min, or run large studies with the CLI"
+        )
+    start = time.monotonic()
+    try:
+        out = fn(key, *args)
+    finally:
+        st.session_state["_sim_log"] = [*log, (start, time.monotonic() - start)]
+    if len(done) < 4096:
+        done.add(token)
+    return out
 
 
 def guarded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:

@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from hwmodels.errors import ClusterSimError
+from simulator.core import untrusted
+from simulator.core.limits import APP_CAPS, MAX_CONFIG_BYTES
 from simulator.serving.policies import BATCHING_POLICIES, get_batching
 from simulator.training.schedules import schedule_names
 
@@ -25,7 +27,8 @@ SERVE_EXAMPLE = "serve-llama3-8b-h100.yaml"
 #: Serving runs in the app use few requests so a page answers in about a second.
 APP_SERVING_REQUESTS = 300
 CURVE_REQUESTS = 200
-MAX_SWEEP = 64
+#: Plans in one trade-off sweep (the app's sweep-points cap, simulator.core.limits.APP_CAPS).
+MAX_SWEEP = APP_CAPS.sweep_points
 
 
 def _example(name: str) -> dict[str, Any]:
@@ -61,31 +64,49 @@ def to_json(cfg: Mapping[str, Any]) -> str:
     return json.dumps(cfg, separators=(",", ":"), sort_keys=True)
 
 
-#: Config keys that name a file on the machine running the app: never taken from a URL or an upload.
-SERVER_FILE_KEYS = frozenset({"traced"})
+#: Config keys that name a file on the machine running the app: never taken from a URL or an upload
+#: (``path`` keys may name a file the app saved from an upload; see simulator.core.untrusted).
+SERVER_FILE_KEYS = untrusted.FILE_KEYS
 
 
-def refuse_server_files(data: Any, what: str, depth: int = 0) -> None:
-    """A one-line error when a URL or upload config names a server file (``stack.traced``)."""
-    if depth > 32:
-        raise ClusterSimError(f"{what} is nested too deeply")
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
-    for key, value in items:
-        if key in SERVER_FILE_KEYS:
-            raise ClusterSimError(f"{what}: {key!r} reads a file on the server; use it from the CLI or the Python API")
-        refuse_server_files(value, what, depth + 1)
+def refuse_server_files(data: Any, what: str) -> None:
+    """A one-line error when a URL or upload config names a server file: ``stack.traced``, a trace or
+    routing-trace ``path`` outside the app's upload folder, or a ``model`` given as a path."""
+    untrusted.check_config_files(data, what)
 
 
 def from_json(text: str, what: str = "cfg") -> dict[str, Any]:
-    """Parse a JSON object from the URL or an upload, with a one-line error."""
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ClusterSimError(f"{what} is not valid JSON ({exc}); fix or remove it") from None
+    """Parse a JSON object from the URL or an upload, with a one-line error (depth checked, no NaN)."""
+    if not isinstance(text, str | bytes):
+        raise ClusterSimError(f"{what} is not valid JSON text; fix or remove it")
+    data = untrusted.parse_json_text(text, what)
     if not isinstance(data, dict):
         raise ClusterSimError(f"{what} must be a JSON object")
     refuse_server_files(data, what)
     return data
+
+
+def check_app_config(kind: str, data: Mapping[str, Any]) -> Any:
+    """The validated training or serving config the app may simulate: names no server file, takes its model
+    from the presets (or inline), and is within the app's work caps (:data:`simulator.core.limits.APP_CAPS`).
+
+    Every simulation the app runs passes here first (``simulator.app.common.run_training`` and friends),
+    whichever page or link the config came from; a refusal is one line saying what to reduce.
+    """
+    from simulator.core.config import load_config
+    from simulator.models import list_models
+    from simulator.search.scale import check_work
+    from simulator.serving.config import load_serving_config
+
+    if not isinstance(data, Mapping):
+        raise ClusterSimError("the config must be a mapping with keys model, ...")
+    refuse_server_files(data, "config")
+    model = data.get("model")
+    if isinstance(model, str) and model.strip().lower() not in {m.name.lower() for m in list_models()}:
+        raise ClusterSimError(f"model {model[:60]!r} is not a preset; pick one, or upload a HF config.json")
+    cfg = load_config(dict(data)) if kind == "training" else load_serving_config(dict(data))
+    check_work(kind, cfg, APP_CAPS, "reduce it, or run it with the CLI (clustersim train/serve CONFIG)")  # type: ignore[arg-type]
+    return cfg
 
 
 def to_yaml(cfg: Mapping[str, Any]) -> str:
@@ -94,16 +115,13 @@ def to_yaml(cfg: Mapping[str, Any]) -> str:
 
 
 def parse_upload(data: bytes, name: str) -> dict[str, Any]:
-    """A mapping from an uploaded JSON or YAML file; malformed files give a one-line error."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ClusterSimError(f"{name} is not a UTF-8 text file") from None
+    """A mapping from an uploaded JSON or YAML file; malformed, oversized or hostile files (alias bombs,
+    deep nesting, server file paths) give a one-line error."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ClusterSimError(f"{name} is over {MAX_CONFIG_BYTES // 2**20} MiB; upload a config, not data")
+    text = untrusted.decode_text(data, name)
     if name.lower().endswith((".yaml", ".yml")):
-        try:
-            out = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ClusterSimError(f"{name} is not valid YAML") from None
+        out = untrusted.load_yaml_text(text, name)
         if not isinstance(out, dict):
             raise ClusterSimError(f"{name} must hold a mapping")
         refuse_server_files(out, name)

@@ -39,7 +39,10 @@ def main() -> None:
         prof = profile_with(eff)
         # the published runs' stack with the two host costs under test (the preset keeps the chosen pair)
         V.VALIDATION_STACK = {
-            "base": "megatron-2021", "name": "fit", "host_s_per_layer": host, "collective_call_s": call
+            "base": "megatron-2021",
+            "name": "fit",
+            "host_s_per_layer": host,
+            "collective_call_s": call,
         }
         single = [c for i, c in enumerate(V.vtrain_single(prof)) if i % args.single_stride == 0]
         multi = V.vtrain_multi(prof)

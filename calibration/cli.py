@@ -28,7 +28,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """``clustersim calibrate``: measure this machine's GPU, fit and write a profile, validate it."""
     from calibration.run import calibrate
 
-    out = Path(args.out) if args.out else Path(f"{args.gpu or 'gpu'}-profile.json")
+    default = "cpu-smoke.json" if args.device == "cpu" else f"{args.gpu or 'gpu'}-profile.json"  # cpu: raw file only
+    out = Path(args.out) if args.out else Path(default)
     return calibrate(args.device, out, quick=args.quick, gpu=args.gpu, model=args.model)
 
 

@@ -26,7 +26,7 @@ LinkKind = Literal["nvlink", "pcie", "infiniband", "roce", "ethernet"]
 _NIC_KINDS = ("infiniband", "roce", "ethernet")
 
 Positive = Annotated[float, Field(gt=0)]
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _key(name: str) -> str:
@@ -92,7 +92,9 @@ class GPUSpec(_Spec):
 
     aliases: tuple[str, ...] = ()
     dense_tflops: DensePeaks
-    memory_gb: Positive
+    memory_gb: Positive = Field(
+        description="marketed memory capacity, which vendors state in GiB: 80 = 80 x 2^30 bytes (85.9 GB)"
+    )
     memory_bandwidth_gbps: Positive
     l2_mb: Positive
     sms: int = Field(gt=0)
@@ -143,8 +145,9 @@ class GPUSpec(_Spec):
 
     @property
     def memory_bytes(self) -> float:
-        """Memory capacity in bytes (SI: memory_gb x 1e9)."""
-        return self.memory_gb * 1e9
+        """Memory capacity in bytes: ``memory_gb`` is the marketed figure, which vendors state in GiB (an "80GB"
+        H100 holds 80 x 2^30 bytes; CUDA sees 79.18 GiB of it), so memory_gb x 2^30."""
+        return self.memory_gb * 2**30
 
     @property
     def memory_bandwidth_bytes_per_s(self) -> float:
@@ -198,12 +201,36 @@ class NodeSpec(_Spec):
     nvls: bool = Field(
         default=False, description="the NVSwitch reduces in-switch (NVLink SHARP, NVSwitch gen 3+): collective nvls"
     )
+    # Host memory tiers (training offload, parameter servers); None = not catalogued for this node.
+    cpu_sockets: int | None = Field(default=None, gt=0, description="CPU sockets (NUMA nodes) of the host")
+    cpu_cores: int | None = Field(default=None, gt=0, description="physical CPU cores of the host, all sockets")
+    host_memory_gb: Positive | None = Field(default=None, description="host DRAM capacity, GB")
+    host_memory_bandwidth_gbps: Positive | None = Field(
+        default=None, description="peak host DRAM bandwidth of all sockets (channels x transfer rate x 8 B), GB/s"
+    )
+    gpus_per_pcie_uplink: int | None = Field(
+        default=None, gt=0, description="GPUs that share one x16 link to the CPU (behind one PCIe switch); 1 = direct"
+    )
+    nvme_gb: Positive | None = Field(default=None, description="local NVMe capacity for data and offload, GB")
+    nvme_bandwidth_gbps: Positive | None = Field(
+        default=None, description="aggregate sequential bandwidth of the local NVMe drives, GB/s"
+    )
 
     @model_validator(mode="after")
     def _check_nvls(self) -> NodeSpec:
         if self.nvls and not self.switched:
             raise ValueError("nvls: true needs switched: true (NVLink SHARP reduces inside the NVSwitch)")
         return self
+
+    def host_figure(self, field: str, what: str) -> float:
+        """A host-tier figure (``host_memory_gb``, ``nvme_bandwidth_gbps``, ...), or a one-line error naming the
+        node and the field to add to hwmodels/data/nodes.yaml when it is not catalogued."""
+        value = getattr(self, field)
+        if value is None:
+            raise ClusterSimError(
+                f"node {self.id} has no {field} in hwmodels/data/nodes.yaml, which {what} needs; add it (with a source)"
+            )
+        return float(value)
 
     @property
     def gpu_spec(self) -> GPUSpec:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwmodels.errors import ClusterSimError
+from hwmodels.errors import ClusterSimError, short
 
 #: Canonical dtype names used throughout clustersim (peak tables, profiles, configs).
 DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
@@ -41,7 +41,7 @@ def normalize_dtype(dtype: str) -> str:
     key = str(dtype).strip().lower().removeprefix("torch.")
     key = _ALIASES.get(key, key)
     if key not in BYTES_PER_ELEMENT:
-        raise ClusterSimError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
+        raise ClusterSimError(f"unknown dtype {short(dtype)}; use one of: {', '.join(DTYPES)}")
     return key
 
 

@@ -60,7 +60,7 @@ def reference_efficiency(
 class GemmTiling(BaseModel):
     """How GEMM output tiles quantise over the SMs, relative to the level the fitted curve already holds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     tiles: tuple[tuple[int, int], ...] = Field(default=DEFAULT_TILES, min_length=1, description="candidate CTA tiles")
     sms: int | None = Field(default=None, gt=0, description="SM count (None: the catalogue's)")
@@ -85,7 +85,7 @@ class Fp8Rules(BaseModel):
     1x128 activation / 128x128 weight block scaling, arXiv 2412.19437 section 3.3), charged per operand element.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     multiple: int = Field(default=16, gt=0, description="K and N must be multiples of this for the FP8 path")
     scaling_bytes_per_element: float = Field(

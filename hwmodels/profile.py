@@ -33,18 +33,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels.catalogue import get_gpu, get_link
+from hwmodels.checks import check_count
 from hwmodels.dtypes import DTYPES, bytes_per_element, normalize_dtype
-from hwmodels.errors import ClusterSimError, first_validation_error
-from hwmodels.fileio import atomic_write
+from hwmodels.errors import ClusterSimError, first_validation_error, short
+from hwmodels.fileio import atomic_write, read_regular_file
 from hwmodels.gemm_shapes import Fp8Rules, GemmTiling, reference_efficiency, reference_shapes
 
 PROFILE_SCHEMA_VERSION = 1
+#: Largest profile file read (a fitted profile is ~50 KB); listed with the other caps in simulator.core.limits.
+MAX_PROFILE_BYTES = 16 * 2**20
 
 
 class Curve(BaseModel):
     """Efficiency curve of one kernel family (see module docstring for the formula)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     eff_max: float = Field(gt=0, le=1, description="fraction of the dtype's dense peak reached by large problems")
     half_sat_s: float = Field(ge=0, description="ideal (at-peak) time at which efficiency is half of eff_max")
@@ -89,7 +92,7 @@ class GemmAlignment(BaseModel):
     fall back to kernels with 8/4-byte (``partial``) or 2-byte (``odd``) vector loads.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     partial: float = Field(default=0.7, gt=0, le=1, description="dimensions 4- or 8-byte aligned, not 16")
     odd: float = Field(default=0.4, gt=0, le=1, description="a dimension only 1- or 2-byte aligned (odd count)")
@@ -109,7 +112,7 @@ class GemmAlignment(BaseModel):
 class PowerParams(BaseModel):
     """GPU power model parameters (see :mod:`hwmodels.power` for the formula)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     idle_w: float = Field(gt=0, description="board power with nothing running, clocks idle")
     active_idle_w: float = Field(gt=0, description="board power between kernels, clocks up (just after load)")
@@ -137,7 +140,7 @@ Family = Literal["gemm", "attn_fwd", "attn_bwd", "attn_decode", "membound"]
 class Profile(BaseModel):
     """Everything the cost model knows about one GPU: peaks, efficiency curves, power."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     schema_version: int = PROFILE_SCHEMA_VERSION
     gpu: str
@@ -319,7 +322,7 @@ class Profile(BaseModel):
         _check_sizes(batch=batch, q_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
         if kv_len < q_len:
             raise ClusterSimError(f"kv_len={kv_len} must be >= q_len={q_len}")
-        dv = v_head_dim or head_dim
+        dv = check_count("v_head_dim", v_head_dim) if v_head_dim else head_dim
         keys_per_query = (kv_len - (q_len - 1) / 2.0) if causal else float(kv_len)
         flops = 2.0 * batch * heads * q_len * keys_per_query * (head_dim + dv)
         b = bytes_per_element(dtype)
@@ -349,18 +352,17 @@ class Profile(BaseModel):
         serving batch): the kernel streams every cached byte, so the sum is what matters.
         """
         _check_sizes(batch=batch, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
-        if isinstance(kv_len, int):
-            if kv_len <= 0:
-                raise ClusterSimError("every kv_len must be a positive integer")
-            total = float(kv_len) * batch
+        if isinstance(kv_len, int | float):
+            total = float(check_count("kv_len", kv_len)) * batch
         else:
-            lens = list(kv_len)
+            try:
+                lens = list(kv_len)
+            except TypeError:
+                raise ClusterSimError(f"kv_len must be a length or a list of lengths, got {short(kv_len)}") from None
             if len(lens) != batch:
                 raise ClusterSimError(f"kv_len has {len(lens)} entries but batch={batch}")
-            if any(n <= 0 for n in lens):
-                raise ClusterSimError("every kv_len must be a positive integer")
-            total = float(sum(lens))
-        dv = v_head_dim or head_dim
+            total = float(sum(check_count("kv_len", n) for n in lens))
+        dv = check_count("v_head_dim", v_head_dim) if v_head_dim else head_dim
         kv_b = bytes_per_element(kv_dtype or dtype)
         flops = 2.0 * heads * total * (head_dim + dv)
         nbytes = kv_b * total * kv_heads * (head_dim + dv) + bytes_per_element(dtype) * batch * heads * (head_dim + dv)
@@ -368,21 +370,25 @@ class Profile(BaseModel):
 
     def memory_op_time(self, nbytes: float, floor: bool = True) -> float:
         """Seconds for a memory-bound kernel that reads plus writes ``nbytes`` of HBM."""
-        if nbytes < 0:
-            raise ClusterSimError(f"nbytes must be >= 0, got {nbytes}")
+        _check_bytes(nbytes)
         return self.curves["membound"].time(0.0, nbytes, 1.0, self.bandwidth_bytes_s, floor)
 
     def host_copy_time(self, nbytes: float) -> float:
         """Seconds to copy ``nbytes`` between pinned host memory and the GPU (one direction)."""
-        if nbytes < 0:
-            raise ClusterSimError(f"nbytes must be >= 0, got {nbytes}")
+        _check_bytes(nbytes)
         return nbytes / (self.host_link_gbps * 1e9)
 
 
 def _check_sizes(**sizes: int) -> None:
+    """Each size a whole number in [1, MAX_SIZE] (a one-line error naming it: no NaN, infinity or bool)."""
     for name, value in sizes.items():
-        if not isinstance(value, int | float) or value <= 0 or int(value) != value:
-            raise ClusterSimError(f"{name} must be a positive integer, got {value!r}")
+        check_count(name, value)
+
+
+def _check_bytes(nbytes: float) -> None:
+    """A byte count must be a finite number >= 0."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int | float) or not 0 <= nbytes < float("inf"):
+        raise ClusterSimError(f"nbytes must be a finite number >= 0, got {short(nbytes)}")
 
 
 # ---- building and loading profiles ---------------------------------------------------------
@@ -479,10 +485,12 @@ def calibrated_profile_path(gpu: str) -> Path | None:
 def read_profile(path: str | Path) -> Profile:
     """Load and validate a profile JSON file; a foreign schema version or corrupt file is refused."""
     path = Path(path)
+    raw = read_regular_file(path, MAX_PROFILE_BYTES, f"profile {path}")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ClusterSimError(f"cannot read profile {path}: {exc}; re-run `clustersim calibrate`") from None
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: no file contents echoed
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 JSON"
+        raise ClusterSimError(f"cannot read profile {path}: {msg}; re-run `clustersim calibrate`") from None
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != PROFILE_SCHEMA_VERSION:
         raise ClusterSimError(
@@ -500,6 +508,27 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
     return atomic_write(path, profile.model_dump_json(indent=1, exclude={"clock_ratio", "sm_fraction"}))
 
 
+def _check_profile_args(name_or_path: object, gpu: object) -> None:
+    """``load_profile``'s arguments: a profile, a name or path (str/Path) or None, and a GPU id or None."""
+    if name_or_path is not None and not isinstance(name_or_path, str | Path):
+        raise ClusterSimError(
+            f"profile must be a Profile, a GPU id, 'datasheet' or a profile JSON path, got {short(name_or_path)}"
+        )
+    if gpu is not None and not isinstance(gpu, str):
+        raise ClusterSimError(f"gpu must be a GPU id such as 'h100-sxm5-80gb', got {short(gpu)}")
+    for text in (name_or_path, gpu):
+        if text is not None and (len(str(text)) > 4096 or "\0" in str(text)):
+            raise ClusterSimError(f"profile or GPU name {short(str(text))} is not a GPU id or a file path")
+
+
+def _is_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file; False (not an OSError) for a name too long or otherwise unusable as a path."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def load_profile(name_or_path: str | Path | None = None, *, gpu: str | None = None) -> Profile:
     """Resolve a profile the way every command does.
 
@@ -508,7 +537,8 @@ def load_profile(name_or_path: str | Path | None = None, *, gpu: str | None = No
     """
     if isinstance(name_or_path, Profile):
         return name_or_path
-    if name_or_path is not None and (Path(name_or_path).suffix == ".json" or Path(name_or_path).is_file()):
+    _check_profile_args(name_or_path, gpu)
+    if name_or_path is not None and (Path(name_or_path).suffix == ".json" or _is_file(name_or_path)):
         return read_profile(name_or_path)
     if name_or_path == "datasheet":
         if gpu is None:

@@ -19,7 +19,7 @@ from hwmodels.errors import ClusterSimError
 class ClusterSpec(BaseModel):
     """What a user writes under ``cluster:``. A node preset fills in whatever is not given."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     gpu: str = Field(description="GPU id, e.g. h100-sxm5-80gb (`clustersim gpus` lists them)")
     num_gpus: int = Field(gt=0)

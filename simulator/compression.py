@@ -67,7 +67,7 @@ Shape = tuple[int, int] | float
 class CompressionSpec(BaseModel):
     """How a rank's gradient is compressed before the data-parallel collective (see module doc)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     sparsify: Literal["none", "topk", "randomk", "structured_2_4"] = "none"
     fraction: float | None = Field(default=None, gt=0, le=1, description="kept fraction for topk / randomk")

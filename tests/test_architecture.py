@@ -22,7 +22,9 @@ ROOTS = {"hwmodels": "hwmodels", "simulator": "simulator", "simulator.app": "app
 #: package (the prefix it matched) or any strictly lower layer, never a higher or a same-layer sibling.
 LAYERS: list[tuple[str, ...]] = [
     ("hwmodels",),
-    ("simulator._compat", "simulator.core.resources", "simulator.core.device_memory"),  # bundled data, GPU facts
+    # bundled data, GPU facts, the caps on untrusted input
+    ("simulator._compat", "simulator.core.resources", "simulator.core.device_memory", "simulator.core.limits"),
+    ("simulator.core.untrusted",),  # reading untrusted files, YAML and JSON; confining paths
     # leaf specs and registries the run configs validate against
     (
         "simulator.models",

@@ -50,11 +50,11 @@ def test_a_gpu_no_preset_prices_asks_for_a_price(tmp_path: Path) -> None:
     from simulator.energy import pricing
 
     only = tmp_path / "p.yaml"
-    only.write_text("presets:\n  x:\n    prices:\n      v100: {usd_per_gpu_hour: 1, source: s}\n")
-    assert gpu_hour_price("v100", "x", path=only).value_usd == 1.0  # a GPU outside the catalogue, in a user file
-    with pytest.raises(ClusterSimError, match="preset 'default' has no price for v100; use x"):
-        gpu_hour_price("v100", path=only)
-    assert pricing.cost_usd(10, gpu_hour_price("v100", "x", path=only)) == 10.0
+    only.write_text("presets:\n  x:\n    prices:\n      mi300x: {usd_per_gpu_hour: 1, source: s}\n")
+    assert gpu_hour_price("mi300x", "x", path=only).value_usd == 1.0  # a GPU outside the catalogue, in a user file
+    with pytest.raises(ClusterSimError, match="preset 'default' has no price for mi300x; use x"):
+        gpu_hour_price("mi300x", path=only)
+    assert pricing.cost_usd(10, gpu_hour_price("mi300x", "x", path=only)) == 10.0
 
 
 def test_every_bundled_price_is_sourced_dated_and_for_a_catalogue_gpu() -> None:

@@ -45,7 +45,7 @@ def render() -> None:
     profile = guarded(load_profile, gpu)
     cols = st.columns(5)
     cols[0].metric("bf16 dense peak", f"{spec.dense_tflops.bf16 or spec.dense_tflops.fp16 or 0:g} TFLOP/s")
-    cols[1].metric("memory", f"{spec.memory_gb:g} GB")
+    cols[1].metric("memory", f"{spec.memory_gb:g} GiB", help="marketed capacity: vendors' 'GB' here are GiB (2^30 B)")
     cols[2].metric("HBM bandwidth", f"{spec.memory_bandwidth_gbps:,.0f} GB/s")
     cols[3].metric("TDP", f"{spec.tdp_w:g} W")
     cols[4].metric("profile", profile.kind if profile else "-", help=profile.source if profile else None)

@@ -9,9 +9,7 @@ Run as a Streamlit page; importing it only defines the helpers.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import yaml
 from simulator.app import charts
 from simulator.app.common import (
     PAGE_PARAMS,
+    budgeted,
     clamp_choice,
     coerce_state,
     config_to_load,
@@ -36,10 +35,11 @@ from simulator.app.common import (
     set_state,
     warn_reset,
 )
-from simulator.app.plans import default_serving, default_training, parse_upload, to_json
+from simulator.app.plans import check_app_config, default_serving, default_training, parse_upload, to_json
 
-from hwmodels.fileio import atomic_write
+from simulator.core.limits import MAX_TABLE_BYTES
 from simulator.core.resources import data_path
+from simulator.core.untrusted import save_upload
 from simulator.energy import carbon, pricing
 from simulator.energy.power_trace import power_trace
 from simulator.search import dvfs
@@ -206,9 +206,11 @@ def _set_custom(cfg: dict[str, Any], name: str) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def dvfs_point(cfg_json: str, setting: str, value: float) -> dvfs.DvfsPoint:
-    """One DVFS setting of a config (cached per config and setting)."""
+    """One DVFS setting of a config that passes the app's gate (cached per config and setting)."""
+    data = json.loads(cfg_json)
+    check_app_config("training" if is_training(data) else "serving", data)
     kwargs = {"clocks_mhz": [value]} if setting == "clock" else {"caps_w": [value]}
-    return dvfs.sweep(json.loads(cfg_json), **kwargs)[0]
+    return dvfs.sweep(data, **kwargs)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -249,10 +251,9 @@ def _series_upload() -> None:
     if up is None or st.session_state.get("pw_series_file_id") == up.file_id:
         return
     st.session_state["pw_series_file_id"] = up.file_id
-    data = up.getvalue()
-    path = Path(tempfile.gettempdir()) / f"clustersim-intensity-{hashlib.sha256(data).hexdigest()[:16]}.csv"
-    if not path.exists():
-        atomic_write(path, data)
+    path = guarded(save_upload, up.getvalue(), "intensity", ".csv", MAX_TABLE_BYTES)
+    if path is None:
+        return
     st.session_state["pw_series_path"] = str(path)
     st.session_state["pw_series_name"] = up.name
     st.session_state["pw_series"] = SERIES_UPLOADED
@@ -502,7 +503,7 @@ def show_dvfs(cfg: dict[str, Any], r: Any, sweep_kind: str) -> pd.DataFrame | No
     bar = st.progress(0.0, text="DVFS sweep")
     points, failed = [], []
     for i, value in enumerate(values):
-        point, err = error_text(dvfs_point, cfg_json, setting, value)
+        point, err = error_text(budgeted, dvfs_point, cfg_json, setting, value)
         unit = "MHz" if setting == "clock" else "W"
         bar.progress((i + 1) / len(values), text=f"DVFS sweep: {value:,.0f} {unit}")
         if point is None:

@@ -5,9 +5,7 @@ Run as a Streamlit page; importing it only defines the helpers.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,9 @@ from simulator.app.common import (
 from simulator.app.plans import CURVE_REQUESTS, at_rate, curve_point, default_serving, knee_rate, rates_around, to_json
 
 from hwmodels.catalogue import list_gpus, list_links
-from hwmodels.fileio import atomic_write
+from hwmodels.errors import ClusterSimError
+from simulator.core.limits import MAX_REQUEST_TRACE_BYTES
+from simulator.core.untrusted import save_upload
 from simulator.serving.policies import BATCHING_POLICIES
 
 PARAM, STATE = PAGE_PARAMS["serving"][0], "serving_cfg"
@@ -178,11 +178,11 @@ def _trace_upload() -> None:
     if up is None or st.session_state.get("sv_trace_file_id") == up.file_id:
         return
     st.session_state["sv_trace_file_id"] = up.file_id
-    data = up.getvalue()
-    suffix = Path(up.name).suffix.lower() or ".csv"
-    path = Path(tempfile.gettempdir()) / f"clustersim-trace-{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
-    if not path.exists():
-        atomic_write(path, data)
+    try:
+        path = save_upload(up.getvalue(), "trace", Path(up.name).suffix or ".csv", MAX_REQUEST_TRACE_BYTES)
+    except ClusterSimError as exc:
+        st.error(str(exc))
+        return
     st.session_state["sv_trace_path"] = str(path)
     st.session_state["sv_arrivals"] = "trace"
     st.session_state["sv_lengths"] = "trace"
@@ -279,11 +279,46 @@ def latency_curve(cfg: dict[str, Any]) -> tuple[pd.DataFrame, float | None] | No
         bar.progress((i + 1) / len(rates), text=f"latency vs rate: {r:g} req/s")
         if res is None:
             break
-        points.append(curve_point(r, res))
+        points.append({**curve_point(r, res), "stable": bool(res.steady is None or res.steady.stable)})
     bar.empty()
     if not points:
         return None
-    return pd.DataFrame(points), knee_rate(points, 0.9)
+    return pd.DataFrame(points), knee_rate([p for p in points if p["stable"]], 0.9)  # overload never counts
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def steady_capacity(cfg_json: str) -> Any:
+    """The steady-state capacity search of a serving config given as JSON (cached per distinct config)."""
+    from simulator.serving import load_serving_config
+    from simulator.serving.capacity import find_capacity
+
+    return find_capacity(load_serving_config(json.loads(cfg_json)), attainment=0.9)
+
+
+def _ci_text(est: float, iv: Any, unit: float = 1e3, digits: int = 0) -> str:
+    """``820 [740, 910]`` of an estimate and its interval, scaled by ``unit``."""
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(est * unit)} [{f.format(iv.low * unit)}, {f.format(iv.high * unit)}]"
+
+
+def _steady(r: Any) -> None:
+    """Stability verdict, measurement window and the percentiles' intervals of a result."""
+    s = r.steady
+    if s is None:
+        return
+    if not s.stable:
+        st.warning(
+            f"Unstable: requests in the system grow {s.queue_growth_per_s:.2f} req/s and TTFT "
+            f"{s.ttft_growth_s_per_s:.3g} s per s. The offered rate is overload; the figures only describe this run."
+        )
+    st.caption(
+        f"{'Stable' if s.stable else 'UNSTABLE'}; measured over {s.window_requests:,} requests arriving "
+        f"{s.window_start_s:.0f}-{s.window_end_s:.0f} s (warm-up of {s.warmup_requests:,} removed by MSER-5). "
+        f"{s.confidence:.0%} intervals: p99 TTFT {_ci_text(r.ttft_s.p99, s.ttft_ci_s.p99)} ms, p99 TPOT "
+        f"{_ci_text(r.tpot_s.p99, s.tpot_ci_s.p99, digits=1)} ms, SLO attainment "
+        f"{_ci_text(r.slo_attainment, s.slo_attainment_ci, 100, 1)} %; widest half-width "
+        f"{s.rel_half_width:.0%} of its percentile (target {s.target_rel_half_width:.0%})."
+    )
 
 
 def _metrics(r: Any) -> None:
@@ -294,7 +329,11 @@ def _metrics(r: Any) -> None:
     cols[2].metric("throughput", f"{r.throughput_requests_per_s:.2f} req/s")
     cols[3].metric("output tokens/s", f"{r.throughput_tokens_per_s:,.0f}")
     cols = st.columns(4)
-    cols[0].metric("goodput", f"{r.goodput_requests_per_s:.2f} req/s", help="requests/s that met both SLO limits")
+    cols[0].metric(
+        "goodput",
+        f"{r.goodput_requests_per_s:.2f} req/s",
+        help="requests/s completed in the steady-state window that met both SLO limits",
+    )
     cols[1].metric("SLO attainment", f"{r.slo_attainment:.1%}")
     cols[2].metric("KV peak", f"{r.kv_peak_utilization:.0%}", help=f"{r.kv_blocks_per_replica:,} blocks per replica")
     cols[3].metric("preemptions", f"{r.preemptions:,}")
@@ -318,6 +357,9 @@ def render() -> None:
         cfg = _sidebar()
         st.header("Capacity")
         show_curve = st.checkbox("latency vs rate curve", value=True, key="sv_curve")
+        search = st.checkbox(
+            "steady-state capacity search", value=False, key="sv_capacity", help="binary search on the rate (~10 s)"
+        )
     publish_config(PARAM, STATE, cfg)
     wl = cfg["workload"]
     if "trace" in (wl["arrivals"]["kind"], wl["lengths"]["kind"]) and "trace" not in wl:
@@ -334,6 +376,7 @@ def render() -> None:
     if result.slo_attainment < 0.9:
         st.warning(f"Only {result.slo_attainment:.0%} of requests meet the SLO at this rate.")
     _metrics(result)
+    _steady(result)
     col1, col2 = st.columns(2)
     with col1:
         st.plotly_chart(charts.latency_percentiles(result), key="sv_latency")
@@ -349,9 +392,19 @@ def render() -> None:
             st.metric(
                 "capacity at SLO (90% attainment)",
                 f">= {label}" if knee is not None and knee >= top else label,
-                help=f"highest probed rate, {CURVE_REQUESTS} requests per point; "
-                "`clustersim serve --max-rate` searches it finely",
+                help=f"highest probed stable rate, {CURVE_REQUESTS} requests per point (short runs look better than "
+                "the steady state); tick 'steady-state capacity search' for the capacity with its interval",
             )
+        if search:
+            with st.spinner("steady-state capacity search (a few runs of >= 2,000 requests)..."):
+                cap = guarded(steady_capacity, to_json(cfg))
+            if cap is not None:
+                st.metric(
+                    "steady-state capacity (90% attainment)",
+                    f"{cap.rate_per_s:.3g} req/s [{cap.interval.low:.3g}, {cap.interval.high:.3g}]",
+                    help="highest rate passing on the lower confidence bound of SLO attainment (stable), and the "
+                    "lowest failing: `clustersim serve --max-rate`",
+                )
     with st.expander("per-request table"):
         st.dataframe(result.requests, hide_index=True)
     files = {

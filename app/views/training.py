@@ -283,9 +283,11 @@ def show_metrics(r: Any, ref: Any | None = None, title: str | None = None) -> No
     cols[3].metric(
         "memory per GPU",
         f"{mem.peak:.1f} GB",
-        f"fits in {mem.capacity:.0f} GB" if r.fits_in_memory else f"does not fit in {mem.capacity:.0f} GB",
+        f"fits in {mem.capacity:.1f} GB" if r.fits_in_memory else f"does not fit in {mem.capacity:.1f} GB",
         delta_color="normal" if r.fits_in_memory else "inverse",
-        help=f"fullest pipeline stage {mem.stage}; capacity is what the framework can allocate",
+        help=f"fullest pipeline stage {mem.stage}. GB = 10^9 bytes. Capacity is what the framework can allocate: "
+        f"{mem.capacity * 1e9 / 2**30:.1f} GiB of the card's nominal memory (an '80 GB' card has 80 GiB = 85.9 GB, "
+        "less the part CUDA reserves)",
     )
     cols[4].metric(
         "pipeline bubble",

@@ -20,7 +20,7 @@ _GPU_COLUMNS = [
     ("fp16_tflops", "fp16 TFLOP/s"),
     ("fp8_tflops", "fp8 TFLOP/s"),
     ("fp32_tflops", "fp32 TFLOP/s"),
-    ("memory_gb", "memory GB"),
+    ("memory_gb", "memory GiB"),
     ("memory_bandwidth_gbps", "HBM GB/s"),
     ("nvlink_bandwidth_gbps", "NVLink GB/s"),
     ("tdp_w", "TDP W"),
@@ -86,7 +86,10 @@ def cmd_gpus(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print(table(rows, _GPU_COLUMNS))
-    print("\nDense peaks (no sparsity). Sources per figure: hwmodels/data/gpus.yaml; `--json` for all fields.")
+    print(
+        "\nDense peaks (no sparsity). Memory is the marketed capacity, which vendors give in GiB (2^30 bytes; an "
+        "'80 GB' card holds 85.9 GB). Sources per figure: hwmodels/data/gpus.yaml; `--json` for all fields."
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ import simulator.cli.search as search
 import simulator.cli.trace as trace
 import simulator.cli.validate as validate
 from calibration.cli import EXIT_INTERRUPTED
+from simulator.cli.common import add_yes_arg, with_scale_check
 
 __all__ = ["COMMAND_GROUPS", "EXIT_INTERRUPTED", "build_parser", "main"]
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clustersim",
         description="Simulate and cost large-model training and inference on GPU clusters.",
     )
+    add_yes_arg(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(sub)
@@ -42,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (2 for bad input, with a one-line message; 130 on Ctrl-C)."""
-    return calibration_cli.run_parsed(build_parser().parse_args(argv))
+    """Run the CLI; returns the exit status (2 for bad input, with a one-line message; 130 on Ctrl-C).
+
+    ``train``, ``serve`` and ``dvfs`` first check their config's scale (:func:`~simulator.cli.common.check_scale`).
+    """
+    return calibration_cli.run_parsed(with_scale_check(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":  # pragma: no cover

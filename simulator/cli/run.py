@@ -13,10 +13,20 @@ from simulator.cli.common import (
     number_list,
     print_json,
 )
-from simulator.cli.textfmt import fmt, table
+from simulator.cli.textfmt import fmt
 from simulator.core.resources import example_path
 
-__all__ = ["cmd_dvfs", "cmd_serve", "cmd_train", "energy_rows", "register", "serve_summary", "train_summary"]
+__all__ = [
+    "capacity_text",
+    "cmd_dvfs",
+    "cmd_serve",
+    "cmd_train",
+    "energy_rows",
+    "register",
+    "serve_summary",
+    "steady_rows",
+    "train_summary",
+]
 
 
 def _rows_text(head: str, rows: list[tuple[str, str]]) -> str:
@@ -82,7 +92,8 @@ def train_summary(r: Any, cfg: Any) -> str:
         ("exposed comm", comm),
         (
             "memory per GPU",
-            f"{fmt(mem.peak)} of {fmt(mem.capacity)} GB on stage {mem.stage} -> {fits} (weights {fmt(mem.weights)}, "
+            f"{fmt(mem.peak)} of {fmt(mem.capacity)} GB usable ({fmt(mem.capacity * 1e9 / 2**30)} GiB) on stage "
+            f"{mem.stage} -> {fits} (weights {fmt(mem.weights)}, "
             f"grads {fmt(mem.gradients)}, optimizer {fmt(mem.optimizer)}, activations {fmt(mem.activations)}, "
             f"buffers {fmt(mem.buffers)}, fragmentation {fmt(mem.fragmentation)} GB)",
         ),
@@ -120,20 +131,72 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---- serve -----------------------------------------------------------------------------------------
 
 
-def _percentiles(p: Any, unit: float = 1e3) -> str:
-    return f"mean {fmt(p.mean * unit)}  p50 {fmt(p.p50 * unit)}  p90 {fmt(p.p90 * unit)}  p99 {fmt(p.p99 * unit)} ms"
+def _percentiles(p: Any, unit: float = 1e3, ci: Any = None) -> str:
+    """``mean .. p50 .. p90 .. p99 .. ms``; with ``ci`` (a LatencyCI) each value gets its [low, high]."""
+
+    def one(name: str) -> str:
+        text = f"{name} {fmt(getattr(p, name) * unit)}"
+        if ci is not None:
+            iv = getattr(ci, name)
+            text += f" [{fmt(iv.low * unit)}, {fmt(iv.high * unit)}]"
+        return text
+
+    return "  ".join(one(n) for n in ("mean", "p50", "p90", "p99")) + " ms"
+
+
+def steady_rows(r: Any) -> list[tuple[str, str]]:
+    """Stability verdict and measurement window lines of a serving result (empty without one)."""
+    s = r.steady
+    if s is None:
+        return []
+    if s.stable:
+        verdict = f"stable: {s.verdict}"
+    else:
+        verdict = (
+            f"UNSTABLE: requests in the system grow {fmt(s.queue_growth_per_s)} +- {fmt(s.queue_growth_se)} req/s, "
+            f"TTFT {fmt(s.ttft_growth_s_per_s)} +- {fmt(s.ttft_growth_se)} s per s: the offered rate is overload"
+        )
+    window = (
+        f"{s.window_requests:,} requests arriving {fmt(s.window_start_s)}-{fmt(s.window_end_s)} s "
+        f"(warm-up {s.warmup_requests:,} requests / {fmt(s.warmup_s)} s removed by MSER-5)"
+    )
+    precision = "reached" if s.precision_reached else "NOT reached"
+    run = f"{s.extended_to_requests:,} requests simulated"
+    if s.extended_to_requests != s.requested_requests:
+        run += f" ({s.requested_requests:,} requested, budget {s.max_requests:,})"
+    rows = [
+        ("steady state", verdict),
+        ("window", window),
+        (
+            "precision",
+            f"widest {s.confidence:.0%} CI half-width {s.rel_half_width:.1%} of its percentile, target "
+            f"{s.target_rel_half_width:.0%}: {precision}; {run}",
+        ),
+    ]
+    return rows
 
 
 def serve_summary(r: Any) -> str:
-    """The text of ``clustersim serve``: latency percentiles, throughput, goodput, KV cache, energy, cost."""
+    """The text of ``clustersim serve``: stability, window, latency percentiles with their intervals,
+    throughput, goodput, KV cache, energy, cost."""
+    s = r.steady
+    conf = f" ({s.confidence:.0%} CI)" if s is not None else ""
+    att = s.slo_attainment_ci if s is not None else None
+    att_txt = f"{r.slo_attainment:.1%}" + (f" [{att.low:.1%}, {att.high:.1%}]" if att is not None else "")
+    per_gpu = f", {fmt(r.throughput_tokens_per_s_per_gpu)} per GPU" if r.throughput_tokens_per_s_per_gpu else ""
     rows = [
         ("policy", f"{r.policy} on {r.num_gpus} x {r.gpu} ({r.profile} profile)"),
         ("requests", f"{r.completed_requests:,} completed in {fmt(r.duration_s)} s"),
-        ("throughput", f"{fmt(r.throughput_requests_per_s)} req/s, {fmt(r.throughput_tokens_per_s)} output tokens/s"),
-        ("goodput", f"{fmt(r.goodput_requests_per_s)} req/s meet the SLO ({r.slo_attainment:.1%} of requests)"),
-        ("TTFT", _percentiles(r.ttft_s)),
-        ("TPOT", _percentiles(r.tpot_s)),
-        ("end to end", _percentiles(r.e2e_s)),
+        *steady_rows(r),
+        (
+            "throughput",
+            f"{fmt(r.throughput_requests_per_s)} req/s, {fmt(r.throughput_tokens_per_s)} output tokens/s{per_gpu} "
+            "(window)",
+        ),
+        ("goodput", f"{fmt(r.goodput_requests_per_s)} req/s meet the SLO ({att_txt} of requests{conf})"),
+        ("TTFT" + conf, _percentiles(r.ttft_s, ci=s.ttft_ci_s if s else None)),
+        ("TPOT" + conf, _percentiles(r.tpot_s, ci=s.tpot_ci_s if s else None)),
+        ("end to end" + conf, _percentiles(r.e2e_s, ci=s.e2e_ci_s if s else None)),
         ("queueing", _percentiles(r.queue_s)),
         (
             "KV cache",
@@ -143,24 +206,59 @@ def serve_summary(r: Any) -> str:
         ),
         ("batching", f"mean {fmt(r.mean_batch_size)} decodes per iteration, GPU busy {r.gpu_busy_fraction:.1%}"),
         *energy_rows(r, "run"),
-        ("cost per output token", f"${fmt(r.cost_per_million_output_tokens_usd)} per million output tokens"),
+        ("cost per output token", _cost_text(r)),
     ]
     return _rows_text(r.model, rows)
 
 
+def _cost_text(r: Any) -> str:
+    text = f"${fmt(r.cost_per_million_output_tokens_usd)} per million output tokens (whole run)"
+    if r.steady is not None and r.steady.cost_per_million_output_tokens_usd:
+        text += f", ${fmt(r.steady.cost_per_million_output_tokens_usd)} at the steady state"
+    return text
+
+
+def capacity_text(cap: Any) -> str:
+    """One line: the capacity, its interval, and what passing means."""
+    iv = cap.interval
+    return (
+        f"highest arrival rate meeting the SLO for {cap.attainment:.0%} of requests: {fmt(cap.rate_per_s, 4)} req/s "
+        f"[{fmt(iv.low, 4)}, {fmt(iv.high, 4)}] (passes on the lower confidence bound of SLO attainment, stable; "
+        f"{fmt(iv.high, 4)} req/s fails: unstable or the upper bound misses; {cap.requests:,} requests per probe, "
+        "inconclusive ones re-run with twice as many)"
+    )
+
+
 def _serve_max_rate(cfg: Any, args: argparse.Namespace) -> int:
     """``serve --max-rate``: the highest arrival rate meeting the SLO, each probe reported on stderr."""
-    from simulator.serving.capacity import max_rate
+    from simulator.serving.capacity import find_capacity, judge
 
     def progress(rate: float, res: Any) -> None:
-        print(f"  rate {rate:8.3f} req/s: SLO attainment {res.slo_attainment:6.1%}", file=sys.stderr)
+        s = res.steady
+        ci = f" [{s.slo_attainment_ci.low:6.1%}, {s.slo_attainment_ci.high:6.1%}]" if s else ""
+        state = ("stable" if s.stable else "UNSTABLE") if s else ""
+        print(
+            f"  rate {rate:8.3f} req/s: SLO attainment {res.slo_attainment:6.1%}{ci} {state:8s} "
+            f"{judge(res, args.attainment):12s} ({res.completed_requests:,} requests)",
+            file=sys.stderr,
+        )
 
-    rate, result = max_rate(cfg, attainment=args.attainment, profile=args.profile, progress=progress)
+    cap = find_capacity(cfg, attainment=args.attainment, profile=args.profile, progress=progress)
+    result = cap.result
     if args.json:
-        print_json({"max_rate_per_s": rate, "attainment": args.attainment, "result": result.to_dict()})
+        print_json(
+            {
+                "max_rate_per_s": cap.rate_per_s,
+                "interval_per_s": [cap.interval.low, cap.interval.high],
+                "attainment": args.attainment,
+                "capacity": cap.model_dump(mode="json"),
+                "result": result.to_dict() if result is not None else None,
+            }
+        )
     else:
-        print(f"highest arrival rate meeting the SLO for {args.attainment:.0%} of requests: {fmt(rate)} req/s\n")
-        print(serve_summary(result))
+        print(capacity_text(cap) + "\n")
+        if result is not None:
+            print(serve_summary(result))
     return 0
 
 
@@ -171,7 +269,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_serving_config(args.config or example_path(DEFAULT_SERVE_CONFIG), args.set)
     if args.max_rate:
         return _serve_max_rate(cfg, args)
-    result = simulate_serving(cfg, args.profile)
+    result = simulate_serving(cfg, args.profile, extend=True if args.steady else None)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -184,35 +282,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_dvfs(args: argparse.Namespace) -> int:
     """``clustersim dvfs``: energy vs time over locked SM clocks or power caps, with the Pareto front."""
+    from simulator.cli.dvfs_report import dvfs_summary, dvfs_text
     from simulator.core.config import apply_overrides, read_yaml
     from simulator.search import dvfs
 
     data = apply_overrides(read_yaml(args.config or example_path("quickstart.yaml")), args.set)
     clocks, caps = number_list(args.clocks), number_list(args.caps)
     points = dvfs.sweep(data, clocks_mhz=clocks, caps_w=caps, profile=args.profile, progress=not args.json)
-    rows = dvfs.to_rows(points)
-    best, best_fac = dvfs.optimum(points), dvfs.optimum(points, "facility_j_per_token")
     if args.json:
-        print_json({"points": rows, "gpu_energy_optimum": best.value, "facility_energy_optimum": best_fac.value})
-        return 0
-    for r in rows:
-        r["front"] = "*" if r["pareto"] else ""
-        r["fac_mj"] = r["facility_energy_j"] / r["work"] * 1e3
-    unit = "MHz" if points[0].setting == "clock" else "W"
-    columns = [
-        ("value", f"{points[0].setting} {unit}"),
-        ("sm_clock_mhz", "SM clock MHz"),
-        ("time_s", "time s"),
-        ("avg_gpu_power_w", "GPU W"),
-        ("gpu_mj_per_token", "GPU mJ/token"),
-        ("fac_mj", "facility mJ/token"),
-        ("front", "Pareto"),
-    ]
-    print(table(rows, columns))
-    print(
-        f"\nleast GPU energy per token at {fmt(best.value)} {unit}; least facility energy (hosts and PUE too) at "
-        f"{fmt(best_fac.value)} {unit}. Pareto = energy-time front."
-    )
+        print_json(dvfs_summary(points))
+    else:
+        print(dvfs_text(points))
     return 0
 
 
@@ -239,6 +319,12 @@ def register(sub: Any) -> None:
     add_config_args(p)
     p.add_argument("--max-rate", action="store_true", help="binary-search the highest rate that meets the SLO")
     p.add_argument("--attainment", type=float, default=0.9, help="share of requests that must meet the SLO")
+    p.add_argument(
+        "--steady",
+        action="store_true",
+        help="steady-state run: at least steady_state.min_requests requests, doubled until every percentile's "
+        "interval reaches the target precision (or the budget)",
+    )
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser(
         "dvfs",

@@ -13,8 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from calibration.cli import EXIT_INTERRUPTED
 from hwmodels.errors import ClusterSimError
-from simulator.cli.common import DEFAULT_SERVE_CONFIG, add_config_args, add_json_arg, number_list, print_json
+from simulator.cli.common import (
+    DEFAULT_SERVE_CONFIG,
+    add_config_args,
+    add_json_arg,
+    add_yes_arg,
+    number_list,
+    print_json,
+    scale_caps,
+)
 from simulator.cli.textfmt import fmt, table
 from simulator.core.resources import example_path
 
@@ -76,6 +85,7 @@ def add_sweep_parser(subparsers: Any) -> None:
     p.add_argument("--profile", default=None, help="hardware profile (default: each GPU's own)")
     p.add_argument("--top", type=int, default=5, help="feasible points to print (default 5)")
     add_json_arg(p, "machine-readable summary")
+    add_yes_arg(p)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -108,6 +118,7 @@ def _run_sweep(args: argparse.Namespace) -> tuple[SweepFile, pd.DataFrame]:
         ray_address=args.ray_address,
         profile=args.profile or sf.profile,
         kind=sf.kind,
+        caps=scale_caps(args),  # beyond interactive scale: the sweep stops, or its points are pruned, unless --yes
     )
     return sf, frame
 
@@ -143,6 +154,21 @@ def _best_table(sf: SweepFile, frame: pd.DataFrame, best: pd.DataFrame) -> str:
     return table(rows, cols)
 
 
+def _pruned_examples(frame: pd.DataFrame) -> dict[str, str]:
+    """For each normalised prune reason (numbers as N), the first point's own reason with its numbers, e.g.
+    ``tp*pp*cp = 16*8*1 = 128 does not divide cluster.num_gpus=64`` (``e.g.`` when several points share it)."""
+    from simulator.search.sweep.cache import normalise_reason
+
+    out: dict[str, str] = {}
+    invalid = frame[frame["status"] == "invalid"]
+    counts = invalid["reason"].map(lambda r: normalise_reason(str(r))).value_counts()
+    for reason in invalid["reason"]:
+        key = normalise_reason(str(reason))
+        if key not in out:
+            out[key] = f"{reason}" if counts[key] == 1 else f"{reason} (e.g.)"
+    return out
+
+
 def _sweep_report(args: argparse.Namespace, sf: SweepFile, frame: pd.DataFrame, out: Path | None) -> str:
     """The text of ``clustersim sweep``: the best feasible points, pruned reasons, failures and counts."""
     a = frame.attrs
@@ -157,7 +183,8 @@ def _sweep_report(args: argparse.Namespace, sf: SweepFile, frame: pd.DataFrame, 
         lines += [f"best {len(best)} of {len(feasible):,} feasible points{by}:", _best_table(sf, frame, best)]
     if a["pruned"]:
         lines.append(f"\npruned {sum(a['pruned'].values()):,} invalid points:")
-        lines += [f"  {count:6,}  {reason}" for reason, count in a["pruned"].items()]
+        examples = _pruned_examples(frame)
+        lines += [f"  {count:6,}  {examples.get(reason, reason)}" for reason, count in a["pruned"].items()]
     errors = frame[frame["status"] == _ERROR]
     if len(errors):
         first = errors["reason"].iloc[0]
@@ -171,6 +198,30 @@ def _sweep_report(args: argparse.Namespace, sf: SweepFile, frame: pd.DataFrame, 
     return "\n".join(lines)
 
 
+def _interrupted_text(args: argparse.Namespace, exc: BaseException) -> str:
+    """The one line after Ctrl-C in a sweep: how many of its points are cached (so a rerun resumes from them).
+
+    The counts come from the interrupt when the sweep attached them (``points``, ``cached``), else from the
+    sweep file and the records in ``--cache-dir``.
+    """
+    if not args.cache_dir:
+        return "interrupted; no --cache-dir, so no point was kept: rerun with --cache-dir DIR to make it resumable"
+    total = getattr(exc, "points", None)
+    if total is None:
+        try:
+            from simulator.search.sweep import load_sweep_file
+
+            total = len(load_sweep_file(Path(args.sweep)).spec().points())
+        except (ClusterSimError, OSError):
+            total = None
+    cached = getattr(exc, "cached", None)
+    if cached is None:
+        cached = sum(1 for _ in Path(args.cache_dir).glob("??/*.json"))
+        cached = min(cached, total) if total is not None else cached
+    of = f" of {total:,}" if total is not None else ""
+    return f"interrupted; {cached:,}{of} points cached in {args.cache_dir}, rerun the same command to resume"
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``clustersim sweep``: run the file's sweep, print the best feasible points, write --out.
 
@@ -178,7 +229,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """
     from simulator.search.sweep import write_frame
 
-    sf, frame = _run_sweep(args)
+    try:
+        sf, frame = _run_sweep(args)
+    except KeyboardInterrupt as exc:
+        print(f"clustersim: {_interrupted_text(args, exc)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     out = write_frame(frame, args.out) if args.out else None
     if args.json:
         print(json.dumps(_sweep_summary(args, frame, out), indent=2, default=str))
@@ -340,7 +395,12 @@ def _add_plan_serve_parser(plan_sub: Any) -> None:
     p.add_argument("--rate", type=float, required=True, help="target arrival rate, requests/s")
     p.add_argument("--attainment", type=float, default=0.9, help="share of requests that must meet the SLO")
     p.add_argument("--tp", default=None, help="comma-separated TP degrees to try (default: 1,2,4,8 that divide heads)")
-    p.add_argument("--requests", type=int, default=400, help="requests per capacity search (default 400)")
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=400,
+        help="requests per capacity probe; probes use at least steady_state.min_requests (default 2,000)",
+    )
     p.set_defaults(func=cmd_plan_serve)
 
 
@@ -349,10 +409,22 @@ def _cheapest_text(rate: float, best: Any) -> str:
     return (
         f"\ncheapest at {fmt(rate)} req/s: TP{best.tp} {best.policy} (max {best.max_num_seqs} seqs) x "
         f"{best.replicas} replicas = {best.num_gpus} GPUs, ${fmt(best.usd_per_hour)}/h, "
-        f"${fmt(best.usd_per_million_output_tokens)} per million output tokens; simulated at the rate: SLO met by "
-        f"{sim['slo_attainment']:.1%}, p99 TTFT {fmt(sim['ttft_p99_s'] * 1e3)} ms, p99 TPOT "
-        f"{fmt(sim['tpot_p99_s'] * 1e3)} ms"
+        f"${fmt(best.usd_per_million_output_tokens)} per million output tokens at the steady state; confirmed by "
+        f"{sim.get('requests', 0):,} requests at the rate: {'stable' if sim.get('stable', True) else 'UNSTABLE'}, "
+        f"SLO met by {sim['slo_attainment']:.1%} {_ci(sim.get('slo_attainment_ci'), 1, '.1%')}, p99 TTFT "
+        f"{fmt(sim['ttft_p99_s'] * 1e3)} {_ci(sim.get('ttft_p99_ci_s'), 1e3)} ms, p99 TPOT "
+        f"{fmt(sim['tpot_p99_s'] * 1e3)} {_ci(sim.get('tpot_p99_ci_s'), 1e3)} ms ({sim.get('confidence', 0.95):.0%} "
+        f"CI); margin {fmt(best.margin)}x (capacity {fmt(best.replica_capacity_per_s * best.replicas)} req/s / "
+        f"{fmt(rate)} req/s)"
     )
+
+
+def _ci(iv: Any, unit: float, spec: str = "") -> str:
+    """``[low, high]`` of an interval pair scaled by ``unit`` (empty when absent)."""
+    if not iv:
+        return ""
+    lo, hi = (format(v * unit, spec) if spec else fmt(v * unit) for v in iv)
+    return f"[{lo}, {hi}]"
 
 
 def cmd_plan_serve(args: argparse.Namespace) -> int:

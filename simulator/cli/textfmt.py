@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,8 @@ def fmt(value: Any, digits: int = 3) -> str:
         return "-"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
+    if value != value:  # NaN: nothing to show (an infeasible setting, a missing metric)
+        return "-"
     if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1000:
         return f"{int(value):,}"
     if value == 0:
@@ -21,16 +24,28 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _is_text(value: Any) -> bool:
+    """A cell that reads as words (left-aligned), not a number or a percentage (right-aligned)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return False
+    text = str(value).strip().replace(",", "")
+    return not re.fullmatch(r"[-+]?[$x]?\d*\.?\d+(e[-+]?\d+)?%?", text, flags=re.IGNORECASE)
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
-    """Render ``rows`` as an aligned table; ``columns`` are (key, header-with-unit) pairs."""
+    """Render ``rows`` as an aligned table; ``columns`` are (key, header-with-unit) pairs.
+
+    The first column and columns of words are left-aligned (header too), columns of numbers right-aligned.
+    """
     cells = [[fmt(r.get(key)) for key, _ in columns] for r in rows]
     headers = [h for _, h in columns]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    left = [i == 0 or any(_is_text(r.get(key)) for r in rows) for i, (key, _) in enumerate(columns)]
 
     def line(parts: Sequence[str]) -> str:
         out = []
-        for i, (p, w) in enumerate(zip(parts, widths, strict=True)):
-            out.append(p.ljust(w) if i == 0 else p.rjust(w))
+        for p, w, flush_left in zip(parts, widths, left, strict=True):
+            out.append(p.ljust(w) if flush_left else p.rjust(w))
         return "  ".join(out).rstrip()
 
     sep = "  ".join("-" * w for w in widths)

@@ -1,4 +1,4 @@
-"""Validation commands: ``validate`` (training tables, energy footprints) and ``claims``."""
+"""Validation commands: ``validate`` (training tables, serving benchmarks, energy footprints) and ``claims``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from typing import Any
 from simulator.cli.common import add_json_arg, print_json
 from simulator.cli.textfmt import table
 
-__all__ = ["TRAINING_TABLES", "cmd_claims", "cmd_validate", "cmd_validate_energy", "register"]
+__all__ = [
+    "TRAINING_TABLES",
+    "cmd_claims",
+    "cmd_validate",
+    "cmd_validate_energy",
+    "cmd_validate_serving",
+    "register",
+]
 
 #: The published training tables ``validate training`` compares with (``--table`` choices).
 TRAINING_TABLES = (
@@ -20,6 +27,7 @@ TRAINING_TABLES = (
     "deepseek-v3",
     "real-stacks",
     "large-scale",
+    "offload",
 )
 
 _CLAIM_COLUMNS = [
@@ -47,7 +55,7 @@ _COMPARISON_COLUMNS = [("label", "row"), ("published", "published"), ("predicted
 
 def cmd_claims(args: argparse.Namespace) -> int:
     """``clustersim claims``: every claim scenario's prediction and verdict (--out: the full Markdown)."""
-    from simulator.validation.claims import run_claims, to_markdown
+    from simulator.validation.claims import format_claims, run_claims, to_markdown
 
     rows = run_claims(args.only or None)
     if args.out:
@@ -57,7 +65,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if args.json:
         print_json([r.as_dict() for r in rows])
         return 0
-    print(table([r.as_dict() for r in rows], _CLAIM_COLUMNS))
+    print(format_claims(rows))
     if args.out:
         print(f"\nfull table with baselines and reasons: {args.out}")
     return 0
@@ -103,6 +111,70 @@ def cmd_validate_energy(args: argparse.Namespace) -> int:
     print(f"worst |error| {worst:.2%}")
     for basis, text in FOOTPRINT_BASES.items():
         print(f"  {basis}: {text}")
+    return 0
+
+
+# ---- validate serving ------------------------------------------------------------------------------
+
+_SERVING_COLUMNS = [
+    ("id", "row"),
+    ("preset", "preset"),
+    ("metric", "metric"),
+    ("published", "published"),
+    ("predicted", "predicted"),
+    ("error", "error"),
+]
+
+
+def cmd_validate_serving(args: argparse.Namespace) -> int:
+    """``clustersim validate serving``: published vLLM / SGLang / TensorRT-LLM benchmarks vs the serving simulator."""
+    from simulator.validation.serving import serving_report, summary_by_family
+
+    report = serving_report(args.file, args.profile)
+    comps = report.comparisons
+    families = summary_by_family(report)
+    if args.json:
+        print_json(
+            {
+                "rows": [
+                    {
+                        "id": c.label,
+                        "preset": report.presets[c.label],
+                        "metric": report.rows[c.label]["metric"],
+                        "published": c.published,
+                        "predicted": c.predicted,
+                        "error": c.error,
+                    }
+                    for c in comps
+                ],
+                "families": families,
+                "skipped": [{"id": rid, "reason": why} for rid, why in report.skipped],
+            }
+        )
+        return 0
+    print(f"Published serving benchmarks vs clustersim ({len(comps)} rows simulated, {len(report.skipped)} left out)")
+    rows = [
+        {
+            "id": c.label,
+            "preset": report.presets[c.label],
+            "metric": report.rows[c.label]["metric"],
+            "published": f"{c.published:.4g} {c.unit}",
+            "predicted": f"{c.predicted:.4g} {c.unit}",
+            "error": f"{c.error:+.1%}",
+        }
+        for c in comps
+    ]
+    if rows:
+        print(table(rows, _SERVING_COLUMNS))
+    print("\nMAPE by metric family:")
+    for name, s in families.items():
+        mape, signed = s["mape"], s["mean_signed_error"]
+        print(f"  {name:10s} {int(s['rows']):3d} rows  MAPE {mape:6.1%}  mean signed error {signed:+6.1%}")
+    if comps:
+        _print_by_source("serving", comps, report.skipped, lambda c: report.rows[c.label]["source"][:48], 48)
+    else:
+        for rid, why in report.skipped:
+            print(f"  skipped {rid}: {why}")
     return 0
 
 
@@ -163,12 +235,26 @@ def _large_scale(args: argparse.Namespace) -> list[Any]:
     return comps
 
 
+def _offload(args: argparse.Namespace) -> list[Any]:
+    """Published ZeRO-Offload/Infinity and parameter-server runs; per-source errors in the text report."""
+    from simulator.validation.large_scale import row_id
+    from simulator.validation.offload import offload_report, offload_rows
+
+    comps, skipped = offload_report(args.profile)
+    if not args.json:
+        source = {r["id"]: r["source"] for r in offload_rows()}
+        _print_by_source("offload", comps, skipped, lambda c: source[row_id(c.label)], 58)
+    return comps
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``clustersim validate training|energy``: predictions vs the published tables, with error summaries."""
     from simulator.validation import tables as V
 
     if args.what == "energy":
         return cmd_validate_energy(args)
+    if args.what == "serving":
+        return cmd_validate_serving(args)
     runners = {
         "megatron-table1": lambda: V.megatron_table1(args.profile, args.rows),
         "megatron-table2": lambda: V.megatron_table2(args.profile),
@@ -177,6 +263,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "deepseek-v3": lambda: V.deepseek_v3(args.profile),
         "real-stacks": lambda: _real_stacks(args),
         "large-scale": lambda: _large_scale(args),
+        "offload": lambda: _offload(args),
     }
     report = {}
     for name in args.table or list(runners):
@@ -213,12 +300,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "validate",
         help="compare predictions with published measurements",
-        description="Simulate every row of the published training tables and print the errors.",
+        description="Simulate every row of the published training tables or serving benchmarks and print the errors.",
     )
-    p.add_argument("what", choices=["training", "energy"], help="which validation suite")
+    p.add_argument("what", choices=["training", "serving", "energy"], help="which validation suite")
     p.add_argument("--table", action="append", choices=list(TRAINING_TABLES), help="only these tables (repeatable)")
     p.add_argument("--rows", type=int, default=None, help="only the first N rows of each table")
     p.add_argument("--all", action="store_true", help="print every row, not just the largest errors")
     p.add_argument("--profile", default=None, help="hardware profile (default: the GPU's own)")
+    p.add_argument(
+        "--file", default=None, help="serving: a CSV of published rows in serving_published.csv's columns (default: it)"
+    )
     add_json_arg(p)
     p.set_defaults(func=cmd_validate)

@@ -17,10 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwmodels.catalogue import get_gpu
+from hwmodels.checks import check_numbers
 from hwmodels.collectives import algorithm_names, check_algorithm, is_algorithm, node_features
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.topology import ClusterSpec
 from simulator.compression import CompressionSpec
+from simulator.core.host_tiers import OffloadSpec, ParameterServerSpec, check_host_tiers
+from simulator.core.untrusted import load_yaml_text, read_yaml_file
 from simulator.core.variability import VariabilitySpec
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelField, ModelSpec
@@ -32,7 +35,7 @@ from simulator.training.schedules import get_schedule
 class ParallelSpec(BaseModel):
     """How the work is split: tensor, pipeline, data, context and expert parallel degrees."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     tp: int = Field(default=1, gt=0)
     pp: int = Field(default=1, gt=0)
@@ -57,6 +60,14 @@ class ParallelSpec(BaseModel):
         get_schedule(v)  # one-line error naming the registered schedules
         return v
 
+    dp_mode: Literal["collective", "parameter_server"] = Field(
+        default="collective",
+        description="how data-parallel gradients are summed: NCCL collectives, or push/pull through CPU parameter "
+        "servers (parallel.parameter_server; simulator.training.param_server)",
+    )
+    parameter_server: ParameterServerSpec = Field(
+        default_factory=ParameterServerSpec, description="server machines and placement for dp_mode=parameter_server"
+    )
     collective_algorithm: str = Field(
         default="default",
         description="all-reduce/all-gather/reduce-scatter algorithm (hwmodels.collectives): default = the faster "
@@ -75,7 +86,7 @@ class ParallelSpec(BaseModel):
 class TrainingSpec(BaseModel):
     """Batch shape and numerics of a training step."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     seq_len: int = Field(default=2048, gt=0)
     global_batch: int = Field(default=1, gt=0)
@@ -155,12 +166,17 @@ class TrainingSpec(BaseModel):
         default=False,
         description="PyTorch caching allocator with expandable_segments:True (less fragmentation)",
     )
+    offload: OffloadSpec = Field(
+        default_factory=OffloadSpec,
+        description="model states and activations on host memory or NVMe (ZeRO-Offload / ZeRO-Infinity; "
+        "simulator.training.offload)",
+    )
 
 
 class RunConfig(BaseModel):
     """A model on a cluster with a parallel plan and a batch shape."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
     model: ModelField
     cluster: ClusterSpec
@@ -183,6 +199,13 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        """No inf/NaN and no integer past 2**53 anywhere (printed as null or overflowing numpy later)."""
+        check_numbers(data)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _stack_sets_training(cls, data: Any) -> Any:
         """The stack fills the ``training:`` knobs the config leaves unset; values given there win."""
         if not isinstance(data, dict):
@@ -201,6 +224,8 @@ class RunConfig(BaseModel):
         """The model, parallel plan, batch and GPU must fit together (one-line errors, first problem only)."""
         _check_parallel_plan(self.model, self.parallel, self.cluster.num_gpus)
         _check_batch_and_gpu(self)
+        p, t = self.parallel, self.training
+        check_host_tiers(t.offload, p.dp_mode, p.zero, p.dp * p.cp, t.compression is not None, self.cluster)
         return self
 
     @model_validator(mode="after")
@@ -232,6 +257,11 @@ def _check_parallel_plan(m: ModelSpec, p: ParallelSpec, num_gpus: int) -> None:
         raise ClusterSimError(
             f"parallel.ep={p.ep} must divide the model's routed experts ({experts}); pick ep from its divisors"
         )
+    if p.ep > 1 and p.ep * p.tp * p.cp > num_gpus:
+        raise ClusterSimError(
+            f"parallel.ep={p.ep}: an expert group spans ep*tp*cp = {p.ep}*{p.tp}*{p.cp} = {p.ep * p.tp * p.cp} GPUs "
+            f"(its ranks are tp*cp apart) but cluster.num_gpus={num_gpus}; lower ep or tp, or add GPUs"
+        )
     if p.layers_per_stage is not None:
         _check_layers_per_stage(m, p)
     elif m.num_layers < p.pp * p.vpp:
@@ -241,6 +271,11 @@ def _check_parallel_plan(m: ModelSpec, p: ParallelSpec, num_gpus: int) -> None:
         )
     if p.vpp > 1 and not get_schedule(p.schedule).interleaved:
         raise ClusterSimError(f"parallel.vpp={p.vpp} needs parallel.schedule=interleaved")
+    if p.vpp == 1 and get_schedule(p.schedule).interleaved:
+        raise ClusterSimError(
+            f"parallel.schedule={p.schedule} needs parallel.vpp >= 2 (model chunks per pipeline rank); "
+            "set parallel.vpp=2 or more, or use schedule 1f1b"
+        )
 
 
 def _check_layers_per_stage(m: ModelSpec, p: ParallelSpec) -> None:
@@ -277,8 +312,8 @@ def _check_batch_and_gpu(cfg: RunConfig) -> None:
 def _coerce(text: str) -> Any:
     """Parse an override value as YAML so ``tp=8`` is an int and ``sp=true`` a bool."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return load_yaml_text(text, "--set value")
+    except ClusterSimError:
         return text
 
 
@@ -288,6 +323,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     Setting a section's ``kind`` to a different value drops that section's other keys, so
     ``--set batching.kind=chunked`` does not inherit the previous policy's options.
     """
+    check_numbers(data)  # before the copy: a 5,000-digit integer cannot even be dumped
     out = yaml.safe_load(yaml.safe_dump(data)) if data else {}
     for item in overrides or []:
         if "=" not in item:
@@ -304,6 +340,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
                 node[part] = child
             node = child
         value = _coerce(value)
+        check_numbers(value, f"--set {key.strip()}")
         if parts[-1] == "kind" and node.get("kind") not in (None, value):
             node.clear()  # switching a tagged union (policy, distribution) starts from the new kind's defaults
         node[parts[-1]] = value
@@ -311,16 +348,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a one-line error for a missing or malformed file."""
+    """Read a YAML mapping, with a one-line error for a missing, oversized, non-UTF-8 or malformed file.
+
+    The file is untrusted input (:mod:`simulator.core.untrusted`): a regular file under
+    :data:`~simulator.core.limits.MAX_CONFIG_BYTES`, loaded without alias bombs or deep nesting.
+    """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ClusterSimError(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ClusterSimError(f"config {path} is not valid YAML{where}; fix the syntax") from None
+    data = read_yaml_file(path, f"config {path}")
     if not isinstance(data, dict):
         raise ClusterSimError(f"config {path} must be a YAML mapping with keys model, cluster, ...")
     return data

@@ -82,7 +82,7 @@ RESTART_S = 600.0
 class VariabilitySpec(BaseModel):
     """What makes real ranks differ, and how often a run fails (the ``variability:`` config section)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     gpu_speed_cv: float = Field(
         default=GPU_SPEED_CV, ge=0, le=0.2, description="persistent GPU-to-GPU speed spread (coefficient of variation)"

@@ -30,7 +30,7 @@ from hwmodels.profile import PowerParams
 class PowerSpec(BaseModel):
     """DVFS and power settings of a job (``power:`` in a config)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     mode: Literal["modelled", "tdp"] = Field(
         default="modelled", description="modelled: power model over the timeline; tdp: GPU-hours x TDP x PUE"
@@ -55,7 +55,7 @@ class PowerSpec(BaseModel):
 class SiteSpec(BaseModel):
     """Where and at what price a job runs (``site:`` in a config)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     pue: float = Field(
         default=1.1, ge=1.0, description="power usage effectiveness; 1.1 is a hyperscale figure (Meta's Llama 2 card)"

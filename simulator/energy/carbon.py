@@ -42,6 +42,8 @@ import numpy as np
 import yaml
 
 from hwmodels.errors import ClusterSimError, UnknownNameError
+from simulator.core.limits import MAX_TABLE_BYTES
+from simulator.core.untrusted import read_text_file
 
 HOURS_PER_YEAR = 8760.0
 Policy = Literal["now", "best-start", "pause-resume", "scale-down"]
@@ -271,7 +273,7 @@ def _parse_time(text: str, where: str) -> datetime:
 
 def _intensity_reader(p: Path) -> tuple[csv.DictReader, str, str, float]:
     """A CSV reader over the file's non-comment lines, its timestamp and intensity columns, and the scale to kg/kWh."""
-    text = p.read_text(encoding="utf-8-sig")
+    text = read_text_file(p, MAX_TABLE_BYTES, p.name)  # a regular file under the cap, UTF-8
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise ClusterSimError(f"{p.name}: the file is empty; it needs a header and one row per hour")
@@ -362,8 +364,10 @@ def effective_kg_per_kwh(
     """
     if not 0.0 <= renewable_fraction <= 1.0:
         raise ClusterSimError(f"renewable_fraction={renewable_fraction} must be between 0 and 1")
-    if market_kg_per_kwh is not None and not market_kg_per_kwh >= 0:
-        raise ClusterSimError(f"market_kg_per_kwh={market_kg_per_kwh} must be >= 0")
+    if market_kg_per_kwh is not None and not 0 <= market_kg_per_kwh < math.inf:
+        raise ClusterSimError(f"market_kg_per_kwh={market_kg_per_kwh} must be a finite number >= 0")
+    if not 0 <= location_kg_per_kwh < math.inf:
+        raise ClusterSimError(f"grid intensity {location_kg_per_kwh} kg/kWh must be a finite number >= 0")
     base = location_kg_per_kwh if market_kg_per_kwh is None else market_kg_per_kwh
     return base * (1.0 - renewable_fraction)
 
@@ -389,8 +393,8 @@ def operational_kgco2e(
     if isinstance(intensity, GridIntensity):
         intensity = intensity.kg_per_kwh
     if not isinstance(intensity, IntensitySeries):
-        if not float(intensity) >= 0:
-            raise ClusterSimError(f"intensity {intensity} kg/kWh must be >= 0")
+        if not 0 <= float(intensity) < math.inf:
+            raise ClusterSimError(f"intensity {intensity} kg/kWh must be a finite number >= 0")
         factor = effective_kg_per_kwh(
             float(intensity), market_kg_per_kwh=market_kg_per_kwh, renewable_fraction=renewable_fraction
         )
@@ -482,8 +486,8 @@ def embodied_estimate(
     use = float(am["utilization"]) if utilization is None else float(utilization)
     if not gpu_hours >= 0 or not math.isfinite(gpu_hours):
         raise ClusterSimError(f"gpu_hours={gpu_hours} must be a non-negative number")
-    if not life > 0:
-        raise ClusterSimError(f"lifetime_years={lifetime_years} must be > 0")
+    if not 0 < life < math.inf:
+        raise ClusterSimError(f"lifetime_years={lifetime_years} must be a finite number > 0")
     if not 0 < use <= 1:
         raise ClusterSimError(f"utilization={utilization} must be in (0, 1]")
     if int(gpus_per_node) != gpus_per_node or gpus_per_node < 1:
@@ -772,7 +776,7 @@ class _SegmentDP:
         n, j, r, u, l_, p = state
         out: list[tuple[float, tuple[int, ...], int]] = []
         if r == 1 and n >= 1:
-            for lp in ((l_ - 1,) if l_ < cap else (cap - 1, cap)):
+            for lp in (l_ - 1,) if l_ < cap else (cap - 1, cap):
                 if lp >= 1:
                     out.append((prev[n - 1, j, 1, u, lp, p] + c, (n - 1, j, 1, u, lp, p), -1))
             if l_ == 1 and j >= 1:
@@ -1077,17 +1081,17 @@ FOOTPRINT_BASES: dict[str, str] = {
 
 def tdp_energy_mwh(gpu_hours: float, power_w_per_gpu: float, pue: float = 1.0) -> float:
     """Facility energy in MWh of ``gpu_hours`` at ``power_w_per_gpu`` (TDP or measured) with ``pue``."""
-    if not gpu_hours >= 0 or not power_w_per_gpu >= 0:
-        raise ClusterSimError("gpu_hours and power_w_per_gpu must be non-negative")
-    if not pue >= 1.0:
-        raise ClusterSimError(f"pue={pue} must be >= 1 (facility energy / IT energy)")
+    if not 0 <= gpu_hours < math.inf or not 0 <= power_w_per_gpu < math.inf:
+        raise ClusterSimError("gpu_hours and power_w_per_gpu must be finite non-negative numbers")
+    if not 1.0 <= pue < math.inf:
+        raise ClusterSimError(f"pue={pue} must be a finite number >= 1 (facility energy / IT energy)")
     return gpu_hours * power_w_per_gpu * pue / 1e6
 
 
 def tdp_tco2e(gpu_hours: float, power_w_per_gpu: float, pue: float, grid_kg_per_kwh: float) -> float:
     """Operational tCO2e of ``gpu_hours`` at ``power_w_per_gpu``, ``pue`` and a grid factor (MWh x kg/kWh = t)."""
-    if not grid_kg_per_kwh >= 0:
-        raise ClusterSimError(f"grid_kg_per_kwh={grid_kg_per_kwh} must be >= 0")
+    if not 0 <= grid_kg_per_kwh < math.inf:
+        raise ClusterSimError(f"grid_kg_per_kwh={grid_kg_per_kwh} must be a finite number >= 0")
     return tdp_energy_mwh(gpu_hours, power_w_per_gpu, pue) * grid_kg_per_kwh
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from hwmodels.errors import ClusterSimError, UnknownNameError
+from simulator.core.limits import MAX_TABLE_BYTES
+from simulator.core.untrusted import read_yaml_file
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,7 @@ def load_price_presets(path: str | Path | None = None) -> dict[str, PricePreset]
     p = Path(path)
     if not p.is_file():
         raise ClusterSimError(f"prices file {str(p)!r} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ClusterSimError(f"{p.name}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml_file(p, p.name, MAX_TABLE_BYTES) or {}
     presets.update(_build(raw))
     return presets
 

@@ -12,9 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hwmodels.errors import ClusterSimError, UnknownNameError
+from hwmodels.errors import ClusterSimError, UnknownNameError, short
+from simulator.core.limits import MAX_MODEL_FILE_BYTES
+from simulator.core.untrusted import load_yaml_text, read_text_file
 from simulator.models.hf import from_hf_config
 from simulator.models.spec import ModelSpec, validate_spec
 
@@ -35,10 +35,7 @@ def spec_from_dict(data: dict[str, Any], where: str = "model dict") -> ModelSpec
 
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ClusterSimError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
+    data = load_yaml_text(text, where)  # alias bombs and deep nesting refused; no file contents echoed
     if not isinstance(data, dict):
         raise ClusterSimError(f"{where}: expected a mapping of ModelSpec fields")
     return data
@@ -49,7 +46,8 @@ def load_model_file(path: Path) -> ModelSpec:
     if path.is_dir() or path.suffix.lower() == ".json":
         return from_hf_config(path)
     if path.suffix.lower() in (".yaml", ".yml"):
-        return spec_from_dict(_read_yaml(path.read_text(), str(path)), str(path))
+        text = read_text_file(path, MAX_MODEL_FILE_BYTES, f"model file {path}")
+        return spec_from_dict(_read_yaml(text, str(path)), str(path))
     raise ClusterSimError(f"{path}: model files are .json (HF config) or .yaml (ModelSpec)")
 
 
@@ -78,19 +76,30 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or "\\" in text or Path(text).suffix.lower() in (".json", ".yaml", ".yml")
 
 
+def _is_model_file(key: str) -> bool:
+    """Whether ``key`` names a model file or a folder holding config.json (False for a name too long to be a
+    path, rather than ENAMETOOLONG)."""
+    try:
+        path = Path(key).expanduser()
+        return path.is_file() or (path.is_dir() and (path / "config.json").is_file())
+    except (OSError, ValueError):
+        return False
+
+
 def get_model(name_or_path: str | Path | dict[str, Any] | ModelSpec) -> ModelSpec:
     """Resolve a preset name, a model file path, an inline dict or a ModelSpec to a ModelSpec."""
     if isinstance(name_or_path, ModelSpec):
         return name_or_path
     if isinstance(name_or_path, dict):
         return spec_from_dict(name_or_path)
+    if not isinstance(name_or_path, str | Path):
+        raise ClusterSimError(f"model must be a preset name, a file path or a mapping, got {short(name_or_path)}")
     key = str(name_or_path).strip()
     presets = _presets()
     if not isinstance(name_or_path, Path) and key.lower() in presets:
         return presets[key.lower()]
-    path = Path(key).expanduser()
-    if path.is_file() or (path.is_dir() and (path / "config.json").is_file()):
-        return load_model_file(path)
+    if _is_model_file(key):
+        return load_model_file(Path(key).expanduser())
     if isinstance(name_or_path, Path) or _looks_like_path(key):
-        raise ClusterSimError(f"model file {key} does not exist; {_HINT}")
+        raise ClusterSimError(f"model file {short(key)} does not exist; {_HINT}")
     raise UnknownNameError("model preset", key, [s.name for s in presets.values()], hint=_HINT)

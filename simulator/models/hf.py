@@ -6,12 +6,13 @@ deepseek_v3, gpt2, gpt_neox. Anything else is refused with a one-line error rath
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hwmodels.errors import ClusterSimError, UnknownNameError
+from hwmodels.errors import ClusterSimError, UnknownNameError, short
+from simulator.core.limits import MAX_MODEL_FILE_BYTES
+from simulator.core.untrusted import parse_json_text, read_text_file
 from simulator.models.spec import ModelSpec, validate_spec
 
 _ARCHITECTURES = {
@@ -203,11 +204,14 @@ def _family(data: dict[str, Any], where: str) -> str:
     family = data.get("model_type")
     if family is None:
         archs = data.get("architectures") or []
-        family = next((_ARCHITECTURES[a] for a in archs if a in _ARCHITECTURES), None)
+        archs = archs if isinstance(archs, list) else [archs]
+        family = next((_ARCHITECTURES[a] for a in archs if isinstance(a, str) and a in _ARCHITECTURES), None)
     if family is None and "n_embd" in data:
         family = "gpt2"
     if family is None:
         raise ClusterSimError(f"{where}: no model_type or known architectures entry; cannot tell the family")
+    if not isinstance(family, str):
+        raise ClusterSimError(f"{where}: model_type must be a string such as 'llama', got {short(family)}")
     if family not in _FAMILIES:
         raise UnknownNameError("HF model_type", family, _FAMILIES, hint="write a ModelSpec YAML instead")
     return family
@@ -220,12 +224,8 @@ def _load(cfg: dict[str, Any] | str | Path) -> tuple[dict[str, Any], str, Path |
     path = Path(cfg)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except OSError as err:
-        raise ClusterSimError(f"cannot read HF config {path}: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise ClusterSimError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}") from None
+    text = read_text_file(path, MAX_MODEL_FILE_BYTES, f"HF config {path}")  # a regular file, size-capped
+    data = parse_json_text(text, f"HF config {path}")
     if not isinstance(data, dict):
         raise ClusterSimError(f"{path}: expected a JSON object with the model's config")
     return data, str(path), path

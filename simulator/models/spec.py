@@ -68,7 +68,7 @@ def _require_non_negative(obj: BaseModel, names: Iterable[str], prefix: str = ""
 class MoESpec(BaseModel):
     """Mixture-of-experts MLP: routed experts (top_k per token), optional always-on shared experts."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     num_experts: int
     top_k: int
@@ -114,7 +114,7 @@ class MoESpec(BaseModel):
 class MLASpec(BaseModel):
     """Multi-head latent attention (DeepSeek-V2/V3): K/V (and optionally Q) through low-rank latents."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kv_lora_rank: int
     q_lora_rank: int | None = None
@@ -137,7 +137,7 @@ class MLASpec(BaseModel):
 class ModelSpec(BaseModel):
     """A decoder-only transformer described by its architecture figures, with a source for them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     source: str

@@ -30,7 +30,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels.errors import ClusterSimError, first_validation_error
-from hwmodels.fileio import atomic_write
+from hwmodels.fileio import atomic_write, stat_regular_file
+from simulator.core.limits import MAX_ROUTING_TRACE_BYTES
+from simulator.core.untrusted import parse_json_text, read_text_file
 
 TRACE_FORMAT = "clustersim-routing/1"
 _DRIFT_BLOCK = 64  # steps of popularity drift drawn from one generator
@@ -42,7 +44,7 @@ _REDRAWS = 16  # redraw rounds for repeated picks before drawing from the renorm
 
 # ============================================================================ routing sources
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class UniformRouting(_Frozen):
@@ -259,22 +261,21 @@ def load_trace(path: str | Path) -> RoutingTrace:
 
 
 def _loaded_trace(path: str | Path) -> _LoadedTrace:
+    """The parsed trace at ``path``: a regular file under MAX_ROUTING_TRACE_BYTES, checked before it is read
+    (``/dev/zero``, a FIFO or a directory is refused from its metadata)."""
     p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        raise ClusterSimError(f"routing trace {p} not found; record one with calibration/record_routing.py") from None
+    if not p.exists():
+        raise ClusterSimError(f"routing trace {p} not found; record one with calibration/record_routing.py")
+    st = stat_regular_file(p, MAX_ROUTING_TRACE_BYTES, f"routing trace {p}")
     return _load_trace_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=16)
 def _load_trace_cached(path: str, mtime_ns: int, size: int) -> _LoadedTrace:
     """Parse once per file version (the key carries mtime and size, so edits are picked up)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ClusterSimError(f"routing trace {path} is not valid JSON (line {err.lineno}): {err.msg}") from None
-    return _parse(data, f"routing trace {path}")
+    where = f"routing trace {path}"
+    data = parse_json_text(read_text_file(path, MAX_ROUTING_TRACE_BYTES, where), where)
+    return _parse(data, where)
 
 
 def _trace_entry(src: TraceRouting, e: int, k: int, layer: int, step: int) -> tuple[np.ndarray, np.ndarray | None]:

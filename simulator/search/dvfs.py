@@ -34,6 +34,14 @@ class DvfsPoint:
     gpu_energy_j: float
     facility_energy_j: float
     avg_gpu_power_w: float
+    feasible: bool = True  # False: the setting cannot be run (a cap below what the lowest clock draws)
+    reason: str = ""  # why not, for an infeasible setting
+
+    @classmethod
+    def infeasible(cls, setting: str, value: float, reason: str) -> DvfsPoint:
+        """A setting the run cannot meet: every figure NaN, the reason kept for the table."""
+        nan = float("nan")
+        return cls(setting, value, nan, nan, nan, nan, nan, nan, feasible=False, reason=reason)
 
     @property
     def gpu_j_per_token(self) -> float:
@@ -65,7 +73,7 @@ def _run(data: dict[str, Any], profile: Profile | str | None) -> tuple[float, fl
     from simulator.serving.simulate import simulate_serving
 
     r = simulate_serving(data, profile)
-    return r.duration_s, r.throughput_tokens_per_s * r.duration_s, r
+    return r.duration_s, r.output_tokens, r  # whole run: the energy is whole-run too
 
 
 def default_clocks(gpu: str, points: int = 9) -> list[float]:
@@ -102,11 +110,17 @@ def sweep(
         from tqdm import tqdm
 
         iterator = tqdm(settings, desc="DVFS sweep", unit="setting")
+    errors: list[ClusterSimError] = []
     for setting, value in iterator:
         power = dict(data.get("power") or {})
         power.pop("stage_clocks_mhz", None)
         power.update({"sm_clock_mhz": value} if setting == "clock" else {"power_limit_w": value})
-        secs, work, r = _run({**data, "power": power}, profile)
+        try:
+            secs, work, r = _run({**data, "power": power}, profile)
+        except ClusterSimError as exc:  # this setting cannot run (e.g. a cap below the lowest clock's power)
+            errors.append(exc)
+            out.append(DvfsPoint.infeasible(setting, value, str(exc)))
+            continue
         clocks = r.power["sm_clock_mhz"]
         clock = float(np.mean(clocks)) if isinstance(clocks, list) else float(clocks)
         out.append(
@@ -114,25 +128,37 @@ def sweep(
                 setting, value, clock, secs, work, r.energy_j["gpu"], r.energy_j["facility"], r.power["avg_gpu_power_w"]
             )
         )
+    if len(errors) == len(out):  # nothing ran: the config itself (or every setting) is the problem
+        raise errors[0]
     return out
+
+
+def feasible(points: Sequence[DvfsPoint]) -> list[DvfsPoint]:
+    """The points whose setting could be run (a sweep marks the others ``feasible=False`` with a reason)."""
+    return [p for p in points if p.feasible]
 
 
 def optimum(points: Sequence[DvfsPoint], metric: str = "gpu_j_per_token") -> DvfsPoint:
     """The point with the least energy per token (GPU energy by default; ``facility_j_per_token`` counts
     the host and PUE too, which favours faster clocks)."""
+    ok = feasible(points)
+    if not ok:
+        raise ClusterSimError("no feasible DVFS setting: every clock or cap failed; raise the caps or clocks")
     if metric == "facility_j_per_token":
-        return min(points, key=lambda p: p.facility_energy_j / p.work)
-    return min(points, key=lambda p: getattr(p, metric))
+        return min(ok, key=lambda p: p.facility_energy_j / p.work)
+    return min(ok, key=lambda p: getattr(p, metric))
 
 
 def front(points: Sequence[DvfsPoint]) -> list[DvfsPoint]:
-    """The energy-time Pareto front (time per token vs GPU energy per token, both minimised)."""
-    mask = pareto_front([(p.seconds_per_token, p.gpu_j_per_token) for p in points], [True, True])
-    return [p for p, keep in zip(points, mask, strict=True) if keep]
+    """The energy-time Pareto front of the feasible points (time per token vs GPU energy per token, both minimised)."""
+    ok = feasible(points)
+    mask = pareto_front([(p.seconds_per_token, p.gpu_j_per_token) for p in ok], [True, True])
+    return [p for p, keep in zip(ok, mask, strict=True) if keep]
 
 
-def to_rows(points: Sequence[DvfsPoint]) -> list[dict[str, float]]:
-    """Table rows with derived per-token figures (for the CLI, the app and notebooks)."""
+def to_rows(points: Sequence[DvfsPoint]) -> list[dict[str, Any]]:
+    """Table rows with derived per-token figures (for the CLI, the app and notebooks); an infeasible setting's
+    row has ``feasible`` False, its ``reason`` and NaN figures, and is never on the front."""
     on_front = {id(p) for p in front(points)}
     return [
         {

@@ -1,9 +1,12 @@
 """Serving deployment search: the cheapest TP x replicas x policy x max batch that meets an SLO at a rate.
 
 For each candidate replica shape (tensor parallelism, batching policy, maximum batch) the capacity
-search (:func:`simulator.serving.capacity.max_rate`) finds the highest arrival rate one replica
-sustains at the SLO; enough replicas for the target rate follow, and the cheapest deployment is
-then simulated at the target rate with all its replicas, so the plan reported is a simulated one.
+search (:func:`simulator.serving.capacity.find_capacity`, steady-state runs judged on confidence
+bounds) finds the highest arrival rate one replica sustains at the SLO; enough replicas for the
+target rate follow, and the cheapest deployment is then confirmed by one long steady-state run
+(``steady_state.max_requests`` requests) at the target rate with all its replicas: it must be
+stable with the lower bound of its SLO attainment at the target, else a replica is added. The plan
+reported is a simulated one, with its margin (capacity / target rate) and attainment interval.
 Cost is GPU-hours x $/GPU-hour (``site`` settings of the config, :mod:`simulator.energy.pricing`).
 """
 
@@ -33,6 +36,12 @@ class ServePlan:
     usd_per_hour: float
     usd_per_million_output_tokens: float = 0.0
     simulated: dict[str, Any] = field(default_factory=dict)
+    replica_capacity_interval: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def margin(self) -> float:
+        """Deployment capacity (replicas x the capacity of one) over the target rate; > 1 is headroom."""
+        return float(self.simulated.get("margin", 0.0))
 
     def as_dict(self) -> dict[str, Any]:
         """Every field as a plain dict (JSON-ready)."""
@@ -65,11 +74,12 @@ def plan_serving(
 ) -> tuple[ServePlan, list[ServePlan]]:
     """The cheapest deployment of ``base`` (a serving config dict) meeting its SLO at ``rate_per_s``.
 
-    Returns (best, every candidate that fits). ``requests`` sizes each capacity search's workload.
+    Returns (best, every candidate that fits). ``requests`` sizes each capacity search's probes, which
+    use at least ``steady_state.min_requests`` (docs/serving-steady-state.md).
     """
     from simulator.energy.pricing import gpu_hour_price
     from simulator.serving import load_serving_config
-    from simulator.serving.capacity import max_rate
+    from simulator.serving.capacity import find_capacity
 
     if rate_per_s <= 0:
         raise ClusterSimError(f"rate_per_s={rate_per_s} must be positive")
@@ -93,12 +103,14 @@ def plan_serving(
         data = _shape({**base, "workload": workload}, tp, pol, seqs)
         try:
             cfg = load_serving_config(data)
-            cap, _ = max_rate(cfg, attainment=attainment, profile=profile)
+            found = find_capacity(cfg, attainment=attainment, profile=profile)
         except ClusterSimError:
             continue  # does not fit (weights/KV) or never meets the SLO
+        cap = found.rate_per_s
         replicas = max(1, math.ceil(rate_per_s / cap))
         n = replicas * tp * cfg.pp * cfg.ep
-        plans.append(ServePlan(tp, pol, seqs, cap, replicas, n, n * price))
+        interval = (found.interval.low, found.interval.high)
+        plans.append(ServePlan(tp, pol, seqs, cap, replicas, n, n * price, replica_capacity_interval=interval))
     if not plans:
         raise ClusterSimError(
             f"no replica shape of {cfg0.model.name} on {gpu.id} meets the SLO; relax slo.ttft_s/tpot_s or use a "
@@ -111,31 +123,50 @@ def plan_serving(
 def _confirm(
     base: dict[str, Any], plans: list[ServePlan], rate: float, attainment: float, requests: int, profile: Any
 ) -> ServePlan:
-    """Simulate the cheapest plans with all replicas at the target rate; add a replica if the SLO slips."""
-    from simulator.serving import simulate_serving
+    """Confirm the cheapest plan with one long steady-state run of all its replicas at the target rate
+    (``steady_state.max_requests`` requests, or more if asked); add a replica while it does not pass."""
+    from simulator.serving import load_serving_config
+    from simulator.serving.capacity import judge
+    from simulator.serving.simulate import simulate_steady
 
     best = plans[0]
     for _ in range(4):
         data = _shape(base, best.tp, best.policy, best.max_num_seqs)
         data["replicas"] = best.replicas
         arrivals = {**base.get("workload", {}).get("arrivals", {"kind": "poisson"}), "rate_per_s": rate}
-        data["workload"] = {**base.get("workload", {}), "arrivals": arrivals, "num_requests": requests * best.replicas}
-        res = simulate_serving(data, profile)
-        if res.slo_attainment >= attainment:
-            best.usd_per_million_output_tokens = res.cost_per_million_output_tokens_usd
-            best.simulated = {
-                "slo_attainment": res.slo_attainment,
-                "ttft_p99_s": res.ttft_s.p99,
-                "tpot_p99_s": res.tpot_s.p99,
-                "throughput_tokens_per_s": res.throughput_tokens_per_s,
-                "energy_per_token_j": res.energy_per_token_j,
-                "kgco2e_per_million_tokens": sum(res.kgco2e.values())
-                / max(res.throughput_tokens_per_s * res.duration_s, 1)
-                * 1e6,
-            }
+        cfg = load_serving_config({**data, "workload": {**base.get("workload", {}), "arrivals": arrivals}})
+        n = max(requests * best.replicas, cfg.steady_state.max_requests)
+        wl = {**base.get("workload", {}), "arrivals": arrivals, "num_requests": n}
+        res = simulate_steady(load_serving_config({**data, "workload": wl}), profile, enough=lambda _: True)
+        if judge(res, attainment) == "pass":
+            _record(best, res, rate)
             return best
         per_gpu = best.usd_per_hour / best.num_gpus
         best.replicas += 1
         best.num_gpus = best.num_gpus // (best.replicas - 1) * best.replicas
         best.usd_per_hour = best.num_gpus * per_gpu
     raise ClusterSimError("the cheapest shape misses the SLO at the target rate even with 4 extra replicas")
+
+
+def _record(plan: ServePlan, res: Any, rate: float) -> None:
+    """Store the confirming run's steady-state figures and the margin on ``plan``."""
+    s = res.steady
+    plan.usd_per_million_output_tokens = s.cost_per_million_output_tokens_usd
+    plan.simulated = {
+        "requests": res.completed_requests,
+        "stable": s.stable,
+        "margin": plan.replica_capacity_per_s * plan.replicas / rate,
+        "slo_attainment": res.slo_attainment,
+        "slo_attainment_ci": [s.slo_attainment_ci.low, s.slo_attainment_ci.high],
+        "confidence": s.confidence,
+        "ttft_p99_s": res.ttft_s.p99,
+        "ttft_p99_ci_s": [s.ttft_ci_s.p99.low, s.ttft_ci_s.p99.high],
+        "tpot_p99_s": res.tpot_s.p99,
+        "tpot_p99_ci_s": [s.tpot_ci_s.p99.low, s.tpot_ci_s.p99.high],
+        "throughput_tokens_per_s": res.throughput_tokens_per_s,
+        "goodput_requests_per_s": res.goodput_requests_per_s,
+        "energy_per_token_j": res.energy_per_token_j,
+        "kgco2e_per_million_tokens": sum(res.kgco2e.values())
+        / max(sum(row["output_tokens"] for row in res.requests_table), 1)
+        * 1e6,
+    }

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from hwmodels.catalogue import get_gpu
+from hwmodels.checks import MAX_TOKENS, check_numbers
 from hwmodels.errors import ClusterSimError, first_validation_error
 from simulator.core.config import apply_overrides, read_yaml
 from simulator.energy.accounting import PowerSpec, SiteSpec
@@ -27,9 +28,10 @@ from simulator.serving.policies import (  # noqa: F401 - re-exported: the polici
     StaticBatching,
     parse_batching,
 )
+from simulator.serving.steady import SteadyStateSpec
 from simulator.stacks import DEFAULT_SERVING_STACK, StackField, get_stack
 
-_STRICT = ConfigDict(frozen=True, extra="forbid")
+_STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # ---- traffic -------------------------------------------------------------------------------------
@@ -69,7 +71,20 @@ class TraceArrivals(BaseModel):
     rate_per_s: float | None = Field(default=None, gt=0, description="rescale the trace to this mean rate")
 
 
-Arrivals = Annotated[PoissonArrivals | GammaArrivals | FixedArrivals | TraceArrivals, Field(discriminator="kind")]
+class ConcurrencyArrivals(BaseModel):
+    """Closed loop: ``max_concurrency`` clients, each sending its next request when its previous one completes
+    (``vllm bench serve --max-concurrency``); with ``rate_per_s`` requests are also paced by Poisson arrivals
+    and wait for a free client. Latencies count from when a request is sent."""
+
+    model_config = _STRICT
+    kind: Literal["concurrency"] = "concurrency"
+    max_concurrency: int = Field(gt=0)
+    rate_per_s: float | None = Field(default=None, gt=0, description="Poisson pacing; unset = send at once")
+
+
+Arrivals = Annotated[
+    PoissonArrivals | GammaArrivals | FixedArrivals | TraceArrivals | ConcurrencyArrivals, Field(discriminator="kind")
+]
 
 
 class FixedLengths(BaseModel):
@@ -77,8 +92,8 @@ class FixedLengths(BaseModel):
 
     model_config = _STRICT
     kind: Literal["fixed"] = "fixed"
-    prompt_tokens: int = Field(gt=0)
-    output_tokens: int = Field(gt=0)
+    prompt_tokens: int = Field(gt=0, le=MAX_TOKENS)
+    output_tokens: int = Field(gt=0, le=MAX_TOKENS)
 
 
 class UniformLengths(BaseModel):
@@ -86,10 +101,10 @@ class UniformLengths(BaseModel):
 
     model_config = _STRICT
     kind: Literal["uniform"] = "uniform"
-    prompt_min: int = Field(gt=0)
-    prompt_max: int = Field(gt=0)
-    output_min: int = Field(gt=0)
-    output_max: int = Field(gt=0)
+    prompt_min: int = Field(gt=0, le=MAX_TOKENS)
+    prompt_max: int = Field(gt=0, le=MAX_TOKENS)
+    output_min: int = Field(gt=0, le=MAX_TOKENS)
+    output_max: int = Field(gt=0, le=MAX_TOKENS)
 
 
 class LognormalLengths(BaseModel):
@@ -102,8 +117,8 @@ class LognormalLengths(BaseModel):
     prompt_sigma: float = Field(default=1.0, ge=0)
     output_median: float = Field(gt=0)
     output_sigma: float = Field(default=1.0, ge=0)
-    max_prompt: int = Field(default=32768, gt=0)
-    max_output: int = Field(default=4096, gt=0)
+    max_prompt: int = Field(default=32768, gt=0, le=MAX_TOKENS)
+    max_output: int = Field(default=4096, gt=0, le=MAX_TOKENS)
 
 
 class ZipfLengths(BaseModel):
@@ -115,8 +130,8 @@ class ZipfLengths(BaseModel):
     output_a: float = Field(gt=1)
     prompt_scale: int = Field(default=64, gt=0, description="tokens per Zipf rank")
     output_scale: int = Field(default=16, gt=0)
-    max_prompt: int = Field(default=32768, gt=0)
-    max_output: int = Field(default=4096, gt=0)
+    max_prompt: int = Field(default=32768, gt=0, le=MAX_TOKENS)
+    max_output: int = Field(default=4096, gt=0, le=MAX_TOKENS)
 
 
 class TraceLengths(BaseModel):
@@ -127,8 +142,17 @@ class TraceLengths(BaseModel):
     sample: bool = Field(default=False, description="sample rows with replacement instead of replaying them")
 
 
+class ShareGPTLengths(BaseModel):
+    """Prompt and output lengths of the ShareGPT V3 conversations as serving benchmarks sample them (a bundled
+    log-normal description with its source: :data:`simulator.serving.workload.SHAREGPT`)."""
+
+    model_config = _STRICT
+    kind: Literal["sharegpt"] = "sharegpt"
+
+
 Lengths = Annotated[
-    FixedLengths | UniformLengths | LognormalLengths | ZipfLengths | TraceLengths, Field(discriminator="kind")
+    FixedLengths | UniformLengths | LognormalLengths | ZipfLengths | TraceLengths | ShareGPTLengths,
+    Field(discriminator="kind"),
 ]
 
 
@@ -244,7 +268,7 @@ class SLOSpec(BaseModel):
 class ServingConfig(BaseModel):
     """A model served on N replicas of TP x PP GPUs, with a batching policy and traffic."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
     model: ModelField
     gpu: str
@@ -268,7 +292,28 @@ class ServingConfig(BaseModel):
     slo: SLOSpec = SLOSpec()
     power: PowerSpec = PowerSpec()
     site: SiteSpec = SiteSpec()
+    steady_state: SteadyStateSpec = Field(
+        default_factory=SteadyStateSpec, description="steady-state detection, intervals and run extension"
+    )
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        """No inf/NaN and no integer past 2**53 anywhere (one line naming the field, before numpy sees it)."""
+        check_numbers(data)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_batching(cls, data: Any) -> Any:
+        """A config that names no batching policy runs its serving engine's default (the stack's ``serving``)."""
+        if isinstance(data, dict) and data.get("batching") is None and isinstance(data.get("gpu"), str):
+            engine = get_stack(data.get("stack", DEFAULT_SERVING_STACK)).serving
+            if engine is not None and engine.batching:
+                gpu = get_gpu(data["gpu"])
+                data = {**data, "batching": engine.default_batching(gpu.memory_gb * 1e9 / 2**30, gpu.id)}
+        return data
 
     @field_validator("batching", mode="before")
     @classmethod

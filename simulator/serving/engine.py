@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import simpy
 
 from hwmodels.errors import ClusterSimError
-from simulator.serving.config import RetentionSpec, ServingConfig
+from simulator.serving.config import ConcurrencyArrivals, RetentionSpec, ServingConfig
 from simulator.serving.iteration import IterationModel
 from simulator.serving.kv import KVCache
 from simulator.serving.policies import RequestLevelBatching
@@ -40,6 +40,18 @@ def retained_context(req: Request, retention: RetentionSpec | None) -> int:
         elif age <= retention.drop_after_turns:
             kept += math.ceil(tokens * retention.key_token_fraction)
     return kept
+
+
+# SGLang's admission reserve (python/sglang/srt/managers/scheduler.py + schedule_policy.py PrefillAdder, global
+# config defaults): a new request is admitted only if the free KV tokens cover its prompt plus new_token_ratio x
+# its output, after reserving new_token_ratio x the remaining output of every running request; the ratio starts
+# at 0.7, decays by (0.7 - 0.7 x 0.14) / 600 per decode step to 0.7 x 0.14, and jumps back after a retraction to
+# (decoded + 20 x running) / (their total output). Output estimates are clipped at 4,096 tokens.
+RETRACT_INIT_TOKEN_RATIO = 0.7
+RETRACT_MIN_TOKEN_RATIO = 0.7 * 0.14
+RETRACT_RATIO_DECAY = (RETRACT_INIT_TOKEN_RATIO - RETRACT_MIN_TOKEN_RATIO) / 600
+RETRACT_DECODE_STEPS = 20
+RETRACT_CLIP_OUTPUT = 4096
 
 
 @dataclass(eq=False, slots=True)
@@ -110,13 +122,17 @@ class Replica:
     hbm_s: float = 0.0  # HBM traffic per GPU, seconds at full bandwidth (energy)
     overhead_s: float = 0.0  # engine CPU time inside busy_s (the GPU idles)
     outstanding: int = 0
+    token_ratio: float = RETRACT_INIT_TOKEN_RATIO  # SGLang's new_token_ratio (preemption "retract")
 
-    def add_work(self, prefill: list[tuple[int, int]], decodes: int, context: int) -> None:
-        """Add one iteration's math and HBM work (and engine overhead) to the replica's totals, for energy."""
+    def add_work(self, prefill: list[tuple[int, int]], decodes: int, context: int, idle_s: float | None = None) -> None:
+        """Add one iteration's math and HBM work and the CPU time the GPU waited for (default: the whole
+        scheduler step) to the replica's totals, for energy."""
         tensor, hbm = self.model.work_totals(prefill, decodes, context)
         self.tensor_s += tensor
         self.hbm_s += hbm
-        if self.model.overhead:
+        if idle_s is not None:
+            self.overhead_s += idle_s
+        elif self.model.overhead:
             self.overhead_s += self.model.scheduler_s(decodes + len(prefill))
 
     def notify(self) -> None:
@@ -140,6 +156,13 @@ class ServingEngine:
         roles = cfg.batching.replica_roles(cfg.replicas)
         self.replicas = [Replica(i, r, model, make_kv(), self.env) for i, r in enumerate(roles)]
         self._rr = 0
+        engine = cfg.stack.serving
+        self.preemption = engine.preemption if engine is not None else "lifo"
+        arrivals = cfg.workload.arrivals
+        # closed loop: at most this many requests in flight, the next one sent when one completes
+        self.max_in_flight = arrivals.max_concurrency if isinstance(arrivals, ConcurrencyArrivals) else None
+        self.in_flight = 0
+        self._client_free: simpy.Event | None = None
 
     # ---- router ---------------------------------------------------------------------------------
     def _pick(self, candidates: list[Replica], seq: Seq) -> Replica:
@@ -158,14 +181,32 @@ class ServingEngine:
     def _arrivals(self) -> Generator:
         retention = self.cfg.kv.retention
         entry = [r for r in self.replicas if r.role in ("serve", "prefill")]
+        limit = self.max_in_flight
+        engine = self.cfg.stack.serving
+        frontend = engine.frontend_s if engine is not None else 0.0
         for req in self.requests:
             if req.arrival_s > self.env.now:
                 yield self.env.timeout(req.arrival_s - self.env.now)
+            if limit is not None:
+                while self.in_flight >= limit:
+                    self._client_free = self.env.event()
+                    yield self._client_free
+                self.in_flight += 1
+                if req.arrival_s != self.env.now:  # latencies count from when the client sends it
+                    req = replace(req, arrival_s=self.env.now)
             ctx = retained_context(req, retention)
             seq = Seq(req=req, prompt=ctx + (req.prompt_tokens - req.context_tokens), arrival=self.env.now)
             self.seqs.append(seq)
-            rep = self._pick(entry, seq)
-            self._enqueue(rep, seq)
+            if frontend > 0:  # the request reaches the engine after its API-server path
+                self.env.timeout(frontend).callbacks.append(lambda _, s=seq: self._enqueue(self._pick(entry, s), s))
+            else:
+                self._enqueue(self._pick(entry, seq), seq)
+
+    def _completed(self) -> None:
+        """A request finished: in a closed loop its client sends the next one."""
+        self.in_flight -= 1
+        if self._client_free is not None and not self._client_free.triggered:
+            self._client_free.succeed()
 
     def _enqueue(self, rep: Replica, seq: Seq) -> None:
         seq.replica = rep.index
@@ -207,15 +248,49 @@ class ServingEngine:
             rep.kv.free(seq.blocks)
         seq.blocks = 0
 
+    def _admit_new(self, rep: Replica, seq: Seq, tokens: int) -> bool:
+        """Admit a waiting sequence with KV for ``tokens`` tokens, under the engine's admission rule: vLLM takes
+        whatever fits now; TRT-LLM's GUARANTEED_NO_EVICT reserves the KV of every token to the last one; SGLang
+        keeps a reserve for the running requests' expected output (:data:`RETRACT_INIT_TOKEN_RATIO`)."""
+        if self.preemption == "no_evict":
+            tokens = max(tokens, seq.prompt + seq.req.output_tokens)
+        elif self.preemption == "retract" and not self._reserve_fits(rep, seq, self._reserve_free(rep)):
+            return False
+        return self._admit_kv(rep, seq, tokens)
+
+    @staticmethod
+    def _reserve_free(rep: Replica) -> float:
+        """KV tokens free for new requests after SGLang's reserve for the running ones' remaining output."""
+        ratio = rep.token_ratio
+        reserved = sum(
+            min(s.req.output_tokens - s.generated, RETRACT_CLIP_OUTPUT) for s in rep.running if not s.swapped
+        )
+        return (rep.kv.gpu_free + rep.kv.cached_gpu_blocks) * rep.kv.block_size - ratio * reserved
+
+    @staticmethod
+    def _reserve_need(rep: Replica, seq: Seq) -> float:
+        return seq.to_prefill + rep.token_ratio * min(seq.req.output_tokens - seq.generated, RETRACT_CLIP_OUTPUT)
+
+    def _reserve_fits(self, rep: Replica, seq: Seq, free: float) -> bool:
+        return self._reserve_need(rep, seq) <= free
+
     def _preempt(self, rep: Replica) -> bool:
-        """Evict the most recently admitted running sequence (vLLM's policy); False if none."""
+        """Evict a running sequence to free KV; False if none can go. vLLM (and TRT-LLM MAX_UTILIZATION) evict
+        the most recently admitted one and put it first in the queue; SGLang retracts the one with the fewest
+        decoded tokens (the longest prompt among equals) to the back of the queue and raises its reserve."""
         victims = [s for s in rep.running if not s.swapped]
         if len(victims) <= 1:
             return False
-        victim = victims[-1]
+        retract = self.preemption == "retract"
+        victim = min(victims, key=lambda s: (s.generated, -s.prompt)) if retract else victims[-1]
         self.preemptions += 1
         victim.preemptions += 1
-        if self.cfg.kv.preemption == "swap" and rep.kv.swap_out(victim.blocks):
+        if retract:
+            rest = [s for s in victims if s is not victim]
+            decoded = sum(s.generated for s in rest)
+            total = sum(s.req.output_tokens for s in rest) or 1
+            rep.token_ratio = min(1.0, (decoded + RETRACT_DECODE_STEPS * len(rest)) / total)
+        elif self.cfg.kv.preemption == "swap" and rep.kv.swap_out(victim.blocks):
             victim.swapped = True
             victim.blocks_swapped = victim.blocks
             victim.blocks = 0
@@ -226,7 +301,10 @@ class ServingEngine:
         victim.recompute = victim.generated
         victim.prefilled = 0
         rep.running.remove(victim)
-        rep.waiting.appendleft(victim)
+        if retract:
+            rep.waiting.append(victim)
+        else:
+            rep.waiting.appendleft(victim)
         return True
 
     def _grow_decodes(self, rep: Replica, decodes: list[Seq]) -> list[Seq]:
@@ -235,6 +313,9 @@ class ServingEngine:
         size = rep.kv.block_size
         preempted = False
         for seq in decodes:
+            if not preempted and seq.prompt + seq.generated < (seq.blocks + seq.host_blocks) * size and not seq.swapped:
+                ok.append(seq)  # hot path: room in its last block
+                continue
             if seq.swapped or seq.blocks + seq.host_blocks == 0 and seq.to_prefill:
                 continue
             if preempted and seq not in rep.running:  # only after a preemption can a sequence have left
@@ -287,7 +368,7 @@ class ServingEngine:
                 continue
             if admitted and tokens + chunk > max_tokens:
                 break
-            if not self._admit_kv(rep, seq, seq.prompt + seq.recompute + 1):
+            if not self._admit_new(rep, seq, seq.prompt + seq.recompute + 1):
                 break
             rep.waiting.popleft()
             admitted.append((seq, chunk))
@@ -298,8 +379,12 @@ class ServingEngine:
             return admitted, []
         return [], self._grow_decodes(rep, self._decoding(rep))
 
-    def chunked_batch(self, rep: Replica, max_seqs: int, token_budget: int) -> tuple[list, list]:
-        """Sarathi-Serve iteration: every decode, then prompt chunks filling the rest of ``token_budget``."""
+    def chunked_batch(
+        self, rep: Replica, max_seqs: int, token_budget: int, chunk_prompts: bool = True
+    ) -> tuple[list, list]:
+        """Sarathi-Serve / vLLM V1 iteration: every decode, then prompt chunks filling the rest of ``token_budget``
+        (without ``chunk_prompts`` only whole prompts join, as TRT-LLM's in-flight batching without chunked
+        context; a prompt longer than the whole budget runs alone with the decodes)."""
         self._resume_swapped(rep)
         decodes = self._grow_decodes(rep, self._decoding(rep)[:max_seqs])
         budget = token_budget - len(decodes)
@@ -317,7 +402,11 @@ class ServingEngine:
             seq = rep.waiting[0]
             self._claim_prefix(rep, seq)
             chunk = min(seq.to_prefill, budget)
-            if not self._admit_kv(rep, seq, seq.prefilled + chunk + (1 if chunk == seq.to_prefill else 0)):
+            if not chunk_prompts and chunk < seq.to_prefill:
+                if prefill or seq.to_prefill <= token_budget:
+                    break
+                chunk = seq.to_prefill
+            if not self._admit_new(rep, seq, seq.prefilled + chunk + (1 if chunk == seq.to_prefill else 0)):
                 break
             rep.waiting.popleft()
             rep.running.append(seq)
@@ -325,6 +414,45 @@ class ServingEngine:
             budget -= chunk
             seq.start_s = self.env.now if seq.start_s is None else seq.start_s
         return prefill, decodes
+
+    def prefill_first_batch(self, rep: Replica, max_seqs: int, chunk_size: int) -> tuple[list, list]:
+        """SGLang iteration: a prefill-only batch of up to ``chunk_size`` prompt tokens (the partially prefilled
+        request first) whenever prompts wait and fit, else one decode step for every running request."""
+        self._resume_swapped(rep)
+        prefill: list[tuple[Seq, int]] = []
+        budget = chunk_size
+        for seq in rep.running:
+            if budget <= 0:
+                break
+            if seq.to_prefill > 0 and not seq.swapped:
+                chunk = min(seq.to_prefill, budget)
+                if not self._admit_kv(rep, seq, seq.prefilled + chunk + (1 if chunk == seq.to_prefill else 0)):
+                    break
+                prefill.append((seq, chunk))
+                budget -= chunk
+        retract = self.preemption == "retract"
+        free = self._reserve_free(rep) if retract and rep.waiting else 0.0
+        while budget > 0 and rep.waiting and len(rep.running) < max_seqs:
+            seq = rep.waiting[0]
+            self._claim_prefix(rep, seq)
+            chunk = min(seq.to_prefill, budget)
+            tokens = seq.prefilled + chunk + (1 if chunk == seq.to_prefill else 0)
+            if retract:
+                need = self._reserve_need(rep, seq)
+                if need > free or not self._admit_kv(rep, seq, tokens):
+                    break
+                free -= need
+            elif not self._admit_new(rep, seq, tokens):
+                break
+            rep.waiting.popleft()
+            rep.running.append(seq)
+            prefill.append((seq, chunk))
+            budget -= chunk
+            seq.start_s = self.env.now if seq.start_s is None else seq.start_s
+        if prefill:
+            return prefill, []
+        rep.token_ratio = max(RETRACT_MIN_TOKEN_RATIO, rep.token_ratio - RETRACT_RATIO_DECAY)
+        return [], self._grow_decodes(rep, self._decoding(rep)[:max_seqs])
 
     # ---- the replica process ----------------------------------------------------------------------
     def _replica(self, rep: Replica) -> Generator:
@@ -348,6 +476,15 @@ class ServingEngine:
         rep.wake = self.env.event()
         yield rep.wake
 
+    def multi_step(self, rep: Replica, decodes: list[Seq], steps: int) -> Generator:
+        """Run up to ``steps`` more decode steps of the same batch without scheduling (no CPU step, no new
+        prompts); sequences that finish or lose their KV drop out."""
+        for _ in range(steps):
+            decodes = self._grow_decodes(rep, [s for s in decodes if s.decoding])
+            if not decodes:
+                return
+            yield from self._run_iteration(rep, [], decodes, scheduled=False)
+
     def _unfittable(self, rep: Replica) -> None:
         seq = rep.waiting[0]
         raise ClusterSimError(
@@ -355,13 +492,16 @@ class ServingEngine:
             f"has {rep.kv.gpu_blocks}; use more tensor parallelism, fp8/int4 KV, or shorter prompts"
         )
 
-    def _run_iteration(self, rep: Replica, prefill: list[tuple[Seq, int]], decodes: list[Seq]) -> Generator:
+    def _run_iteration(
+        self, rep: Replica, prefill: list[tuple[Seq, int]], decodes: list[Seq], scheduled: bool = True
+    ) -> Generator:
         chunks = [(c, s.prefilled) for s, c in prefill]
         samples = len(decodes) + sum(1 for s, c in prefill if c == s.to_prefill)
         self.max_admitted = max(self.max_admitted, len(rep.running))
         context = sum([s.prompt + s.generated for s in decodes])
-        t = rep.model.time_totals(chunks, len(decodes), context, samples) + rep.kv.take_transfer_s()
-        rep.add_work(chunks, len(decodes), context)
+        t, idle = rep.model.iteration_s(chunks, len(decodes), context, samples, scheduled)
+        t += rep.kv.take_transfer_s()
+        rep.add_work(chunks, len(decodes), context, idle)
         offloaded = sum(s.host_blocks for s in decodes)
         if offloaded:  # host-resident KV crosses PCIe once per decode step
             t += offloaded * rep.kv.bytes_per_block / rep.kv.host_bytes_s
@@ -385,6 +525,8 @@ class ServingEngine:
                 rep.running.remove(seq)
                 rep.outstanding -= 1
                 self._release(rep, seq)
+                if self.max_in_flight is not None:
+                    self._completed()
 
     def _emit(self, rep: Replica, seq: Seq, now: float) -> None:
         if seq.first_token_s is None:
@@ -398,6 +540,8 @@ class ServingEngine:
             rep.running.remove(seq)
             rep.outstanding -= 1
             self._release(rep, seq)
+            if self.max_in_flight is not None:
+                self._completed()
 
     # ---- disaggregated hand-off ------------------------------------------------------------------
     def _handoff(self, rep: Replica, seq: Seq) -> None:
@@ -409,6 +553,8 @@ class ServingEngine:
         seq.prefill_replica = rep.index
         if seq.generated >= seq.req.output_tokens:
             seq.done_s = self.env.now
+            if self.max_in_flight is not None:
+                self._completed()
             return
         self.env.process(self._transfer(seq, blocks * rep.kv.bytes_per_block))
 

@@ -11,10 +11,11 @@ per-iteration CPU overhead (scheduling, sampling) from the profile.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hwmodels.catalogue import get_gpu
+from hwmodels.checks import check_iteration_args
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
@@ -39,6 +40,9 @@ _LAYER_SLOTS: tuple[Slot, ...] = (
     "mlp_act",
     "mlp_residual",
 )
+
+#: Tokens per KV page a decode-attention kernel reads whole (vLLM's and SGLang's default block size is 16).
+DECODE_PAGE_TOKENS = 16
 
 #: GEMM compute dtype for each weight format: fp8 and int8 run on their tensor cores (W8A8),
 #: int4 is weight-only (dequantised to bf16 in the kernel).
@@ -254,7 +258,12 @@ class IterationModel:
         )
 
     def decode_attention_s(self, total_context: int, batch: int) -> float:
-        """Seconds of decode attention for ``batch`` sequences with ``total_context`` KV tokens between them."""
+        """Seconds of decode attention for ``batch`` sequences with ``total_context`` KV tokens between them, the
+        mean context rounded up to a whole KV page (paged kernels read whole pages), memoised."""
+        per_seq = -(-max(1, total_context // batch) // DECODE_PAGE_TOKENS) * DECODE_PAGE_TOKENS
+        return self._memo(("decode", per_seq, batch), self._decode_attention_s, per_seq * batch, batch)
+
+    def _decode_attention_s(self, total_context: int, batch: int) -> float:
         m = self.model
         heads = m.num_attention_heads // self.tp
         if m.mla is not None:  # absorbed MLA: one shared latent (+ rope key) per token
@@ -309,23 +318,78 @@ class IterationModel:
         self, prefill: Sequence[tuple[int, int]], decodes: int, decode_context: int, samples: int | None = None
     ) -> float:
         """:meth:`time` with the decodes given as their count and total context (the engine's hot path)."""
+        return self.iteration_s(prefill, decodes, decode_context, samples)[0]
+
+    def iteration_s(
+        self,
+        prefill: Sequence[tuple[int, int]],
+        decodes: int,
+        decode_context: int,
+        samples: int | None = None,
+        scheduled: bool = True,
+    ) -> tuple[float, float]:
+        """(seconds of one iteration, seconds of it the GPU waits for the engine's CPU).
+
+        The GPU part replays a captured CUDA graph when the stack's engine captured one for this batch (padded
+        to the captured size, no host issue floor per kernel), else runs eagerly. The engine's CPU step
+        (:meth:`scheduler_s`; none for the later steps of a multi-step block, ``scheduled=False``) adds to it,
+        or with ``serving.overlap_scheduling`` runs during it.
+        """
         tokens = sum(c for c, _ in prefill) + decodes
         if tokens == 0:
-            return 0.0
+            return 0.0, 0.0
+        rows = decodes + len(prefill) if samples is None else samples
+        if not self.overhead:
+            return self._gpu_s(prefill, decodes, decode_context, rows, tokens), 0.0
+        engine = self.stack.serving
+        padded = 0
+        if engine is not None and engine.cuda_graphs != "none":
+            if engine.cuda_graphs == "tokens":
+                padded = engine.graph_size(tokens)
+            elif not prefill:
+                padded = engine.graph_size(decodes)
+                rows = padded or rows  # the whole decode step, sampling included, runs at the captured size
+        if padded:
+            graphed = self._graphed()
+            gpu = graphed._gpu_s(prefill, decodes, decode_context, rows, padded)
+            if prefill:  # piecewise graphs: attention of a prefill or mixed batch is launched eagerly between them
+                eager = self._attention_s(prefill, decodes, decode_context)
+                gpu += eager - graphed._attention_s(prefill, decodes, decode_context)
+        else:
+            gpu = max(self._gpu_s(prefill, decodes, decode_context, rows, tokens), self._host_s(tokens))
+        cpu = self.scheduler_s(decodes + len(prefill), scheduled)
+        if engine is not None and engine.overlap_scheduling:
+            return max(gpu, cpu), max(0.0, cpu - gpu)
+        return gpu + cpu, cpu  # with PP the stages run one after another for a single iteration's latency
+
+    def _graphed(self) -> IterationModel:
+        """This model as a CUDA graph replays it (no host floor per kernel), built once."""
+        graphed = self._cache.get("graphed")
+        if graphed is None:
+            graphed = self._cache["graphed"] = replace(self, overhead=False, _cache={})
+        return graphed
+
+    def _gpu_s(
+        self, prefill: Sequence[tuple[int, int]], decodes: int, decode_context: int, rows: int, dense_tokens: int
+    ) -> float:
+        """GPU seconds of one iteration whose token-parallel work runs over ``dense_tokens`` (padding included)."""
+        t = self.dense_layer_s(-(-dense_tokens // self.ep)) * self.model.num_layers
+        t += self._attention_s(prefill, decodes, decode_context)
+        if rows:
+            t += self.head_s(-(-rows // self.ep))
+        return t
+
+    def _attention_s(self, prefill: Sequence[tuple[int, int]], decodes: int, decode_context: int) -> float:
+        """Attention seconds of one iteration over all layers (prefill chunks and one decode kernel per layer)."""
         layers = self.model.num_layers
         ep = self.ep  # the attention groups of an EP replica each take 1/ep of the batch
-        t = self.dense_layer_s(-(-tokens // ep)) * layers
+        t = 0.0
         if prefill:
             t += layers * sum(self.prefill_attention_s(c, ctx + c) for c, ctx in prefill) / ep
         if decodes:
             n = max(1, decodes // ep)
             t += layers * self.decode_attention_s(max(n, (decode_context + decodes) // ep), n)
-        rows = decodes + len(prefill) if samples is None else samples
-        if rows:
-            t += self.head_s(-(-rows // ep))
-        if self.overhead:
-            t = max(t, self._host_s(tokens)) + self.scheduler_s(decodes + len(prefill))
-        return t  # with PP the stages run one after another for a single iteration's latency
+        return t
 
     def _host_s(self, tokens: int) -> float:
         """Eager host time to issue an iteration's kernels (0 for CUDA graphs or fused engines)."""
@@ -334,14 +398,15 @@ class IterationModel:
             return 0.0
         return self._memo(("host", tokens), lambda: st.host_s_per_kernel * self.kernels_per_iteration(tokens))
 
-    def scheduler_s(self, seqs: int) -> float:
-        """The engine's CPU time per iteration that the GPU waits for: the stack's scheduler (per iteration
-        and per running sequence), or the GPU profile's iteration overhead when the stack sets none."""
+    def scheduler_s(self, seqs: int, scheduled: bool = True) -> float:
+        """The engine's CPU time per iteration: the stack's per-iteration step (the GPU profile's iteration
+        overhead when the stack sets none; only on steps that schedule, so a multi-step block pays it once) and
+        its per-sequence work (input and output processing of every running sequence, every step)."""
         st = self.stack
         base = (
             self.profile.iteration_overhead_s if st.scheduler_s_per_iteration is None else st.scheduler_s_per_iteration
         )
-        return base + st.scheduler_s_per_seq * seqs
+        return (base if scheduled else 0.0) + st.scheduler_s_per_seq * seqs
 
     def _work_constants(self) -> tuple[float, float, float, float, float, float]:
         """Per-model constants of :meth:`work_totals` (computed once: the engine calls it every iteration)."""
@@ -456,9 +521,9 @@ def predict_iteration_time(
     out the host and launch terms, as when an engine replays CUDA graphs (each kernel still costs at
     least :data:`~simulator.core.costs.CUDA_GRAPH_KERNEL_FLOOR_S`).
     """
-    chunks = [(int(p), 0) if isinstance(p, int | float) else (int(p[0]), int(p[1])) for p in prefill_tokens]
-    if any(c <= 0 or ctx < 0 for c, ctx in chunks) or any(int(d) <= 0 for d in decode_contexts):
-        raise ClusterSimError("prefill chunk lengths and decode contexts must be positive token counts")
+    chunks, decodes = check_iteration_args(
+        gpu, tp, pp, prefill_tokens, decode_contexts, weight_dtype=weight_dtype, kv_dtype=kv_dtype
+    )
     im = iteration_model(
         model,
         gpu,
@@ -470,4 +535,4 @@ def predict_iteration_time(
         launch_overhead=launch_overhead,
         stack=stack,
     )
-    return im.time(chunks, [int(d) for d in decode_contexts])
+    return im.time(chunks, decodes)

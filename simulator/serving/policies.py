@@ -33,6 +33,7 @@ __all__ = [
     "ChunkedPrefill",
     "ContinuousBatching",
     "DisaggregatedServing",
+    "PrefillFirst",
     "RequestLevelBatching",
     "StaticBatching",
     "get_batching",
@@ -195,9 +196,22 @@ class ContinuousBatching(BatchingPolicy):
     kind: Literal["continuous"] = "continuous"
     max_num_seqs: int = Field(default=256, gt=0)
     max_num_batched_tokens: int = Field(default=8192, gt=0)
+    num_scheduler_steps: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="decode steps run per scheduling decision (vLLM V0 multi-step scheduling, "
+        "--num-scheduler-steps): the CPU step is paid once per block and new prompts wait for its end",
+    )
 
     def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:  # noqa: D102 - see BatchingPolicy
         return engine.continuous_batch(rep, self.max_num_seqs, self.max_num_batched_tokens)
+
+    def step(self, engine: ServingEngine, rep: Replica) -> Generator:  # noqa: D102 - see BatchingPolicy
+        prefill, decodes = self.next_batch(engine, rep)
+        yield from engine.run_batch(rep, prefill, decodes)
+        if decodes and not prefill and self.num_scheduler_steps > 1:
+            yield from engine.multi_step(rep, decodes, self.num_scheduler_steps - 1)
 
 
 @register_batching
@@ -208,12 +222,34 @@ class ChunkedPrefill(BatchingPolicy):
     kind: Literal["chunked"] = "chunked"
     max_num_seqs: int = Field(default=256, gt=0)
     token_budget: int = Field(default=512, gt=0)
+    chunk_prompts: bool = Field(
+        default=True,
+        description="split prompts to fill the budget; False: a prompt joins only when it fits whole (TRT-LLM "
+        "in-flight batching without chunked context)",
+    )
 
     def max_iteration_tokens(self, max_prompt: int) -> int:  # noqa: D102 - see BatchingPolicy
-        return self.token_budget
+        return self.token_budget if self.chunk_prompts else max(self.token_budget, max_prompt)
 
     def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:  # noqa: D102 - see BatchingPolicy
-        return engine.chunked_batch(rep, self.max_num_seqs, self.token_budget)
+        return engine.chunked_batch(rep, self.max_num_seqs, self.token_budget, self.chunk_prompts)
+
+
+@register_batching
+class PrefillFirst(BatchingPolicy):
+    """SGLang's scheduler: whenever prompts wait and fit, the iteration is a prefill-only batch of up to
+    ``chunk_size`` prompt tokens (longer prompts split over iterations, the partial one continued first);
+    otherwise every running request decodes one token. Prefill and decode never share an iteration."""
+
+    kind: Literal["prefill_first"] = "prefill_first"
+    max_num_seqs: int = Field(default=4096, gt=0, description="SGLang --max-running-requests")
+    chunk_size: int = Field(default=8192, gt=0, description="SGLang --chunked-prefill-size")
+
+    def max_iteration_tokens(self, max_prompt: int) -> int:  # noqa: D102 - see BatchingPolicy
+        return self.chunk_size
+
+    def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:  # noqa: D102 - see BatchingPolicy
+        return engine.prefill_first_batch(rep, self.max_num_seqs, self.chunk_size)
 
 
 @register_batching

@@ -1,4 +1,9 @@
-"""ServingResult: latency percentiles, throughput, goodput, KV use, and the per-request table."""
+"""ServingResult: latency percentiles, throughput, goodput, KV use, and the per-request table.
+
+Latency percentiles, throughput, goodput and SLO attainment are measured over the steady-state window
+that :mod:`simulator.serving.steady` finds (warm-up and cool-down removed); counts, duration, energy
+and cost stay whole-run.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.core.timeline import Timeline
+from simulator.serving.steady import Analysis, SteadyState, SteadyStateSpec, analyze
 
 
 class Percentiles(BaseModel):
@@ -39,16 +45,23 @@ class ServingResult(BaseModel):
     num_gpus: int
     profile: str
     policy: str
-    completed_requests: int
-    duration_s: float = Field(description="first arrival to last completion")
-    throughput_requests_per_s: float
-    throughput_tokens_per_s: float = Field(description="output tokens per second")
-    goodput_requests_per_s: float = Field(description="requests per second that met both SLO limits")
-    slo_attainment: float
-    ttft_s: Percentiles
-    tpot_s: Percentiles
-    e2e_s: Percentiles
-    queue_s: Percentiles
+    completed_requests: int = Field(description="requests simulated (whole run)")
+    output_tokens: int = Field(default=0, description="whole run: output tokens generated")
+    duration_s: float = Field(description="whole run: first arrival to last completion, s")
+    throughput_requests_per_s: float = Field(description="measurement window: requests completed per second")
+    throughput_tokens_per_s: float = Field(description="measurement window: output tokens completed per second")
+    throughput_tokens_per_s_per_gpu: float = Field(default=0.0, description="throughput_tokens_per_s per GPU")
+    goodput_requests_per_s: float = Field(
+        description="measurement window: requests per second completed in it that met every SLO (DistServe)"
+    )
+    slo_attainment: float = Field(description="measurement window: share of its requests meeting every SLO")
+    ttft_s: Percentiles = Field(description="measurement window: time to first token, s")
+    tpot_s: Percentiles = Field(description="measurement window: time per output token after the first, s")
+    e2e_s: Percentiles = Field(description="measurement window: arrival to last token, s")
+    queue_s: Percentiles = Field(description="measurement window: arrival to first scheduling, s")
+    steady: SteadyState | None = Field(
+        default=None, description="stability verdict, measurement window and confidence intervals"
+    )
     preemptions: int
     kv_peak_utilization: float
     kv_blocks_per_replica: int
@@ -63,7 +76,9 @@ class ServingResult(BaseModel):
     energy_per_token_j: float = Field(default=0.0, description="facility energy per output token, J")
     kgco2e: dict[str, float] = Field(default_factory=dict, description="whole run: operational, embodied, kgCO2e")
     cost_usd: float = Field(default=0.0, description="whole run: GPU-hours x $/GPU-hour")
-    cost_per_million_output_tokens_usd: float = 0.0
+    cost_per_million_output_tokens_usd: float = Field(
+        default=0.0, description="whole run (drain included); steady.cost_per_million_output_tokens_usd is the window's"
+    )
     power: dict[str, Any] = Field(default_factory=dict, description="mode, avg_gpu_power_w, limit, sm_clock_mhz")
     requests_table: list[dict[str, Any]] = Field(default_factory=list, exclude=True, repr=False)
     kv_occupancy: list[tuple[float, int, float]] = Field(default_factory=list, exclude=True, repr=False)
@@ -88,9 +103,20 @@ class ServingResult(BaseModel):
 
 
 def build_result(
-    cfg: Any, engine: Any, seqs: list, memory: dict[str, float], profile_kind: str, energy: dict[str, Any]
+    cfg: Any,
+    engine: Any,
+    seqs: list,
+    memory: dict[str, float],
+    profile_kind: str,
+    energy: dict[str, Any],
+    *,
+    requested: int | None = None,
 ) -> ServingResult:
-    """Reduce the engine's per-request and per-iteration records to a :class:`ServingResult`."""
+    """Reduce the engine's per-request and per-iteration records to a :class:`ServingResult`.
+
+    Latency, throughput and goodput figures come from the steady-state window; ``requested`` is the
+    request count the user asked for when the run was extended beyond it.
+    """
     arrival = np.array([s.req.arrival_s for s in seqs])
     first = np.array([s.first_token_s for s in seqs])
     done = np.array([s.done_s for s in seqs])
@@ -101,10 +127,29 @@ def build_result(
     tpot = np.where(multi, (done - first) / np.maximum(out - 1, 1), np.nan)
     span = float(done.max() - arrival.min()) or 1e-12
     met = (ttft <= cfg.slo.ttft_s) & (np.nan_to_num(tpot, nan=0.0) <= cfg.slo.tpot_s)
+    order = np.argsort(arrival, kind="stable")
+    an = analyze(arrival[order], done[order], ttft[order], tpot[order], met[order], cfg.steady_state)
+    win = np.zeros(len(seqs), dtype=bool)
+    win[order[an.window.lo : an.window.hi]] = True
+    t0, t1 = an.window.start_s, an.window.end_s
+    if not win.all() and t1 > t0:
+        finished = (done >= t0) & (done <= t1)  # completions inside the window's time span
+        w_span = t1 - t0
+    else:  # too short to cut: the whole run, drain included
+        finished, w_span = np.ones(len(seqs), dtype=bool), span
+    tokens_per_s = float(out[finished].sum()) / w_span
     recs = engine.records
     batch = np.array([r.decodes for r in recs if r.decodes]) if recs else np.array([])
     kv = [rep.kv for rep in engine.replicas]
     lookups = sum(k.lookups_tokens for k in kv)
+    usd_per_gpu_s = float(energy.get("cost_usd", 0.0)) / (cfg.num_gpus * span)
+    steady = _steady(an, cfg.steady_state, arrival.min(), requested or len(seqs), len(seqs))
+    steady = steady.model_copy(
+        update={
+            "throughput_tokens_per_s_per_gpu": tokens_per_s / cfg.num_gpus,
+            "cost_per_million_output_tokens_usd": usd_per_gpu_s * cfg.num_gpus / max(tokens_per_s, 1e-12) * 1e6,
+        }
+    )
     return ServingResult(
         model=cfg.model.name,
         gpu=cfg.gpu,
@@ -112,15 +157,18 @@ def build_result(
         profile=profile_kind,
         policy=cfg.batching.kind,
         completed_requests=len(seqs),
+        output_tokens=int(out.sum()),
         duration_s=span,
-        throughput_requests_per_s=len(seqs) / span,
-        throughput_tokens_per_s=float(out.sum()) / span,
-        goodput_requests_per_s=float(met.sum()) / span,
-        slo_attainment=float(met.mean()),
-        ttft_s=percentiles(ttft),
-        tpot_s=percentiles(tpot[multi]),
-        e2e_s=percentiles(e2e),
-        queue_s=percentiles(np.maximum(start - arrival, 0.0)),
+        throughput_requests_per_s=float(finished.sum()) / w_span,
+        throughput_tokens_per_s=tokens_per_s,
+        throughput_tokens_per_s_per_gpu=tokens_per_s / cfg.num_gpus,
+        goodput_requests_per_s=float((finished & met).sum()) / w_span,
+        slo_attainment=float(met[win].mean()),
+        ttft_s=percentiles(ttft[win]),
+        tpot_s=percentiles(tpot[win & multi]),
+        e2e_s=percentiles(e2e[win]),
+        queue_s=percentiles(np.maximum(start - arrival, 0.0)[win]),
+        steady=steady,
         preemptions=engine.preemptions,
         kv_peak_utilization=max(k.peak_used / k.gpu_blocks for k in kv),
         kv_blocks_per_replica=kv[0].gpu_blocks,
@@ -131,10 +179,40 @@ def build_result(
         batch_size_histogram=_batch_histogram(batch),
         gpu_busy_fraction=float(np.mean([rep.busy_s for rep in engine.replicas]) / span),
         iterations=len(recs),
-        requests_table=_request_table(seqs, ttft, tpot, e2e, start - arrival, met),
+        requests_table=_request_table(seqs, ttft, tpot, e2e, start - arrival, met, win),
         kv_occupancy=[(r.end, r.replica, r.kv_used / r.kv_total) for r in recs],
         timeline=Timeline(_iteration_events(recs)),
         **energy,
+    )
+
+
+def _steady(an: Analysis, spec: SteadyStateSpec, origin: float, requested: int, simulated: int) -> SteadyState:
+    """The result's steady-state section from an :class:`Analysis` (times from the first arrival)."""
+    w = an.window
+    return SteadyState(
+        stable=an.stable,
+        verdict=an.verdict,
+        queue_growth_per_s=an.system.slope,
+        queue_growth_se=an.system.se,
+        ttft_growth_s_per_s=an.ttft.slope,
+        ttft_growth_se=an.ttft.se,
+        warmup_s=w.start_s - origin,
+        warmup_requests=w.lo,
+        window_start_s=w.start_s - origin,
+        window_end_s=w.end_s - origin,
+        window_requests=w.hi - w.lo,
+        confidence=spec.confidence,
+        ttft_ci_s=an.ttft_ci,
+        tpot_ci_s=an.tpot_ci,
+        e2e_ci_s=an.e2e_ci,
+        slo_attainment_ci=an.attainment_ci,
+        rel_half_width=an.rel_half_width,
+        target_rel_half_width=spec.target_rel_half_width,
+        precision_reached=an.rel_half_width <= spec.target_rel_half_width,
+        requested_requests=requested,
+        extended_to_requests=simulated,
+        max_requests=max(spec.max_requests, requested),
+        throughput_tokens_per_s_per_gpu=0.0,
     )
 
 
@@ -153,9 +231,16 @@ def _batch_histogram(batch: np.ndarray) -> dict[str, int]:
 
 
 def _request_table(
-    seqs: list, ttft: np.ndarray, tpot: np.ndarray, e2e: np.ndarray, queue: np.ndarray, met: np.ndarray
+    seqs: list,
+    ttft: np.ndarray,
+    tpot: np.ndarray,
+    e2e: np.ndarray,
+    queue: np.ndarray,
+    met: np.ndarray,
+    window: np.ndarray,
 ) -> list[dict[str, Any]]:
-    """One row per request: its lengths, replica, latencies (s), preemptions, cached tokens and SLO verdict."""
+    """One row per request: lengths, replica, latencies (s), preemptions, cached tokens, SLO verdict and
+    whether it lies in the steady-state measurement window."""
     return [
         {
             "id": s.req.id,
@@ -173,8 +258,9 @@ def _request_table(
             "preemptions": s.preemptions,
             "cached_tokens": s.cached_tokens,
             "met_slo": bool(ok),
+            "in_window": bool(w),
         }
-        for s, t, p, e, q, ok in zip(seqs, ttft, tpot, e2e, queue, met, strict=True)
+        for s, t, p, e, q, ok, w in zip(seqs, ttft, tpot, e2e, queue, met, window, strict=True)
     ]
 
 

@@ -1,8 +1,13 @@
-"""simulate_serving: config -> requests -> replicas (SimPy) -> per-request latencies -> metrics."""
+"""simulate_serving: config -> requests -> replicas (SimPy) -> per-request latencies -> metrics.
+
+``simulate_steady`` repeats a run with more requests until its steady-state intervals are narrow
+enough (:mod:`simulator.serving.steady`); the capacity search and ``plan serve`` use it.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +91,66 @@ def simulate_serving(
     profile: Profile | str | None = None,
     *,
     overrides: list[str] | None = None,
+    extend: bool | None = None,
 ) -> ServingResult:
-    """Simulate serving ``config``'s traffic and return latency, throughput, KV and goodput metrics."""
+    """Simulate serving ``config``'s traffic and return latency, throughput, KV and goodput metrics.
+
+    With ``extend`` (default: the config's ``steady_state.extend``) the run is a steady-state run:
+    see :func:`simulate_steady`; otherwise exactly ``workload.num_requests`` are simulated.
+    """
     cfg = (
         config
         if isinstance(config, ServingConfig) and not overrides
         else load_serving_config(config.model_dump() if isinstance(config, ServingConfig) else config, overrides)
     )
-    requests = generate_requests(cfg.workload, cfg.seed)
-    if not requests:
-        raise ClusterSimError("the workload has no requests; check workload.num_requests or the trace")
+    if cfg.steady_state.extend if extend is None else extend:
+        return simulate_steady(cfg, profile)
+    return _simulate(cfg, _profile(cfg, profile), cfg.workload.num_requests)
+
+
+def simulate_steady(
+    cfg: ServingConfig,
+    profile: Profile | str | None = None,
+    *,
+    enough: Callable[[ServingResult], bool] | None = None,
+    start: int | None = None,
+) -> ServingResult:
+    """A steady-state run: at least ``steady_state.min_requests`` requests (or ``start``), doubled (up
+    to ``max_requests``, or the requested count if larger) until ``enough(result)`` holds -- by default
+    until every percentile interval reaches the target precision. An unstable run stops at once:
+    overload is the answer, and more requests only grow the queue."""
+    spec, requested = cfg.steady_state, cfg.workload.num_requests
+    enough = enough or (lambda r: r.steady is not None and r.steady.precision_reached)
+    prof = _profile(cfg, profile)
+    budget = max(requested, spec.max_requests)
+    n = min(start, budget) if start is not None else max(requested, spec.min_requests)
+    while True:
+        res = _simulate(with_requests(cfg, n), prof, requested)
+        steady = res.steady
+        if steady is None or not steady.stable or enough(res) or n >= budget or res.completed_requests < n:
+            return res  # (a trace shorter than n cannot be extended)
+        n = min(2 * n, budget)
+
+
+def with_requests(cfg: ServingConfig, n: int) -> ServingConfig:
+    """``cfg`` with ``workload.num_requests = n`` (re-validated)."""
+    data = cfg.model_dump()
+    data["workload"]["num_requests"] = int(n)
+    return load_serving_config(data)
+
+
+def _profile(cfg: ServingConfig, profile: Profile | str | None) -> Profile:
     prof = load_profile(profile, gpu=cfg.gpu)
     if cfg.power.sm_clock_mhz is not None:
         prof = prof.at(sm_clock_mhz=cfg.power.sm_clock_mhz)
+    return prof
+
+
+def _simulate(cfg: ServingConfig, prof: Profile, requested: int) -> ServingResult:
+    """One run of exactly ``cfg``'s requests (re-run at a throttled clock when over the power limit)."""
+    requests = generate_requests(cfg.workload, cfg.seed)
+    if not requests:
+        raise ClusterSimError("the workload has no requests; check workload.num_requests or the trace")
     engine, seqs, memory = _run(cfg, prof, requests)
     limit = cfg.power.power_limit_w or prof.power.power_limit_w
     throttled = False
@@ -107,7 +159,7 @@ def simulate_serving(
         engine, seqs, memory = _run(cfg, prof, requests)
         throttled = True
     energy = _energy_fields(cfg, engine, seqs, prof, limit, throttled)
-    return build_result(cfg, engine, seqs, memory, prof.kind, energy)
+    return build_result(cfg, engine, seqs, memory, prof.kind, energy, requested=requested)
 
 
 def _run(cfg: ServingConfig, prof: Profile, requests: list) -> tuple[ServingEngine, list, dict[str, float]]:

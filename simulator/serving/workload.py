@@ -15,6 +15,7 @@ import json
 import math
 import re
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -24,13 +25,18 @@ from typing import IO
 
 import numpy as np
 
-from hwmodels.errors import ClusterSimError
+from hwmodels.checks import MAX_TOKENS
+from hwmodels.errors import ClusterSimError, short
+from hwmodels.fileio import stat_regular_file
+from simulator.core.limits import MAX_REQUEST_TRACE_BYTES
 from simulator.serving.config import (
+    ConcurrencyArrivals,
     FixedArrivals,
     FixedLengths,
     GammaArrivals,
     LognormalLengths,
     PoissonArrivals,
+    ShareGPTLengths,
     TraceArrivals,
     TraceLengths,
     TraceSpec,
@@ -50,6 +56,42 @@ PRESETS: dict[str, dict[str, str]] = {
     # Vidur's request-trace CSVs (microsoft/vidur, data/processed_traces).
     "vidur": {"arrival_s": "arrived_at", "prompt_tokens": "num_prefill_tokens", "output_tokens": "num_decode_tokens"},
 }
+
+
+@dataclass(frozen=True)
+class LengthPreset:
+    """A public dataset's prompt and output lengths: log-normals (median, log-space sigma) drawn until a pair passes
+    the benchmarks' filters, with the published means they reproduce and where those come from."""
+
+    prompt_median: float
+    output_median: float
+    sigma: float  # log-space spread of both lengths
+    min_tokens: int  # pairs with a shorter prompt or output are dropped
+    max_prompt: int
+    max_total: int  # prompt + output
+    prompt_mean: float  # published, after the filters
+    output_mean: float
+    source: str
+
+
+#: ShareGPT V3 (ShareGPT_V3_unfiltered_cleaned_split.json, first human turn -> first answer) as serving benchmarks
+#: sample it: vllm/benchmarks/datasets.py ShareGPTDataset (and sglang bench_serving) drop pairs with fewer than 4
+#: tokens on either side, prompts over 1,024 and pairs over 2,048 tokens. Published means after those filters:
+#: 10,000 sampled prompts have 2,258,583 input and 1,992,177 output tokens (sglang bench_serving, seed 1, Qwen3
+#: tokenizer; github.com/lvhan028/llm_benchmark vllm/H800_v0.10.1.md), i.e. 225.9 and 199.2 per request. The
+#: log-space sigma of 1.0 is an assumption (no published median was found); the medians are the values whose
+#: filtered draws have exactly those means (solved once by Monte Carlo over 2M draws).
+SHAREGPT = LengthPreset(
+    prompt_median=167.3,
+    output_median=126.8,
+    sigma=1.0,
+    min_tokens=4,
+    max_prompt=1024,
+    max_total=2048,
+    prompt_mean=225.9,
+    output_mean=199.2,
+    source="github.com/lvhan028/llm_benchmark vllm/H800_v0.10.1.md (sharegpt means); vllm ShareGPTDataset filters",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +131,9 @@ def load_trace(spec: TraceSpec, *, require_arrivals: bool = True) -> Trace:
     its rows keep file order and ``arrival_s`` is all zeros. Results are cached on the file's mtime and size.
     """
     path = Path(spec.path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ClusterSimError(f"trace file '{spec.path}' not found; set workload.trace.path to an existing CSV/JSONL")
-    st = path.stat()
+    st = stat_regular_file(path, MAX_REQUEST_TRACE_BYTES, f"trace '{spec.path}'")
     return _load_cached(spec.model_dump_json(), str(path.resolve()), st.st_mtime_ns, st.st_size, require_arrivals)
 
 
@@ -106,13 +148,16 @@ def _load_cached(spec_json: str, path: str, _mtime_ns: int, _size: int, require_
     name = spec.path
     fmt = spec.format if spec.format != "auto" else _format_from_suffix(Path(path), name)
     reader = _read_csv if fmt == "csv" else _read_jsonl
-    header, raw, lines = reader(Path(path), name, list(wanted.values()), spec.max_rows)
+    try:
+        header, raw, lines = reader(Path(path), name, list(wanted.values()), spec.max_rows)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
+        raise ClusterSimError(f"trace {name} cannot be read: {_unreadable(exc)}") from None
     if not lines:
         raise ClusterSimError(f"trace {name} has no rows; point workload.trace.path at a trace with requests")
     have_arrivals = wanted["arrival_s"] in header
     for field, col in wanted.items():
         if col not in header and (field != "arrival_s" or require_arrivals):
-            have = ", ".join(header) or "none"
+            have = ", ".join(h[:40] for h in header[:12]) or "none"
             raise ClusterSimError(
                 f"trace {name} lacks column '{col}' (have: {have}); set workload.trace.columns or preset"
             )
@@ -127,6 +172,19 @@ def _load_cached(spec_json: str, path: str, _mtime_ns: int, _size: int, require_
     for a in (arrival, prompt, output):
         a.flags.writeable = False
     return Trace(arrival_s=arrival, prompt_tokens=prompt, output_tokens=output)
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Why a trace file could not be read, in words (never its contents)."""
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return "not a valid gzip file; decompress it or fix the .gz suffix"
+    if isinstance(exc, EOFError):
+        return "the gzip file is truncated; download it again"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+    if isinstance(exc, csv.Error):
+        return "not valid CSV; check the quoting"
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def _format_from_suffix(path: Path, name: str) -> str:
@@ -202,6 +260,8 @@ def _json_objects(fh: IO[str], name: str) -> Iterator[tuple[int, dict]]:
             obj = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise ClusterSimError(f"trace {name} line {lineno} is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ClusterSimError(f"trace {name} line {lineno} nests too deeply; use flat objects") from None
         if not isinstance(obj, dict):
             raise ClusterSimError(f"trace {name} line {lineno} is not a JSON object; use one object per line")
         yield lineno, obj
@@ -212,6 +272,10 @@ def _json_array(text: str, name: str) -> Iterator[tuple[int, dict]]:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ClusterSimError(f"trace {name} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise ClusterSimError(f"trace {name} nests too deeply; use a flat array of objects") from None
+    if not isinstance(items, list):
+        raise ClusterSimError(f"trace {name} is not a JSON array of objects; use one object per request")
     for i, obj in enumerate(items, start=1):
         if not isinstance(obj, dict):
             raise ClusterSimError(f"trace {name} item {i} is not a JSON object; use one object per request")
@@ -221,11 +285,12 @@ def _json_array(text: str, name: str) -> Iterator[tuple[int, dict]]:
 def _tokens(values: list, col: str, lines: list[int], name: str) -> np.ndarray:
     """Token counts as int64; every one must be a whole number >= 1."""
     arr = _as_float(values)
-    bad = ~np.isfinite(arr) | (arr < 1) | (arr != np.floor(arr))
+    bad = ~np.isfinite(arr) | (arr < 1) | (arr > MAX_TOKENS) | (arr != np.floor(arr))
     if bad.any():
         i = int(np.argmax(bad))
         raise ClusterSimError(
-            f"trace {name} line {lines[i]}: {col}={values[i]!r} is not a whole number >= 1; fix or drop that row"
+            f"trace {name} line {lines[i]}: {col}={short(values[i])} is not a whole number from 1 to "
+            f"{MAX_TOKENS:,}; fix or drop that row"
         )
     return arr.astype(np.int64)
 
@@ -262,7 +327,7 @@ def _arrival_seconds(values: list, col: str, lines: list[int], name: str) -> np.
     if bad.any():
         i = int(np.argmax(bad))
         raise ClusterSimError(
-            f"trace {name} line {lines[i]}: {col}={values[i]!r} is neither seconds nor a date-time; "
+            f"trace {name} line {lines[i]}: {col}={short(values[i])} is neither seconds nor a date-time; "
             "fix or drop that row"
         )
     return arr
@@ -366,6 +431,10 @@ def _arrival_times(spec: WorkloadSpec, n: int, rng: np.random.Generator, trace: 
         return np.cumsum(rng.gamma(k, 1.0 / (a.rate_per_s * k), n))
     if isinstance(a, FixedArrivals):
         return np.arange(n, dtype=np.float64) / a.rate_per_s
+    if isinstance(a, ConcurrencyArrivals):  # earliest send times; the engine holds each until a client is free
+        if a.rate_per_s is None:
+            return np.zeros(n)
+        return np.cumsum(rng.exponential(1.0 / a.rate_per_s, n))
     if isinstance(a, TraceArrivals):
         assert trace is not None
         t = np.array(trace.arrival_s[:n], dtype=np.float64)
@@ -395,6 +464,8 @@ def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator, trace: Trace 
             _zipf(rng, n, ln.prompt_a, ln.prompt_scale, ln.max_prompt),
             _zipf(rng, n, ln.output_a, ln.output_scale, ln.max_output),
         )
+    if isinstance(ln, ShareGPTLengths):
+        return _sharegpt(rng, n)
     if isinstance(ln, TraceLengths):
         assert trace is not None
         # sampling takes prompt and output from the same row, keeping their correlation
@@ -405,6 +476,24 @@ def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator, trace: Trace 
 
 def _lognormal(rng: np.random.Generator, n: int, median: float, sigma: float, cap: int) -> np.ndarray:
     return np.clip(np.rint(median * np.exp(sigma * rng.standard_normal(n))), 1, cap).astype(np.int64)
+
+
+def _sharegpt(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """ShareGPT-like (prompt, output) pairs: the preset's log-normals, redrawn where the benchmarks' filters
+    (under 4 tokens, prompt over ``max_prompt``, pair over ``max_total``) would drop a pair."""
+    p = SHAREGPT
+    prompt = np.empty(n, np.int64)
+    output = np.empty(n, np.int64)
+    filled = 0
+    while filled < n:
+        k = 2 * (n - filled) + 16
+        a = np.rint(p.prompt_median * np.exp(p.sigma * rng.standard_normal(k))).astype(np.int64)
+        b = np.rint(p.output_median * np.exp(p.sigma * rng.standard_normal(k))).astype(np.int64)
+        ok = (a >= p.min_tokens) & (b >= p.min_tokens) & (a <= p.max_prompt) & (a + b <= p.max_total)
+        a, b = a[ok][: n - filled], b[ok][: n - filled]
+        prompt[filled : filled + len(a)], output[filled : filled + len(b)] = a, b
+        filled += len(a)
+    return prompt, output
 
 
 def _zipf(rng: np.random.Generator, n: int, a: float, scale: int, cap: int) -> np.ndarray:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from functools import lru_cache
 from importlib import resources
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels.errors import ClusterSimError, UnknownNameError, first_validation_error
 
 __all__ = [
     "DEFAULT_SERVING_STACK",
     "DEFAULT_STACK",
+    "EngineSpec",
     "KernelGroup",
     "Optimizer",
     "Slot",
@@ -94,6 +96,81 @@ class Optimizer(BaseModel):
     launches_per_tensor: float = Field(default=0.0, ge=0, le=100)
 
 
+class EngineSpec(BaseModel):
+    """How a serving engine schedules: its default batching, CUDA-graph capture, CPU/GPU overlap and preemption.
+
+    The CPU time per iteration itself is the stack's ``scheduler_s_per_iteration`` + ``scheduler_s_per_seq``
+    x running sequences; ``overlap_scheduling`` says whether the engine prepares the next batch while the GPU
+    runs the current one (the step then takes the longer of the two instead of their sum).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batching: dict[str, Any] = Field(
+        default_factory=dict, description="the batching policy a config gets when it names none (kind + knobs)"
+    )
+    large_gpu_batching: dict[str, Any] = Field(
+        default_factory=dict, description="knobs that replace batching's on GPUs with >= large_gpu_min_memory_gib"
+    )
+    large_gpu_min_memory_gib: float = Field(default=0.0, ge=0, description="0 = no large-GPU defaults")
+    large_gpu_exclude: list[str] = Field(
+        default_factory=list, description="GPU id substrings that never count as large"
+    )
+    overlap_scheduling: bool = Field(
+        default=False, description="CPU scheduling of step n+1 runs while the GPU runs step n (hidden behind it)"
+    )
+    cuda_graphs: Literal["none", "decode", "tokens"] = Field(
+        default="none",
+        description="which iterations replay a captured graph: none, pure-decode batches up to the largest size "
+        "(decode), or any batch whose token count is at most the largest size (tokens: vLLM V1 piecewise graphs)",
+    )
+    cuda_graph_sizes: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=list, max_length=16384, description="captured batch sizes (decode) or token counts (tokens)"
+    )
+    cuda_graph_padding: bool = Field(
+        default=True, description="pad a batch up to the next captured size (False: sizes not captured run eagerly)"
+    )
+    frontend_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=10.0,
+        description="a request's path outside the engine loop (HTTP, tokenization, hand-off to the engine, "
+        "detokenizing and streaming the output): added to every request's TTFT and latency, s",
+    )
+    preemption: Literal["lifo", "retract", "no_evict"] = Field(
+        default="lifo",
+        description="lifo: admit while the KV fits, evict the newest running request when it runs out (vLLM); "
+        "retract: admit against a reserve for the running requests' expected output, retract the least-decoded "
+        "requests when it runs out (SGLang); no_evict: admit only what can run to its last token (TRT-LLM)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineSpec:
+        sizes = self.cuda_graph_sizes
+        if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+            raise ValueError("serving.cuda_graph_sizes must be strictly increasing")
+        if self.cuda_graphs != "none" and not sizes:
+            raise ValueError(f"serving.cuda_graphs={self.cuda_graphs!r} needs serving.cuda_graph_sizes")
+        return self
+
+    def default_batching(self, gpu_memory_gib: float, gpu_id: str) -> dict[str, Any]:
+        """The batching section this engine runs by default on a GPU with ``gpu_memory_gib`` of HBM."""
+        large = (
+            self.large_gpu_min_memory_gib > 0
+            and gpu_memory_gib >= self.large_gpu_min_memory_gib
+            and not any(x in gpu_id for x in self.large_gpu_exclude)
+        )
+        return {**self.batching, **(self.large_gpu_batching if large else {})}
+
+    def graph_size(self, size: int) -> int:
+        """The captured size a batch of ``size`` replays (0: it runs eagerly)."""
+        sizes = self.cuda_graph_sizes
+        if not sizes or size > sizes[-1]:
+            return 0
+        i = bisect_left(sizes, size)
+        return sizes[i] if self.cuda_graph_padding or sizes[i] == size else 0
+
+
 class StackSpec(BaseModel):
     """A framework as the simulator sees it; each field has the framework code it comes from."""
 
@@ -148,6 +225,9 @@ class StackSpec(BaseModel):
     scheduler_s_per_seq: float = Field(
         default=0.0, ge=0, le=1.0, description="serving: scheduling time per running sequence per iteration, s"
     )
+    serving: EngineSpec | None = Field(
+        default=None, description="serving engines: default batching, CUDA graphs, CPU overlap, preemption"
+    )
 
     def training_defaults(self) -> dict[str, Any]:
         """The ``training:`` knobs this stack sets (a config's own ``training:`` values override them)."""
@@ -170,6 +250,8 @@ def _merge(base: StackSpec, data: dict[str, Any]) -> dict[str, Any]:
     out = {**base.model_dump(), **data}
     out["kernels"] = {**base.model_dump()["kernels"], **(data.get("kernels") or {})}
     out["sources"] = {**base.sources, **(data.get("sources") or {})}
+    if base.serving is not None and isinstance(data.get("serving"), dict):  # engine knobs merge field by field
+        out["serving"] = {**base.serving.model_dump(), **data["serving"]}
     return out
 
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from hwmodels.errors import ClusterSimError
+from simulator.core.limits import MAX_MODEL_FILE_BYTES
 from simulator.trace.schema import read_capped
 
-#: Largest Hugging Face config read (real ones are a few KB).
-MAX_HF_CONFIG_BYTES = 1024 * 1024
+#: Largest Hugging Face config read (real ones are a few KB); the cap lives in simulator.core.limits.
+MAX_HF_CONFIG_BYTES = MAX_MODEL_FILE_BYTES
 
 
 def resolve_factory(spec: str) -> Callable[[], Any]:

@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels.errors import ClusterSimError, first_validation_error
-from hwmodels.fileio import atomic_write
+from hwmodels.fileio import atomic_write, read_regular_file
+from simulator.core.limits import MAX_KERNEL_TRACE_BYTES
 
 TRACE_FORMAT = "clustersim-trace/1"
-#: Largest trace file read (a 400-layer model's trace is a few MB).
-MAX_TRACE_BYTES = 64 * 1024 * 1024
+#: Largest trace file read (a 400-layer model's trace is a few MB); the cap lives in simulator.core.limits.
+MAX_TRACE_BYTES = MAX_KERNEL_TRACE_BYTES
 
 _MAX_INT = 2**53
 Count = Annotated[int, Field(ge=0, le=_MAX_INT)]
@@ -151,16 +152,10 @@ def parse_trace(text: str | bytes, where: str = "trace") -> Trace:
 
 
 def read_capped(path: str | Path, limit: int, where: str) -> bytes:
-    """A file's bytes, at most ``limit`` of them read: a one-line error when it cannot be read or is larger."""
-    try:
-        with Path(path).open("rb") as fh:
-            raw = fh.read(limit + 1)
-    except OSError as exc:
-        raise ClusterSimError(f"cannot read {where}: {exc.strerror or exc}") from None
-    if len(raw) > limit:
-        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
-        raise ClusterSimError(f"{where} is over {size}; refusing to read it")
-    return raw
+    """A regular file's bytes, at most ``limit`` of them: a one-line error when it cannot be read, is not a
+    regular file (a directory, device or FIFO, refused before opening) or is larger
+    (:func:`hwmodels.fileio.read_regular_file`)."""
+    return read_regular_file(path, limit, where)
 
 
 def load_trace(path: str | Path) -> Trace:

@@ -59,6 +59,10 @@ Rules (mixed-precision Adam as Megatron-LM trains; ``P`` = parameters on this ra
   the runtime overhead, which PyTorch's caching allocator does not manage; weights, gradients and
   optimizer state live in contiguous buffers allocated once): 5 % base, +7 % with recompute, +8 % with
   ZeRO-3, +3 % for MoE, capped at 5 % with ``expandable_segments`` (sources at the constants).
+* **Host tiers** -- ``training.offload`` moves the optimizer state and fp32 gradients (ZeRO-Offload), the 16-bit
+  weights (ZeRO-3, ZeRO-Infinity) or the saved activations of in-flight micro-batches off the GPU, to host memory or
+  NVMe (:mod:`simulator.training.offload`: ``place_states``, ``activations_on_gpu``); ``host`` and ``nvme`` report
+  them apart from the GPU total.
 * **Usable memory** -- :func:`usable_memory_bytes`: the catalogue's "80 GB" is 80 GiB of HBM, of which
   CUDA reports slightly less (79.18 GiB on the measured H100); that ratio is applied to every GPU.
 """
@@ -72,6 +76,8 @@ from pydantic import BaseModel, ConfigDict
 from hwmodels.errors import ClusterSimError
 from simulator.core.config import RunConfig
 from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES
+from simulator.training import offload
+from simulator.training.offload import activations_on_gpu, place_states
 from simulator.training.plan import model_chunks
 from simulator.training.schedules import get_schedule
 
@@ -153,15 +159,19 @@ class MemoryBreakdown(BaseModel):
     activations: float
     buffers: float
     fragmentation: float
+    host: float = 0.0  # offloaded to host memory (training.offload), not part of the GPU total
+    nvme: float = 0.0  # offloaded to NVMe, not part of the GPU total
 
     @property
     def total(self) -> float:
-        """Peak bytes: the sum of every term."""
+        """Peak GPU bytes: the sum of every GPU term (host and NVMe tiers excluded)."""
         return self.weights + self.gradients + self.optimizer + self.activations + self.buffers + self.fragmentation
 
     def to_gb(self) -> dict[str, float]:
-        """Every term in GB (1e9 bytes), plus ``peak`` (= total), for tables and charts."""
-        out = {k: float(v) / _GB for k, v in self.model_dump().items()}
+        """Every term in GB (1e9 bytes), plus ``peak`` (= total), for tables and charts; the host and NVMe
+        tiers only when something is offloaded."""
+        dump = self.model_dump()
+        out = {k: float(v) / _GB for k, v in dump.items() if v or k not in ("host", "nvme")}
         out["peak"] = self.total / _GB
         return out
 
@@ -308,13 +318,21 @@ def static_memory(cfg: RunConfig, stage: int) -> MemoryBreakdown:
         fp8=cfg.training.precision == "fp8",
         optimizer_bytes=optimizer_bytes_per_param(cfg),
     )
+    # training.offload moves optimizer state, gradients and weights to host memory or NVMe (offload.place_states)
+    bucket = GRAD_BYTES * DDP_BUCKET_MIN_ELEMENTS
+    p = cfg.parallel
+    placed = place_states(
+        cfg.training.offload, p.dp * p.cp, weights, gradients, optimizer, optimizer_bytes_per_param(cfg), bucket
+    )
     return MemoryBreakdown(
-        weights=weights,
-        gradients=gradients,
-        optimizer=optimizer,
+        weights=placed.weights,
+        gradients=placed.gradients,
+        optimizer=placed.optimizer,
         activations=0.0,
-        buffers=_buffer_bytes(cfg, stage),
+        buffers=_buffer_bytes(cfg, stage) + placed.extra_buffers,
         fragmentation=0.0,
+        host=placed.host,
+        nvme=placed.nvme,
     )
 
 
@@ -386,6 +404,7 @@ def _buffer_bytes(cfg: RunConfig, stage: int) -> float:
     """Communication buffers and the fixed runtime overhead on rank ``stage``."""
     p, t, m = cfg.parallel, cfg.training, cfg.model
     biggest = max(sum(_layer_split(cfg, i)) for i in stage_layers(cfg, stage)) if p.zero == 3 else 0.0
+    biggest = min(biggest, offload.gathered_layer_cap(t.offload))  # ZeRO-Infinity tiles layers under its live-set cap
     sbh = (t.seq_len / p.cp) * t.micro_batch * m.hidden_size
     return buffer_bytes(tp=p.tp, pp=p.pp, dp=p.dp, cp=p.cp, sbh=sbh, zero3_layer_params=biggest)
 
@@ -477,9 +496,10 @@ def memory_breakdown(
     if inflight_microbatches < 0:
         raise ClusterSimError(f"inflight_microbatches={inflight_microbatches} must be >= 0")
     static = static_memory(cfg, stage)
-    activations = inflight_microbatches * activation_bytes_per_microbatch(
-        cfg, stage, flash_attention=flash_attention
-    ) + transient_activation_bytes(cfg, stage, flash_attention=flash_attention)
+    per_mb = activation_bytes_per_microbatch(cfg, stage, flash_attention=flash_attention)
+    # activation offload keeps a window of layers on the GPU and the in-flight rest in host memory
+    held, on_host = activations_on_gpu(cfg, inflight_microbatches * per_mb, per_mb / _stage_unit_layers(cfg))
+    activations = held + transient_activation_bytes(cfg, stage, flash_attention=flash_attention)
     dynamic = activations + static.buffers - RUNTIME_OVERHEAD_BYTES
     return MemoryBreakdown(  # total == peak_bytes(weights + gradients + optimizer, buffers, activations, ratio=)
         weights=static.weights,
@@ -488,4 +508,6 @@ def memory_breakdown(
         activations=activations,
         buffers=static.buffers,
         fragmentation=fragmentation_bytes(dynamic, config_fragmentation_ratio(cfg)),
+        host=static.host + on_host,
+        nvme=static.nvme,
     )

@@ -22,6 +22,7 @@ from simulator.compression import payload_bytes_per_elem
 from simulator.core.config import RunConfig
 from simulator.core.costs import CommAlgorithm, OpCost, comm_time, op_cost, op_work, routed_all_to_all_time
 from simulator.core.workload import Op, embedding_ops, head_ops, layer_ops, numerics
+from simulator.training import offload
 
 COMM_KINDS = ("tp", "cp", "ep", "dp", "pp")
 _UNFUSED_CORE = ("attn_scores", "attn_softmax_dropout", "attn_context")
@@ -219,7 +220,7 @@ def chunk_costs(
             _add_embedding(s, mc, profile, cfg.training.precision)
         if last:
             _add_head(cfg, s, mc, profile, num_chunks)
-        fwd, bwd, wgt = _finish_phases(cfg, s, mc.grad, len(layers), include_comm)
+        fwd, bwd, wgt = _finish_phases(cfg, s, mc.grad, len(layers), include_comm, layers)
         chunks.append(
             ChunkCost(layers, first, last, fwd, bwd, wgt, s.params, mc.send, s.recompute_flops, s.tensor_s, s.hbm_s)
         )
@@ -462,18 +463,22 @@ def _add_head(cfg: RunConfig, s: _ChunkSum, mc: _ModelCosts, profile: Profile, n
 
 
 def _finish_phases(
-    cfg: RunConfig, s: _ChunkSum, grad: CommGroup, num_layers: int, include_comm: bool
+    cfg: RunConfig, s: _ChunkSum, grad: CommGroup, num_layers: int, include_comm: bool, layers: tuple[int, ...] = ()
 ) -> tuple[Phase, Phase, Phase]:
-    """A chunk's final phases: recomputation before the backward, the host floor, ZeRO-3 traffic, and
-    no communication at all when ``include_comm`` is off."""
+    """A chunk's final phases: recomputation before the backward, the host floor, ZeRO-3 traffic, the PCIe
+    copies of training.offload, and no communication at all when ``include_comm`` is off."""
     p, t = cfg.parallel, cfg.training
     fwd, bwd, wgt = s.fwd, s.recompute + s.bwd, s.wgt
     if s.host_s > 0:
         fwd, bwd, wgt = _host_bound(fwd, bwd, wgt, s.host_s, t.recompute == "full")
+    if t.offload.any:  # activations out in the forward, back (and gradients out) in the backward
+        d2h_f, pcie_b = offload.chunk_pcie_s(cfg, s.params, layers)
+        fwd, bwd = _host_floor(fwd, d2h_f), _host_floor(bwd, pcie_b)
     if p.zero == 3:
         gbytes = grad_comm_bytes(t.precision)
         gathers = cfg.stack.zero3_backward_gathers(t.recompute)
-        fwd, bwd = _zero3_exposure(fwd, bwd, wgt, s.params, grad, gbytes, t.overlap_grad_reduce, gathers)
+        fetch = offload.param_fetch_s(t.offload, cfg.cluster, s.params, p.dp * p.cp)
+        fwd, bwd = _zero3_exposure(fwd, bwd, wgt, s.params, grad, gbytes, t.overlap_grad_reduce, gathers, fetch)
     if not include_comm:
         fwd, bwd, wgt = Phase(fwd.compute_s), Phase(bwd.compute_s), Phase(wgt.compute_s)
     return fwd, bwd, wgt
@@ -571,6 +576,7 @@ def _zero3_exposure(
     grad_bytes: float,
     overlap_rs: bool,
     bwd_gathers: int = 1,
+    fetch_s: float = 0.0,
 ) -> tuple[Phase, Phase]:
     """ZeRO-3 (Rajbhandari et al. 2020): every micro-batch all-gathers the chunk's parameters before
     its forward and again before its backward, then reduce-scatters the gradients.
@@ -581,9 +587,10 @@ def _zero3_exposure(
     shard, so the traffic to off-node owners goes through the rank's own NIC share (the
     ``all_to_all`` pattern), not through an NVLink-aggregated ring. ``bwd_gathers`` is 2 when the
     stack's recomputed forward released the parameters it gathered (DeepSpeed under full recompute:
-    :meth:`StackSpec.zero3_backward_gathers`).
+    :meth:`StackSpec.zero3_backward_gathers`). ``fetch_s``: each rank's shard coming back from host memory or
+    NVMe first (training.offload.params), pipelined with the gathers layer by layer, so the slower of the two.
     """
-    ag = comm_time("all_to_all", 2.0 * params, dp)
+    ag = max(comm_time("all_to_all", 2.0 * params, dp), fetch_s)
     rs = comm_time("all_to_all", grad_bytes * params, dp)
     f_exposed = max(0.0, ag - fwd.total_s)
     b_compute = bwd.total_s + wgt.total_s

@@ -26,6 +26,14 @@ class MemoryReport(BaseModel):
     capacity: float
     stage: int = Field(description="pipeline rank with the highest peak")
     inflight_microbatches: float = Field(description="peak micro-batches of activations held on that rank")
+    host: float = Field(default=0.0, description="bytes per GPU offloaded to host memory (training.offload), GB")
+    nvme: float = Field(default=0.0, description="bytes per GPU offloaded to NVMe, GB")
+    host_capacity: float = Field(default=0.0, description="host memory per GPU (node's / its GPUs), GB; 0: unused")
+    nvme_capacity: float = Field(default=0.0, description="NVMe per GPU (node's / its GPUs), GB; 0: unused")
+
+
+#: MemoryReport fields that are not GB: the stage index and a count of micro-batches.
+_MEMORY_COUNTS = frozenset({"stage", "inflight_microbatches"})
 
 
 class TrainingResult(BaseModel):
@@ -48,7 +56,10 @@ class TrainingResult(BaseModel):
     hfu: float
     bubble_fraction: float
     exposed_comm_s: dict[str, float]
-    optimizer_s: float
+    optimizer_s: float = Field(description="optimizer step on the critical path: GPU step, or the exposed CPU step")
+    offload_s: dict[str, float] = Field(
+        default_factory=dict, description="training.offload: CPU Adam, weights back over PCIe, NVMe swap, exposed s"
+    )
     memory_per_gpu_gb: MemoryReport
     fits_in_memory: bool
     time_to_train_days: float | None = None
@@ -81,5 +92,6 @@ class TrainingResult(BaseModel):
 
         flat = {k: v for k, v in self.to_dict().items() if not isinstance(v, dict)}
         flat.update({f"exposed_{k}_s": v for k, v in self.exposed_comm_s.items()})
-        flat.update({f"memory_{k}_gb": v for k, v in self.memory_per_gpu_gb.model_dump().items()})
+        # GB fields get _gb; the stage index and the in-flight micro-batch count are not GB
+        flat.update({f"memory_{k}" if k in _MEMORY_COUNTS else f"memory_{k}_gb": v for k, v in self.memory_per_gpu_gb})
         return pd.DataFrame([flat])

@@ -25,6 +25,7 @@ from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.timeline import Timeline
 from simulator.core.variability import Goodput, Stretch, goodput, replica_wait_s, step_stretch
 from simulator.energy.accounting import footprint, gpu_energy_j
+from simulator.training import offload, param_server
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
 from simulator.training.memory import FRAGMENTATION_FRACTION, memory_breakdown
 from simulator.training.plan import (
@@ -55,6 +56,8 @@ class RankTail:
     optimizer_s: float = 0.0
     gather_s: float = 0.0
     replica_wait_s: float = 0.0  # waiting at the gradient sync for the slowest data-parallel replica
+    host_s: float = 0.0  # exposed host-side optimizer step (CPU Adam, weights back over PCIe; training.offload)
+    host_step: offload.OptimizerStep | None = None  # that step's CPU, PCIe and NVMe seconds
     interference_s: float = 0.0  # compute slowed by the SMs that overlapped gradient-sync kernels take
     events: list[tuple] = field(default_factory=list)
 
@@ -63,7 +66,7 @@ class RankTail:
         """When this rank's step is done: after its gradient sync (which waits for the slowest replica),
         optimizer step and parameter gather."""
         last = max(self.pipeline_end + self.interference_s, self.dp_end)
-        return last + self.replica_wait_s + self.optimizer_s + self.gather_s
+        return last + self.replica_wait_s + self.optimizer_s + self.host_s + self.gather_s
 
     @property
     def exposed_dp_s(self) -> float:
@@ -104,7 +107,10 @@ def _bucket_events(
         if not t.overlap_grad_reduce:
             start = end = stats.last_end_s
         n = max(1, math.ceil(chunks[pos].params / per_bucket))
-        if spec is None:
+        if p.dp_mode == "parameter_server":  # push to CPU servers, pull the sums (simulator.training.param_server)
+            kind = "push_pull"
+            secs = param_server.push_pull_s(cfg, chunks[pos].params * gbytes / n, groups.grad, groups.algorithm)
+        elif spec is None:
             secs = comm_time(kind, chunks[pos].params * gbytes / n, groups.grad, groups.algorithm)
         else:  # average over the compression schedule, compressing each bucket's share
             secs = dp_comm_time(
@@ -187,15 +193,26 @@ def _rank_tail(
     opt = cfg.stack.optimizer
     tensors = PARAM_TENSORS_PER_LAYER * cfg.model.num_layers / p.pp
     traced = traced_optimizer_s(cfg, profile) if cfg.stack.traced else None
-    if traced is not None:  # the recorded optimizer kernels, shrunk with the ZeRO shard
+    opt_start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s
+    if t.offload.optimizer != "none":  # ZeRO-Offload: CPU Adam, weights back over PCIe (simulator.training.offload)
+        host = tail.host_step = offload.optimizer_step(t.offload, cfg.cluster, shard)
+        window = stats.last_end_s - (stats.first_start_s or 0.0)
+        tail.host_s = offload.exposed_optimizer_s(cfg, host, window)
+        start = opt_start + tail.host_s - host.total_s  # with delayed update it began during this step
+        tail.events.append((start, start + host.cpu_s, rank, "host", "CPU Adam", "OPT", -1, 0))
+        if host.h2d_s:
+            tail.events.append((start, start + host.h2d_s, rank, "pcie", "weights to GPU", "OPT", -1, 0))
+        if host.nvme_s:
+            tail.events.append((start, start + host.nvme_s, rank, "nvme", "optimizer swap", "OPT", -1, 0))
+    elif traced is not None:  # the recorded optimizer kernels, shrunk with the ZeRO shard
         tail.optimizer_s = traced * shard / max(params, 1.0)
     else:
         tail.optimizer_s = optimizer_step_time(profile, opt.bytes_per_param * shard, opt.launches_per_tensor * tensors)
-    opt_start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s
-    tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
+    if t.offload.optimizer == "none":
+        tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
     if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:
         tail.gather_s = comm_time("all_gather", 2.0 * params, groups.grad, groups.algorithm)
-        g0 = opt_start + tail.optimizer_s
+        g0 = opt_start + tail.optimizer_s + tail.host_s
         tail.events.append((g0, g0 + tail.gather_s, rank, "dp", "param all_gather", "DP", -1, 0))
     return tail
 
@@ -225,6 +242,7 @@ def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryRep
     assert best is not None
     total, rank, mem, static, inflight = best
     gb = 1e9
+    tiers = _host_tiers(cfg, run)
     report = MemoryReport(
         peak=total / gb,
         weights=mem.weights * copies / gb,
@@ -236,8 +254,26 @@ def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryRep
         capacity=capacity / gb,
         stage=rank,
         inflight_microbatches=inflight,
+        **{k: v / gb for k, v in tiers.items()},
     )
-    return report, total <= capacity
+    host_fits = tiers["host"] <= tiers["host_capacity"] and tiers["nvme"] <= tiers["nvme_capacity"]
+    return report, total <= capacity and host_fits
+
+
+def _host_tiers(cfg: RunConfig, run: PipelineRun) -> dict[str, float]:
+    """Bytes per GPU offloaded to host memory and NVMe (the fullest rank), and each tier's capacity per GPU
+    (the node's shared by its GPUs); zeros when nothing is offloaded."""
+    if not cfg.training.offload.any:
+        return {"host": 0.0, "nvme": 0.0, "host_capacity": 0.0, "nvme_capacity": 0.0}
+    flash = cfg.training.flash_attention
+    mems = [memory_breakdown(cfg, r, st.peak_inflight, flash_attention=flash) for r, st in enumerate(run.ranks)]
+    rates = offload.host_rates(cfg.cluster)
+    return {
+        "host": max(m.host for m in mems),
+        "nvme": max(m.nvme for m in mems),
+        "host_capacity": rates.host_bytes,
+        "nvme_capacity": rates.nvme_bytes,
+    }
 
 
 @dataclass
@@ -406,7 +442,8 @@ def simulate_training(
         **_rates(cfg, step, prof, cluster.num_gpus, num_mb),
         bubble_fraction=_bubble_fraction(run),
         exposed_comm_s=_exposed_comm(step, critical),
-        optimizer_s=tails[critical].optimizer_s,
+        optimizer_s=tails[critical].optimizer_s + tails[critical].host_s,
+        offload_s=_offload_report(cfg, tails[critical]),
         memory_per_gpu_gb=memory,
         fits_in_memory=fits,
         time_to_train_days=ttt_days,
@@ -461,6 +498,14 @@ def _goodput(cfg: RunConfig, cluster: Any) -> Goodput:
     host = get_link(cluster.gpu.pcie).effective_bandwidth_bytes_per_s
     d2h_s = nbytes / cluster.num_gpus / host  # every GPU copies its shard to host memory at once
     return goodput(cfg.variability, cluster.num_gpus, cluster.num_nodes, nbytes, d2h_s)
+
+
+def _offload_report(cfg: RunConfig, tail: RankTail) -> dict[str, float]:
+    """The critical rank's host-side optimizer step by stream, and how much of it the step waits for."""
+    h = tail.host_step
+    if h is None:
+        return {}
+    return {"cpu_adam_s": h.cpu_s, "weights_h2d_s": h.h2d_s, "nvme_swap_s": h.nvme_s, "exposed_s": tail.host_s}
 
 
 def _exposed_comm(step: _Step, critical: int) -> dict[str, float]:

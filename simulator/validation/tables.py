@@ -186,6 +186,17 @@ def _vtrain_config(r: dict[str, str], seq_key: str, nics: int | None) -> dict[st
     }
 
 
+def _vtrain_label(r: dict[str, Any], p: dict[str, int], seen: dict[str, int]) -> str:
+    """A unique row label: every dimension the table varies (model shape, sequence, batch, plan); a repeated
+    measurement of the same setting gets ``#2``, ``#3`` (``seen`` counts the labels so far)."""
+    label = (
+        f"h{r['hidden_size']} a{r['attention_heads']} l{r['layers']} s{r['sequence_length']} "
+        f"gb{r['global_batch']} mb{r['micro_batch']} tp{p['tp']} pp{p['pp']} dp{p['dp']}"
+    )
+    seen[label] = seen.get(label, 0) + 1
+    return label if seen[label] == 1 else f"{label} #{seen[label]}"
+
+
 def _vtrain(
     table: str,
     filename: str,
@@ -196,11 +207,11 @@ def _vtrain(
 ) -> list[Comparison]:
     data = read_table(filename)[:rows]
     out = []
+    seen: dict[str, int] = {}
     for i, r in enumerate(data):
         cfg = _vtrain_config(r, "sequence_length", nics)
         res = simulate_training(load_config(cfg), profile)
-        p = cfg["parallel"]
-        label = f"h{r['hidden_size']} l{r['layers']} tp{p['tp']} pp{p['pp']} dp{p['dp']} mb{r['micro_batch']}"
+        label = _vtrain_label(r, cfg["parallel"], seen)
         out.append(Comparison(table, label, float(r["iteration_time_ms"]), res.step_time_s * 1e3, "ms", cfg))
         if progress:
             progress(i + 1, len(data))

@@ -235,7 +235,7 @@ def test_hardware_page() -> None:
     assert any("MAPE" in c.value for c in at.caption)  # measured H100 points are compared
     at.selectbox(key="hw_gpu").set_value("t4-16gb").run()
     _clean(at)
-    assert _metrics(at)["memory"] == "16 GB" and at.query_params["gpu"] == "t4-16gb"
+    assert _metrics(at)["memory"] == "16 GiB" and at.query_params["gpu"] == "t4-16gb"
 
 
 def _on(page: str, **params: str) -> AppTest:
@@ -268,4 +268,4 @@ def test_unusable_link_values_are_reset_with_a_warning() -> None:
     assert _metrics(at)["plans simulated"] == "1"  # tp=3 is not offered; unknown knobs are ignored
     at = _on("hardware", gpu="nope")
     _clean(at)
-    assert at.warning and _metrics(at)["memory"] == "80 GB"
+    assert at.warning and _metrics(at)["memory"] == "80 GiB"

@@ -12,7 +12,7 @@ from simulator.cli import main
 
 def test_app_command_runs_streamlit_on_the_installed_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(app_cmd.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(app_cmd.os, "execv", lambda exe, cmd: calls.append(cmd))
     assert main(["app", "--port", "8599", "--headless"]) == 0
     (cmd,) = calls
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
@@ -22,6 +22,6 @@ def test_app_command_runs_streamlit_on_the_installed_entry(monkeypatch: pytest.M
 
 def test_app_command_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(app_cmd.subprocess, "call", lambda cmd: calls.append(cmd) or 3)
-    assert main(["app"]) == 3  # streamlit's exit status is passed through
+    monkeypatch.setattr(app_cmd.os, "execv", lambda exe, cmd: calls.append(cmd))
+    assert main(["app"]) == 0  # the process becomes streamlit (execv), so its status is streamlit's own
     assert calls[0][5:] == ["--server.port", "8501"]

@@ -76,7 +76,8 @@ def test_time_to_train_reports_totals() -> None:
 
 def test_serving_result_carries_energy_carbon_and_cost() -> None:
     r = simulate_serving(SERVE)
-    out_tokens = r.throughput_tokens_per_s * r.duration_s
+    out_tokens = r.output_tokens  # whole run (throughput_tokens_per_s is the steady-state window's)
+    assert out_tokens == r.requests["output_tokens"].sum()
     assert r.energy_j["facility"] > r.energy_j["gpu"] > 0
     assert r.energy_per_token_j == pytest.approx(r.energy_j["facility"] / out_tokens, rel=1e-6)
     assert r.cost_per_million_output_tokens_usd == pytest.approx(r.cost_usd / out_tokens * 1e6, rel=1e-6)

@@ -112,8 +112,16 @@ def test_llama3_layers_per_stage_with_interleaving():
     cfg = {
         "model": "llama3-405b",
         "cluster": {"gpu": "h100-sxm5-80gb", "num_gpus": 8192, "node": "dgx-h100"},
-        "parallel": {"tp": 8, "pp": 16, "dp": 64, "vpp": 8, "schedule": "interleaved", "sp": True, "zero": 1,
-                     "layers_per_stage": [7] + [8] * 14 + [7]},  # fmt: skip
+        "parallel": {
+            "tp": 8,
+            "pp": 16,
+            "dp": 64,
+            "vpp": 8,
+            "schedule": "interleaved",
+            "sp": True,
+            "zero": 1,
+            "layers_per_stage": [7] + [8] * 14 + [7],
+        },  # fmt: skip
         "training": {"seq_len": 8192, "global_batch": 2048, "micro_batch": 1},
     }
     conf = load_config(cfg)

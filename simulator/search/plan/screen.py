@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,13 @@ from hwmodels.topology import Cluster, ClusterSpec, CommGroup
 from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec
 from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
+from simulator.core.host_tiers import OffloadSpec
 from simulator.core.variability import step_stretch
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec
 from simulator.moe.routing import MoERouting
 from simulator.search.plan.space import (
+    OFFLOAD_SPECS,
     R_BATCH,
     R_OOM,
     R_SP,
@@ -40,6 +43,7 @@ from simulator.search.plan.space import (
     ep_options,
     ep_rule,
     micro_batches,
+    offload_rule,
     options,
     pipeline_rule,
     schedule_rule,
@@ -47,6 +51,7 @@ from simulator.search.plan.space import (
 )
 from simulator.stacks import DEFAULT_STACK, StackSpec, get_stack
 from simulator.training import memory as M
+from simulator.training import offload as O
 from simulator.training.plan import chunk_costs, chunk_layers, grad_comm_bytes, layer_host_s
 from simulator.training.schedules import StageAggregate, get_schedule
 from simulator.training.simulate import PARAM_TENSORS_PER_LAYER
@@ -90,11 +95,13 @@ class SearchContext:
         """GPUs of the cluster every plan splits."""
         return self.cluster_spec.num_gpus
 
-    def run_config(self, key: PlanKey, **training: Any) -> RunConfig:
-        """The validated config of a plan (``training`` overrides the base's fields)."""
-        tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, recompute = key
+    def run_config(self, key: PlanKey | tuple, **training: Any) -> RunConfig:
+        """The validated config of a plan (``training`` overrides the base's fields); a key without its offload
+        element offloads nothing."""
+        tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, recompute = key[:11]
         par = ParallelSpec(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=sp, vpp=vpp, zero=zero, schedule=schedule)
-        train = self.training.model_copy(update={"micro_batch": mb, "recompute": recompute, **training})
+        update = {"micro_batch": mb, "recompute": recompute, "offload": offload_spec(key), **training}
+        train = self.training.model_copy(update=update)
         return RunConfig(
             model=self.model,
             cluster=self.cluster_spec,
@@ -106,6 +113,16 @@ class SearchContext:
             site=self.site,
             seed=self.seed,
         )
+
+
+@lru_cache(maxsize=8)
+def _offload_of(name: str) -> OffloadSpec:
+    return OffloadSpec(**OFFLOAD_SPECS[name])
+
+
+def offload_spec(key: PlanKey | tuple) -> OffloadSpec:
+    """The ``training.offload`` of a plan key (none for a key without its offload element)."""
+    return _offload_of(key[11] if len(key) > 11 else "none")
 
 
 # ---- per-layer costs, stage sums and per-rank memory parts --------------------------------------------
@@ -206,6 +223,8 @@ class _RankStatic:
     rank: int
     weight: float  # in-flight weight of its chunk (_Rep.weight)
     dual: tuple[tuple[int, float, float], ...]  # DualPipe: (rank, own weight, mirror weight) of its ranks
+    parts: tuple[tuple[float, float, float], ...] = ()  # (weights, gradients, optimizer) at each ZeRO stage
+    zero3_capped: float = 0.0  # ZeRO-3 buffers with offloaded weights (offload.gathered_layer_cap)
 
 
 @dataclass(frozen=True)
@@ -362,12 +381,20 @@ class Screen:
 
     # -- step time --
 
-    def _zero3(self, st: _Stages, dp_cp: int, tp: int, recompute: str) -> tuple[np.ndarray, np.ndarray]:
+    def _zero3(
+        self, st: _Stages, dp_cp: int, tp: int, recompute: str, off: OffloadSpec
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Forward/backward with ZeRO-3's exposed parameter gathers and gradient reduce-scatters
-        (plan._zero3_exposure, per chunk)."""
+        (plan._zero3_exposure, per chunk), the gathers no faster than offloaded weights come back."""
         t = self.ctx.training
         gbytes = grad_comm_bytes(t.precision)
-        ag = np.array([self._comm("all_to_all", 2.0 * p, dp_cp, tp) for p in st.params])
+        cluster = self.ctx.cluster_spec
+        ag = np.array(
+            [
+                max(self._comm("all_to_all", 2.0 * p, dp_cp, tp), O.param_fetch_s(off, cluster, float(p), dp_cp))
+                for p in st.params
+            ]
+        )
         rs = np.array([self._comm("all_to_all", gbytes * p, dp_cp, tp) for p in st.params])
         f = st.f + np.maximum(0.0, ag - st.f)
         bw = st.b + st.w
@@ -380,7 +407,7 @@ class Screen:
         backwards, the tied-embedding all-reduce, the optimizer and ZeRO-1/2's parameter gather
         (simulate._rank_tail in closed form)."""
         ctx = self.ctx
-        tp, pp, dp, cp, _, _, _, zero, schedule, _, _ = key
+        tp, pp, dp, cp, _, _, _, zero, schedule, _, _ = key[:11]
         t, model = ctx.training, ctx.model
         mine = st.edge_chunks[side]
         params = float(sum(st.params[c] for c in mine))
@@ -410,19 +437,30 @@ class Screen:
             clock += self._comm("all_reduce", emb, 2, tp * cp * dp)
         shard = params / dp_cp if zero >= 1 else params
         opt = self.ctx.stack.optimizer
-        clock += self._optimizer_step(
-            opt.bytes_per_param * shard, opt.launches_per_tensor * PARAM_TENSORS_PER_LAYER * model.num_layers / pp
-        )
+        off = offload_spec(key)
+        if off.optimizer != "none":  # the CPU step with its copies (simulate._rank_tail, no delayed update)
+            clock += O.optimizer_step(off, ctx.cluster_spec, shard).total_s
+        else:
+            clock += self._optimizer_step(
+                opt.bytes_per_param * shard, opt.launches_per_tensor * PARAM_TENSORS_PER_LAYER * model.num_layers / pp
+            )
         if zero in (1, 2) and dp_cp > 1 and not t.overlap_param_gather:
             clock += self._comm("all_gather", 2.0 * params, dp_cp, tp)
         return clock
 
     def _step_estimate(self, st: _Stages, key: PlanKey, m: int) -> float:
         """Closed-form step time of a plan, seconds."""
-        tp, pp, dp, cp, _, _, vpp, zero, schedule, _, recompute = key
+        tp, pp, dp, cp, _, _, vpp, zero, schedule, _, recompute = key[:11]
         agg = st.agg
-        if zero == 3 and dp * cp > 1:
-            f, b = self._zero3(st, dp * cp, tp, recompute)
+        off = offload_spec(key)
+        f, b = st.f, st.b
+        if zero == 3 and (dp * cp > 1 or off.params != "none"):
+            f, b = self._zero3(st, dp * cp, tp, recompute, off)
+        if off.optimizer != "none":  # the backward holds the gradients' copy to the host (plan._finish_phases)
+            rate = O.host_rates(self.ctx.cluster_spec).pcie_bytes_s
+            d2h = np.array([O.grad_d2h_bytes_of(off, float(p), m, zero, dp * cp) for p in st.params])
+            b = np.maximum(b, d2h / rate)
+        if f is not st.f or b is not st.b:
             agg = _aggregate(st.f, st.b, f, b, st.w, st.fc + st.bc, st.rank, pp, st.v, st.dual)
         p2p = self._comm("send_recv", st.send_bytes, 2, tp * cp * dp) if pp > 1 else 0.0
         total, early = get_schedule(schedule).screen_time(agg, pp, st.v, m, p2p)
@@ -530,12 +568,24 @@ class Screen:
                 if (model.tied_embeddings or model.mtp_depth) and not rep.first:
                     edges += model.vocab_size * h
             par = M.StageParams(dense, experts, edges / tp)
-            static = tuple(
-                sum(M.sharded_states(par, *reps, zero=zero, fp8=fp8, optimizer_bytes=optimizer)) for zero in range(4)
+            parts = tuple(
+                M.sharded_states(par, *reps, zero=zero, fp8=fp8, optimizer_bytes=optimizer) for zero in range(4)
             )
+            static = tuple(sum(p) for p in parts)
             biggest = float((lp[rep.stage, 0] / tp + lp[rep.stage, 1] / expert_split).max())
             zero3 = M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh, zero3_layer_params=biggest)
-            out.append(_RankStatic(static, (buffers, zero3), rep.rank, rep.weight, rep.dual))  # type: ignore[arg-type]
+            capped = min(biggest, O.MAX_LIVE_PARAMS / M.ZERO3_PREFETCH_LAYERS)
+            out.append(
+                _RankStatic(
+                    static,  # type: ignore[arg-type]
+                    (buffers, zero3),
+                    rep.rank,
+                    rep.weight,
+                    rep.dual,
+                    parts=parts,
+                    zero3_capped=M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh, zero3_layer_params=capped),
+                )
+            )
         hit = self.memo.statics[key] = tuple(out)
         return hit
 
@@ -625,8 +675,23 @@ class Screen:
             else:
                 inflight = sched.inflight(s.rank, pp, vpp, m, 1.0 if sched.interleaved else s.weight)
             held = inflight * per_mb + transient
-            peak = max(peak, M.peak_bytes(s.static[zero], s.buffers[zero == 3], held, ratio=ratio))
+            state, buffers = self._placed(s, zero, key[2] * key[3], offload_spec(key))
+            peak = max(peak, M.peak_bytes(state, buffers, held, ratio=ratio))
         return peak
+
+    def _placed(self, s: _RankStatic, zero: int, dp_cp: int, off: OffloadSpec) -> tuple[float, float]:
+        """GPU bytes of a rank's model states and buffers under the plan's offload (memory.static_memory through
+        offload.place_states); infinite when the offloaded states overflow the host memory per GPU."""
+        if not off.any:
+            return s.static[zero], s.buffers[zero == 3]
+        t = self.ctx.training
+        opt_bpp = M.MASTER_BYTES + 2 * M.MOMENT_BYTES[t.optimizer_moment_dtype] + (M.EMA_BYTES if t.ema == "gpu" else 0)
+        bucket = M.GRAD_BYTES * M.DDP_BUCKET_MIN_ELEMENTS
+        placed = O.place_states(off, dp_cp, *s.parts[zero], opt_bpp, bucket)
+        if placed.host > O.host_rates(self.ctx.cluster_spec).host_bytes:
+            return math.inf, 0.0
+        buffers = (s.zero3_capped if off.params != "none" else s.buffers[1]) if zero == 3 else s.buffers[0]
+        return placed.weights + placed.gradients + placed.optimizer, buffers + placed.extra_buffers
 
 
 # ---- enumeration (one task per (tp, cp)) ---------------------------------------------------------
@@ -659,7 +724,8 @@ class _TaskWalk:
         space, model = self.ctx.space, self.ctx.model
         self.variants = schedule_variants(space, model.num_layers)
         self.eps = ep_options(space, model)
-        self.per_sp = len(space.zero) * len(self.variants) * len(space.recompute)  # candidates under one sp
+        self.per_zero = len(space.offload)  # candidates under one ZeRO stage
+        self.per_sp = len(space.zero) * self.per_zero * len(self.variants) * len(space.recompute)  # under one sp
         self.leaf = self.per_sp * len(space.sp)  # candidates under one (tp, pp, cp, ep, micro-batch)
         self.out = TaskOut()
         self.found: list[Screened] = []
@@ -713,7 +779,7 @@ class _TaskWalk:
         for schedule, vpp in self.variants:
             reason = schedule_rule(schedule, pp, vpp, m, self.ctx.model.num_layers)
             if reason:
-                self.out.prune(reason, len(self.ctx.space.zero))
+                self.out.prune(reason, len(self.ctx.space.zero) * self.per_zero)
                 continue
             if table is None:
                 table = screen._layer_table(*lkey)
@@ -722,16 +788,22 @@ class _TaskWalk:
             statics = screen._static_parts(tp, pp, dp, cp, ep, vpp, mb, dual)
             acts = screen._act_parts(tp, sp, cp, mb, recompute, pp, vpp, dual)
             for zero in self.ctx.space.zero:
-                key: PlanKey = (tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, recompute)
-                self._leaf(st, statics, acts, key, m)
+                for off in self.ctx.space.offload:
+                    key: PlanKey = (tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, recompute, off)
+                    self._leaf(st, statics, acts, key, m)
 
     def _leaf(
         self, st: _Stages, statics: tuple[_RankStatic, ...], acts: tuple[_RankActs, ...], key: PlanKey, m: int
     ) -> None:
         """One candidate: pruned as a duplicate or out of memory, else screened."""
         dp, cp, zero = key[2], key[3], key[7]
-        if zero and dp * cp == 1:
+        weights_off = "params" in OFFLOAD_SPECS[key[11]]
+        if zero and dp * cp == 1 and not (zero == 3 and weights_off):  # one replica: ZeRO-3 can still offload weights
             self.out.prune(R_ZERO, 1)
+            return
+        reason = offload_rule(key[11], zero, dp * cp)
+        if reason:
+            self.out.prune(reason, 1)
             return
         mem = self.screen._memory_estimate(statics, acts, key, m)
         if mem > self.ctx.capacity:

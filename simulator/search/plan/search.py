@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -32,14 +32,15 @@ from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import ClusterSpec
 from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec, apply_overrides
+from simulator.core.host_tiers import OffloadSpec
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
 from simulator.moe.routing import MoERouting
 from simulator.search.pareto import pareto_front
-from simulator.search.plan.screen import Screen, Screened, SearchContext, TaskOut, front_2d
-from simulator.search.plan.space import PlanKey, SearchSpace, tasks
+from simulator.search.plan.screen import Screen, Screened, SearchContext, TaskOut, front_2d, offload_spec
+from simulator.search.plan.space import OFFLOAD, OFFLOAD_SPECS, PlanKey, SearchSpace, tasks
 from simulator.stacks import DEFAULT_STACK, StackSpec, get_stack
-from simulator.training import TrainingResult, simulate_training
+from simulator.training import TrainingResult, offload, simulate_training
 from simulator.training.schedules import get_schedule
 
 #: Screened Pareto plans slower than this many times the fastest are not simulated (few would trade that much
@@ -82,12 +83,20 @@ class PlanResult:
         parts += [f"EP{p.ep}"] if p.ep > 1 else []
         parts += [p.schedule + (f"/{p.vpp}" if p.vpp > 1 else ""), f"mb{t.micro_batch}", f"ZeRO-{p.zero}"]
         parts += [t.recompute] + (["SP"] if p.sp else [])
+        name = offload_name(t.offload)
+        parts += [f"offload:{name}"] if name != "none" else []
         return " ".join(parts)
+
+    @property
+    def needs_offload(self) -> bool:
+        """Whether the plan keeps model states in host memory (it fits only because of training.offload)."""
+        return self.training.offload.any
 
     def to_dict(self) -> dict[str, Any]:
         """``parallel``, ``training``, every TrainingResult field, and the screen's estimates."""
         return {
             "plan": self.label(),
+            "needs_offload": self.needs_offload,
             "parallel": self.parallel.model_dump(),
             "training": self.training.model_dump(mode="json"),
             **self.result.to_dict(),
@@ -221,7 +230,7 @@ def _check_overrides(data: dict[str, Any]) -> None:
     for section in sorted(set(data) - set(_SETTABLE) - {"seed", "stack"}):
         what = "is what the search varies; restrict it with --space" if section == "parallel" else "is not a section"
         raise ClusterSimError(f"--set {section}.* {what} (settable: {settable})")
-    searched = sorted({"micro_batch", "recompute"} & set(data["training"]))
+    searched = sorted({"micro_batch", "recompute", "offload"} & set(data["training"]))
     if searched:
         raise ClusterSimError(f"training.{searched[0]} is searched; restrict it with --space {searched[0]}=...")
     if "stage_clocks_mhz" in (data.get("power") or {}):
@@ -294,10 +303,14 @@ def search_training_plans(
     ctx = _context(fixed, load_profile(profile, gpu=fixed.cluster.gpu), space or SearchSpace(), max(4 * top_k, 64))
     work = sorted(tasks(ctx.space, ctx.num_gpus), key=lambda tc: (tc[0] * tc[1], tc))
     start = time.perf_counter()
+    screened = _screen_all(ctx, work, workers, progress)
+    if not screened.order and ctx.space.offload == ("none",) and _can_offload(fixed.cluster):
+        # nothing fits on the GPUs alone: look again with the model states in host memory (training.offload)
+        ctx = _context(fixed, ctx.profile, replace(ctx.space, offload=OFFLOAD), ctx.keep)
+        screened = _screen_all(ctx, work, workers, progress)
+    screen_s = time.perf_counter() - start
+    screened.check_feasible(ctx, num_gpus)
     with _Pool(ctx, workers) as pool:
-        screened = _Screening.merge(_progress(pool.screen(work), len(work), "screening", progress), ctx.keep)
-        screen_s = time.perf_counter() - start
-        screened.check_feasible(ctx, num_gpus)
         queue, batch = _short_list(screened, top_k, pareto_k, ctx.training.global_batch)
         sim_start = time.perf_counter()
         sims = _simulate_short_list(pool, queue, batch, top_k, progress)
@@ -305,6 +318,29 @@ def search_training_plans(
     wall = time.perf_counter() - start
     plans = _plan_results(ctx, screened, sims)
     return _search_result(ctx, num_gpus, screened, plans, top, workers, (screen_s, simulate_s, wall))
+
+
+def offload_name(spec: OffloadSpec) -> str:
+    """The search's name of an offload setting (``none``, ``optimizer``, ``optimizer+params``)."""
+    for name in OFFLOAD:
+        if spec == OffloadSpec(**OFFLOAD_SPECS[name]):
+            return name
+    return "custom"
+
+
+def _can_offload(cluster: ClusterSpec) -> bool:
+    """Whether the cluster's nodes have the host figures offload needs (hwmodels/data/nodes.yaml)."""
+    try:
+        offload.host_rates(cluster)
+    except ClusterSimError:
+        return False
+    return True
+
+
+def _screen_all(ctx: SearchContext, work: list[tuple[int, int]], workers: int, progress: bool) -> _Screening:
+    """Screen every (tp, cp) task of ``ctx``'s space in a pool of ``workers``."""
+    with _Pool(ctx, workers) as pool:
+        return _Screening.merge(_progress(pool.screen(work), len(work), "screening", progress), ctx.keep)
 
 
 def _check_counts(top_k: int, top: int, pareto_k: int, workers: int | None) -> int:
@@ -416,7 +452,9 @@ def _plan_results(ctx: SearchContext, screened: _Screening, sims: dict[PlanKey, 
     return [
         PlanResult(
             parallel=_parallel_of(k),
-            training=ctx.training.model_copy(update={"micro_batch": k[9], "recompute": k[10]}),
+            training=ctx.training.model_copy(
+                update={"micro_batch": k[9], "recompute": k[10], "offload": offload_spec(k)}
+            ),
             config=ctx.run_config(k),
             result=sims[k],
             screen_step_s=by_key[k][0],
@@ -469,7 +507,7 @@ def _search_result(
 
 def _tasks_of(key: PlanKey, global_batch: int) -> int:
     """Engine tasks of a plan: a forward and a backward (and a weight task) per micro-batch and chunk."""
-    tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, _ = key
+    tp, pp, dp, cp, ep, sp, vpp, zero, schedule, mb, _ = key[:11]
     m = global_batch // (mb * dp)
     return m * pp * vpp * (3 if get_schedule(schedule).split_weight else 2)
 
@@ -483,13 +521,14 @@ def _pick_spread(front: Sequence[Any], n: int) -> list[Any]:
 
 
 def _parallel_of(key: PlanKey) -> ParallelSpec:
-    tp, pp, dp, cp, ep, sp, vpp, zero, schedule, _, _ = key
+    tp, pp, dp, cp, ep, sp, vpp, zero, schedule, _, _ = key[:11]
     return ParallelSpec(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=sp, vpp=vpp, zero=zero, schedule=schedule)
 
 
 def _key_of(p: PlanResult) -> PlanKey:
     a, t = p.parallel, p.training
-    return (a.tp, a.pp, a.dp, a.cp, a.ep, a.sp, a.vpp, a.zero, a.schedule, t.micro_batch, t.recompute)
+    key = (a.tp, a.pp, a.dp, a.cp, a.ep, a.sp, a.vpp, a.zero, a.schedule, t.micro_batch, t.recompute)
+    return (*key, offload_name(t.offload))
 
 
 def _plan_sort(p: PlanResult) -> tuple[float, PlanKey]:

@@ -35,9 +35,20 @@ R_PIPE = "duplicate: a pipeline schedule needs pp > 1"
 R_ZERO = "duplicate: zero needs dp*cp > 1"
 R_VPP_LAYERS = "interleaving needs num_layers divisible by pp*vpp"
 R_OOM = "out of memory"
+R_OFFLOAD_PARAMS = "weight offload needs zero=3"
+R_OFFLOAD_ZERO = "optimizer offload needs zero >= 1 with dp*cp > 1"
 
-#: (tp, pp, dp, cp, ep, sp, vpp, zero, schedule, micro_batch, recompute): the order every tie is broken in.
-PlanKey = tuple[int, int, int, int, int, bool, int, int, str, int, str]
+#: Offload options the search tries (``training.offload`` of simulator.training.offload): none, the optimizer
+#: state and its step on the CPU (ZeRO-Offload), and also the 16-bit weights on the CPU (ZeRO-3, ZeRO-Infinity).
+OFFLOAD_SPECS: dict[str, dict[str, str]] = {
+    "none": {},
+    "optimizer": {"optimizer": "cpu"},
+    "optimizer+params": {"optimizer": "cpu", "params": "cpu"},
+}
+OFFLOAD: tuple[str, ...] = tuple(OFFLOAD_SPECS)
+
+#: (tp, pp, dp, cp, ep, sp, vpp, zero, schedule, micro_batch, recompute, offload): the order every tie is broken in.
+PlanKey = tuple[int, int, int, int, int, bool, int, int, str, int, str, str]
 
 
 def divisors(n: int) -> tuple[int, ...]:
@@ -65,6 +76,7 @@ class SearchSpace:
     zero: tuple[int, ...] = (0, 1, 2, 3)
     recompute: tuple[str, ...] = RECOMPUTE
     sp: tuple[bool, ...] = (False, True)
+    offload: tuple[str, ...] = ("none",)  # search_training_plans adds the others when nothing fits without them
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "cp", "ep", "micro_batch", "vpp"):
@@ -74,11 +86,17 @@ class SearchSpace:
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
                 raise ClusterSimError(f"search space {name}={list(values)} must list positive integers")
             object.__setattr__(self, name, tuple(sorted(set(values))))  # a value listed twice counts once
-        for name in ("schedule", "zero", "recompute", "sp"):
+        for name in ("schedule", "zero", "recompute", "sp", "offload"):
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         if self.vpp is not None and min(self.vpp) < 2:
             raise ClusterSimError(f"search space vpp={list(self.vpp)}: interleaving degrees start at 2")
-        checks = [("schedule", SCHEDULES), ("recompute", RECOMPUTE), ("zero", (0, 1, 2, 3)), ("sp", (False, True))]
+        checks = [
+            ("schedule", SCHEDULES),
+            ("recompute", RECOMPUTE),
+            ("zero", (0, 1, 2, 3)),
+            ("sp", (False, True)),
+            ("offload", OFFLOAD),
+        ]
         for name, allowed in checks:
             values = getattr(self, name)
             bad = [v for v in values if v not in allowed]
@@ -104,7 +122,7 @@ class SearchSpace:
                 )
             parts = [p.strip() for p in text.split(",") if p.strip()]
             try:
-                if key in ("schedule", "recompute"):
+                if key in ("schedule", "recompute", "offload"):
                     values: tuple[Any, ...] = tuple(parts)
                 elif key == "sp":
                     values = tuple({"true": True, "false": False, "1": True, "0": False}[p.lower()] for p in parts)
@@ -180,6 +198,16 @@ def ep_rule(model: ModelSpec, num_gpus: int, tp: int, dp: int, cp: int, ep: int)
         return R_EP
     if ep * tp * cp > num_gpus:
         return R_EP_FIT
+    return None
+
+
+def offload_rule(offload: str, zero: int, dp_cp: int) -> str | None:
+    """Why an offload option cannot run with this ZeRO stage, or None (simulator.core.host_tiers' checks)."""
+    spec = OFFLOAD_SPECS[offload]
+    if spec.get("params", "none") != "none" and zero != 3:
+        return R_OFFLOAD_PARAMS
+    if spec and dp_cp > 1 and zero < 1:
+        return R_OFFLOAD_ZERO
     return None
 
 

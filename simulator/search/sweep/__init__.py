@@ -17,7 +17,10 @@ The package, in the order a sweep runs:
 - :mod:`~simulator.search.sweep.cache`: :func:`config_hash`, :func:`code_version` and the result cache;
 - :mod:`~simulator.search.sweep.backends`: the in-process, process-pool and Ray runners;
 - :mod:`~simulator.search.sweep.run`: :func:`sweep`, :func:`evaluate_point`, ranking, :func:`pareto`,
-  :func:`write_frame`.
+  :func:`write_frame`;
+- :mod:`~simulator.search.sweep.expr`: the safe expression language of constraints and objectives (parsed
+  with :mod:`ast`, evaluated with numpy; never ``eval`` or ``DataFrame.eval``, as a sweep file may come
+  from someone else).
 """
 
 from __future__ import annotations

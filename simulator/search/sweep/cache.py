@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from hwmodels.errors import ClusterSimError
-from hwmodels.fileio import atomic_write
+from hwmodels.fileio import atomic_write, read_regular_file
+from hwmodels.profile import MAX_PROFILE_BYTES
 from simulator.search.sweep.spec import Kind
 
 #: Bump when the cached record or the metric columns change shape, so old cache files are not reused.
@@ -65,8 +66,8 @@ def profile_key(profile: str | None) -> str:
     if profile is None:
         return "default"
     path = Path(profile)
-    if path.is_file():
-        return "file:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    if path.is_file():  # read with the profile reader's cap: a sweep file may name any file
+        return "file:" + hashlib.sha256(read_regular_file(path, MAX_PROFILE_BYTES, f"profile {path}")).hexdigest()
     return profile
 
 

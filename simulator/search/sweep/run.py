@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 from hwmodels.errors import ClusterSimError
 from hwmodels.fileio import atomic_write
+from simulator.core.limits import WorkCaps
+from simulator.search.scale import check_work
 from simulator.search.sweep.backends import (
     STATUS_ERROR,
     STATUS_INVALID,
@@ -36,6 +38,7 @@ from simulator.search.sweep.cache import (
     normalise_reason,
     profile_key,
 )
+from simulator.search.sweep.expr import constraint_mask, objective_values, parse_expression
 from simulator.search.sweep.spec import (
     Kind,
     Mode,
@@ -51,6 +54,8 @@ from simulator.search.sweep.spec import (
 if TYPE_CHECKING:
     import pandas as pd
 
+#: What to do about a sweep or a point over the caps given to :func:`sweep` (the CLI's interactive scale).
+CAPS_HINT = "beyond interactive scale; pass --yes to run it anyway"
 #: Result fields whose keys vary from point to point: stored as one JSON string column, not flattened.
 _OPAQUE_METRICS = {"batch_size_histogram"}
 
@@ -122,6 +127,7 @@ def sweep(
     ray_address: str | None = None,
     profile: str | None = None,
     kind: Kind | None = None,
+    caps: WorkCaps | None = None,
 ) -> pd.DataFrame:
     """Simulate every point of ``space`` applied to ``base_config`` and return one row per point.
 
@@ -133,6 +139,9 @@ def sweep(
 
     ``df.attrs`` holds ``points``, ``evaluated`` (simulated now), ``cached`` (read from ``cache_dir``),
     ``pruned`` ({normalised reason: count} of invalid points), ``errors`` and ``wall_s``.
+
+    ``caps`` (e.g. :data:`simulator.core.limits.CLI_CAPS`) refuses a sweep of more points and marks
+    points whose work is over the caps invalid; the default runs whatever is asked.
     """
     started = time.perf_counter()
     spec = spec_from(
@@ -147,7 +156,10 @@ def sweep(
     check_backend(workers, backend)
     base = resolve_base(base_config)
     kind = _check_kind(kind or config_kind(base))
-    run = _SweepRun(spec, kind, base, profile, ResultCache(cache_dir), progress)
+    n_points = spec.grid_size if spec.mode == "grid" else min(spec.samples or 0, spec.grid_size)
+    if caps is not None and n_points > caps.sweep_points:
+        raise ClusterSimError(f"the sweep has {n_points:,} points, over {caps.sweep_points:,}; {CAPS_HINT}")
+    run = _SweepRun(spec, kind, base, profile, ResultCache(cache_dir), progress, caps)
     try:
         run.collect()
         Runner(evaluate_point, kind, profile, workers, backend, ray_address).run(run.todo(), run.on_done)
@@ -171,9 +183,17 @@ class _SweepRun:
     """
 
     def __init__(
-        self, spec: SweepSpec, kind: Kind, base: dict[str, Any], profile: str | None, cache: ResultCache, progress: bool
+        self,
+        spec: SweepSpec,
+        kind: Kind,
+        base: dict[str, Any],
+        profile: str | None,
+        cache: ResultCache,
+        progress: bool,
+        caps: WorkCaps | None = None,
     ) -> None:
         self.spec, self.kind, self.base, self.profile, self.cache = spec, kind, base, profile, cache
+        self.caps = caps
         base_dp = base.get("parallel", {}).get("dp") if isinstance(base.get("parallel"), dict) else None
         self.derived_dp = kind == "training" and (base_dp == "auto" or "auto" in spec.space.get("parallel.dp", []))
         self.rows: dict[int, dict[str, Any]] = {}
@@ -227,7 +247,10 @@ class _SweepRun:
             data = apply_values(self.base, values)
             if self.derived_dp:
                 row["parallel.dp"] = derive_dp(data)
-            return load_point(self.kind, data)  # type: ignore[no-any-return]
+            cfg = load_point(self.kind, data)
+            if self.caps is not None:
+                check_work(self.kind, cfg, self.caps, CAPS_HINT)
+            return cfg  # type: ignore[no-any-return]
         except ClusterSimError as exc:
             row["config_hash"] = None
             self.finish(index, STATUS_INVALID, str(exc), {})
@@ -348,6 +371,8 @@ def _rank(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     if spec.objective is None or not ok.any():
         return frame
     score = _objective_score(frame[ok], spec.objective).reindex(frame.index)
+    if spec.objective not in frame.columns:  # an expression: show its value as a column named by its text
+        frame[spec.objective] = score
     values = score.to_numpy(dtype=float, na_value=np.nan)
     key = np.nan_to_num(-values if spec.maximize else values, nan=np.inf)
     order = np.lexsort((frame["point"].to_numpy(), key, ~frame["feasible"].to_numpy()))
@@ -367,33 +392,27 @@ def _check_ranking(spec: SweepSpec, row: dict[str, Any]) -> None:
 
 
 def _objective_score(frame: pd.DataFrame, objective: str) -> Any:
+    """The objective per row: a result column, or a safe arithmetic expression over columns (:mod:`.expr`)."""
     import pandas as pd
 
-    if objective not in frame.columns:
+    if objective in frame.columns:
+        score = pd.to_numeric(frame[objective], errors="coerce")
+        if score.isna().all() and frame[objective].notna().any():
+            raise ClusterSimError(f"objective {objective!r} is not numeric; pick a metric like tokens_per_s")
+        return score
+    expr = parse_expression(objective)
+    missing = [c for c in expr.columns if c not in frame.columns]
+    if missing:
         numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and c != "point"]
         raise ClusterSimError(
-            f"objective {objective!r} is not a result column; choose one of: {', '.join(numeric[:12])}, ..."
+            f"objective {objective!r}: {missing[0]!r} is not a result column; choose one of: {', '.join(numeric)}"
         )
-    score = pd.to_numeric(frame[objective], errors="coerce")
-    if score.isna().all() and frame[objective].notna().any():
-        raise ClusterSimError(f"objective {objective!r} is not numeric; pick a metric like tokens_per_s")
-    return score
+    return objective_values(frame, expr)
 
 
 def _constraint_mask(sub: pd.DataFrame, expr: str) -> Any:
-    import pandas as pd
-
-    try:
-        out = sub.eval(expr, local_dict={}, global_dict={})
-    except pd.errors.UndefinedVariableError as exc:
-        raise ClusterSimError(
-            f"constraint {expr!r}: {exc}; use a result column (dotted names in backticks: `parallel.tp`)"
-        ) from None
-    except Exception as exc:
-        raise ClusterSimError(f"constraint {expr!r} is not a valid expression ({exc}); e.g. 'mfu > 0.4'") from None
-    if not isinstance(out, pd.Series) or not pd.api.types.is_bool_dtype(out):
-        raise ClusterSimError(f"constraint {expr!r} must be a comparison that is true or false, e.g. 'mfu > 0.4'")
-    return out.fillna(False).to_numpy(dtype=bool)
+    """Rows of ``sub`` that meet the constraint, evaluated by the safe expression language (never pandas eval)."""
+    return constraint_mask(sub, expr)
 
 
 def pareto(frame: pd.DataFrame, objectives: Mapping[str, str], *, feasible_only: bool = True) -> pd.DataFrame:

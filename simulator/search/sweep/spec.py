@@ -19,6 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwmodels.errors import ClusterSimError, first_validation_error
+from simulator.core.limits import MAX_CONSTRAINTS
+from simulator.search.sweep.expr import parse_expression
 
 #: A grid larger than this must be sampled (mode: random) instead of enumerated.
 MAX_GRID_POINTS = 1_000_000
@@ -37,11 +39,17 @@ class SweepSpec(BaseModel):
 
     space: dict[str, list[Any]] = Field(description="dotted config path -> values to try")
     mode: Mode = "grid"
-    samples: int | None = Field(default=None, gt=0, description="points to draw in random mode")
+    samples: int | None = Field(default=None, gt=0, le=MAX_GRID_POINTS, description="points to draw in random mode")
     seed: int = 0
-    objective: str | None = Field(default=None, description="result column to rank feasible points by")
+    objective: str | None = Field(
+        default=None, description="result column (or arithmetic over columns) to rank feasible points by"
+    )
     maximize: bool = True
-    constraints: list[str] = Field(default_factory=list, description="pandas expressions every feasible row meets")
+    constraints: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_CONSTRAINTS,
+        description="comparisons every feasible row meets, in the safe expression language of sweep.expr",
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -60,6 +68,20 @@ class SweepSpec(BaseModel):
             if not isinstance(values, list | tuple) or not values:
                 raise ClusterSimError(f"{key} must be a non-empty list of values, e.g. [1, 2, 4]")
         return {k: list(vals) for k, vals in v.items()}
+
+    @field_validator("constraints")
+    @classmethod
+    def _check_constraints(cls, v: list[str]) -> list[str]:
+        for text in v:
+            parse_expression(text)  # refused now, before any simulation, if it is not the safe language
+        return v
+
+    @field_validator("objective")
+    @classmethod
+    def _check_objective(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_expression(v)
+        return v
 
     @model_validator(mode="after")
     def _check_mode(self) -> SweepSpec:
