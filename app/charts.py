@@ -806,3 +806,169 @@ def _add_job_traces(fig: go.Figure, series: Any, schedule: Any, baseline: Any | 
             ),
             secondary_y=True,
         )
+
+
+# ---- gradient compression ------------------------------------------------------------------------
+
+#: Bars of the compression chart: table column -> legend label (seconds per step, busiest rank).
+COMPRESSION_TIMES = {
+    "dp_comm_s": "DP communication",
+    "exposed_dp_s": "exposed DP communication",
+    "codec_s": "(de)compression compute",
+}
+
+
+def compression_times(frame: pd.DataFrame) -> go.Figure:
+    """Per compression method: DP communication, the part of it exposed, and (de)compression compute
+    (s per step, bars), and the payload a GPU puts on the wire per step (GB, markers on the right axis).
+
+    ``frame`` has a ``method`` column and ``dp_comm_s``, ``exposed_dp_s``, ``codec_s``, ``payload_gb``.
+    Step time is the break-even chart's and the table's: at full scale it dwarfs these parts.
+    """
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    methods = [str(m) for m in frame["method"]]
+    for column, label in COMPRESSION_TIMES.items():
+        fig.add_trace(
+            go.Bar(
+                x=methods,
+                y=[float(v) for v in frame[column]],
+                name=label,
+                hovertemplate="%{x}: %{y:.4g} s<extra>" + label + "</extra>",
+            ),
+            secondary_y=False,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=methods,
+            y=[float(v) for v in frame["payload_gb"]],
+            name="payload per GPU (GB)",
+            mode="markers+lines",
+            line={"color": "black", "dash": "dot"},
+            hovertemplate="%{x}: %{y:.3g} GB<extra>payload per GPU</extra>",
+        ),
+        secondary_y=True,
+    )
+    fig.update_layout(
+        barmode="group",
+        title="Gradient sync per step by method: time and bytes on the wire",
+        legend={"orientation": "h", "y": -0.35},
+        margin={"b": 120},
+    )
+    fig.update_yaxes(title_text="seconds per step", secondary_y=False)
+    fig.update_yaxes(title_text="GB per GPU per step", secondary_y=True, rangemode="tozero")
+    return fig
+
+
+def break_even_chart(frame: pd.DataFrame) -> go.Figure:
+    """Break-even steps multiplier per method (dense step time / the method's, ``break_even`` column):
+    above 1 a method may need that many times the steps and still train faster; below 1 it never pays off."""
+    values = [float(v) for v in frame["break_even"]]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=[str(m) for m in frame["method"]],
+            orientation="h",
+            marker_color=[_break_even_color(v) for v in values],
+            text=[f"x{v:.2f}" for v in values],
+            textposition="auto",
+            hovertemplate="%{y}: x%{x:.3f}<extra>break-even</extra>",
+            showlegend=False,
+        )
+    )
+    fig.add_vline(x=1.0, line={"color": "black", "dash": "dash"})
+    fig.update_layout(
+        title="Break-even steps multiplier (dense step time / method's)",
+        xaxis_title="steps multiplier at which the method stops paying off (x)",
+        yaxis={"autorange": "reversed"},
+        annotations=[_note("green: faster per step than dense; red: slower, never pays off; grey: dense")],
+    )
+    return fig
+
+
+def _break_even_color(multiplier: float) -> str:
+    """Green when a method is faster per step than dense, red when slower, grey for dense itself (x1)."""
+    if math.isclose(multiplier, 1.0, rel_tol=1e-9):
+        return "#9D9D9D"
+    return "#54A24B" if multiplier > 1 else "#E45756"
+
+
+# ---- trade-off explorer: any two objectives, a third as colour --------------------------------------
+
+
+def tradeoff_chart(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    front_mask: Sequence[bool],
+    *,
+    color: str | None = None,
+    titles: Mapping[str, str] | None = None,
+    label: str = "label",
+    ok: str | None = None,
+) -> go.Figure:
+    """Every plan as a point (coloured by the ``color`` column when given) and the Pareto front over
+    (``x``, ``y``) as a line named "Pareto front"; ``customdata`` is the row position so a click maps back
+    to the plan. Rows whose boolean column ``ok`` is false (plans that do not fit) are drawn as crosses;
+    rows without a value on either axis are left out."""
+    titles = dict(titles or {})
+    mask = np.asarray(list(front_mask), dtype=bool)
+    if len(mask) != len(df):
+        raise ValueError(f"front_mask has {len(mask)} entries for {len(df)} rows")
+    for col in (x, y, *([color] if color else [])):
+        if col not in df:
+            raise ValueError(f"no column {col!r} to chart")
+    pos = np.arange(len(df))
+    text = df[label].astype(str).tolist() if label in df else [str(i) for i in pos]
+    good = df[ok].to_numpy(bool) if ok and ok in df else np.ones(len(df), dtype=bool)
+    text = [t if g else f"{t} (does not fit)" for t, g in zip(text, good, strict=True)]
+    xs, ys = pd.to_numeric(df[x], errors="coerce"), pd.to_numeric(df[y], errors="coerce")
+    shown = (xs.notna() & ys.notna()).to_numpy()
+    marker: dict[str, Any] = {"size": 10, "opacity": 0.85, "symbol": np.where(good, "circle", "x")[shown].tolist()}
+    if color:
+        marker.update(
+            color=pd.to_numeric(df[color], errors="coerce")[shown].tolist(),
+            colorscale="Viridis",
+            showscale=True,
+            colorbar={"title": {"text": titles.get(color, color)}},
+        )
+    else:
+        marker["color"] = np.where(mask, "#E45756", "#4C78A8")[shown].tolist()
+    fig = go.Figure(
+        go.Scatter(
+            x=xs[shown],
+            y=ys[shown],
+            mode="markers",
+            name="plans",
+            customdata=pos[shown],
+            hovertext=[t for t, s in zip(text, shown, strict=True) if s],
+            hovertemplate="%{hovertext}<br>%{x:.4g}, %{y:.4g}<extra></extra>",
+            marker=marker,
+        )
+    )
+    front = pd.DataFrame({"x": xs, "y": ys, "pos": pos})[mask & shown].sort_values(["x", "y"])
+    fig.add_trace(
+        go.Scatter(
+            x=front["x"],
+            y=front["y"],
+            mode="lines+markers",
+            name="Pareto front",
+            customdata=front["pos"],
+            hovertext=[text[i] for i in front["pos"]],
+            hovertemplate="%{hovertext}<br>%{x:.4g}, %{y:.4g}<extra>front</extra>",
+            line={"color": "#E45756"},
+            marker={
+                "size": 13,
+                "color": "rgba(0,0,0,0)",
+                "line": {"color": "#E45756", "width": 2},
+                "symbol": "diamond",
+            },
+        )
+    )
+    fig.update_layout(
+        title="Plans and their Pareto front (click a point to open it)",
+        xaxis_title=titles.get(x, x),
+        yaxis_title=titles.get(y, y),
+        clickmode="event+select",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig

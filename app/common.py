@@ -114,6 +114,8 @@ PAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "tradeoffs": ("sweep",),
     "hardware": ("gpu",),
     "power": ("power",),
+    "claims": (),
+    "compression": ("comp",),
 }
 
 

@@ -1,8 +1,8 @@
 """clustersim explorer: the Streamlit entry point (`clustersim app`, or `streamlit run app/main.py`).
 
-Five pages with stable URL paths: /training, /serving, /tradeoffs, /hardware, /power. The root URL is a
-hidden page that forwards to /training (keeping the query string), because Streamlit serves its
-default page at "/" only, and a link to /training must always work.
+Seven pages with stable URL paths: /training, /serving, /tradeoffs, /hardware, /power, /compression and
+/claims. The root URL is a hidden page that forwards to /training (keeping the query string), because
+Streamlit serves its default page at "/" only, and a link to /training must always work.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ PAGE_SPECS = {
     "tradeoffs": ("tradeoffs.py", "Trade-off explorer", ":material/balance:"),
     "hardware": ("hardware.py", "Hardware", ":material/memory:"),
     "power": ("power.py", "Power & carbon", ":material/bolt:"),
+    "compression": ("compression.py", "Gradient compression", ":material/compress:"),
+    "claims": ("claims.py", "Claims", ":material/fact_check:"),
 }
 PAGES = {
     url: st.Page(HERE / "views" / file, title=title, url_path=url, icon=icon)

@@ -5,6 +5,7 @@ infinities and absurd integers are refused, infeasible DVFS caps are rows, units
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
 import signal
@@ -372,7 +373,7 @@ def test_help_names_each_commands_default_config(capsys) -> None:
         build_parser().parse_args(["--help"])
     assert "power & carbon" in capsys.readouterr().out
     readme = (REPO / "README.md").read_text()
-    assert "opens five pages" in readme and "`/power`" in readme and "about 2.5 minutes" in readme
+    assert "opens seven pages" in readme and "`/power`" in readme and "about 2.5 minutes" in readme
 
 
 # ---- item 15: claims show the claim, the simulation and the reason ------------------------------------
@@ -472,3 +473,61 @@ def test_stale_uploads_are_removed(tmp_path: Path) -> None:
     os.utime(old, (two_days_ago, two_days_ago))
     assert remove_stale_files(tmp_path, "*.csv") == 1
     assert not old.exists() and fresh.exists()
+
+
+# ---- residuals of the hostile-input corpus (benchmarks/hostile_inputs.py) ------------------------------------
+
+
+def test_serving_on_a_part_filled_node_reports_energy(capsys) -> None:
+    """12 GPUs (1.5 DGX nodes) simulate and print; the node power is charged for the share of nodes used."""
+    cfg = ["--set", "workload.num_requests=8", "--set", "workload.arrivals.rate_per_s=4"]
+    code, out, err = run(capsys, "serve", *cfg, "--set", "replicas=12", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    result = json.loads(out)
+    assert result["num_gpus"] == 12 and result["energy_j"]["node"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--set", "parallel.tp.x=1"], "'tp' is a value, not a section"),
+        (["dvfs", "--caps", ",,,"], "is not a number"),
+        (["dvfs", "--clocks", "abc"], "'abc' in 'abc' is not a number"),
+        (["plan", "train", "llama3-8b", "--gpus", str(10**12), "--gpu", H100], "beyond interactive scale"),
+        (["plan", "serve", "--rate", "inf"], "positive, finite rate"),
+        (["plan", "serve", "--rate", "2", "--requests", str(10**9)], "per capacity search must be 1 to"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(capsys, argv: list[str], needle: str) -> None:
+    start = time.perf_counter()
+    one_line_error(*run(capsys, *argv)[::2], needle)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_claims_out_naming_a_directory(tmp_path: Path, capsys) -> None:
+    one_line_error(*run(capsys, "claims", "--only", "C1", "--out", str(tmp_path))[::2], "is a directory")
+
+
+def test_trace_and_routing_paths_too_long_for_the_filesystem(tmp_path: Path) -> None:
+    from simulator.moe.routing import load_trace as load_routing_trace
+    from simulator.serving.workload import TraceSpec, load_trace
+
+    long_path = str(tmp_path / ("x" * 5000))
+    with pytest.raises(ClusterSimError, match="not found"):
+        load_trace(TraceSpec(path=long_path))
+    with pytest.raises(ClusterSimError, match="not found"):
+        load_routing_trace(long_path)
+
+
+def test_a_trace_error_never_echoes_a_first_line_that_is_not_column_names(tmp_path: Path) -> None:
+    from simulator.serving.workload import TraceSpec, load_trace
+
+    secret = tmp_path / "passwd.csv"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1\n")
+    with pytest.raises(ClusterSimError) as exc:
+        load_trace(TraceSpec(path=str(secret), format="csv"))
+    assert "/bin/bash" not in str(exc.value) and "1 cell(s) that are not column names" in str(exc.value)
+    names = tmp_path / "names.csv"
+    names.write_text("arrival_s,prompt_tokens\n0,1\n")  # real column names are still listed, to help fix a mapping
+    with pytest.raises(ClusterSimError, match=r"\(have: arrival_s, prompt_tokens\)"):
+        load_trace(TraceSpec(path=str(names), format="csv"))

@@ -29,6 +29,7 @@ from simulator.app.common import (
     warn_reset,
 )
 from simulator.app.plans import default_training, derive_dp, from_json, to_json
+from simulator.app.views import training_options
 
 from hwmodels.catalogue import default_node_for_gpu, list_gpus, list_nodes
 from simulator.training.schedules import schedule_names
@@ -73,7 +74,13 @@ SCHEDULES = list(schedule_names())  # the schedule registry: a registered schedu
 RECOMPUTE = ["none", "selective", "full"]
 PRECISIONS = ["bf16", "fp16", "fp8"]
 DEFAULT_MODEL, DEFAULT_GPU = "gpt3-175b", "a100-sxm4-80gb"
-OPTIONS = {"tr_zero": [0, 1, 2, 3], "tr_schedule": SCHEDULES, "tr_recompute": RECOMPUTE, "tr_precision": PRECISIONS}
+OPTIONS = {
+    "tr_zero": [0, 1, 2, 3],
+    "tr_schedule": SCHEDULES,
+    "tr_recompute": RECOMPUTE,
+    "tr_precision": PRECISIONS,
+    **training_options.OPTIONS,
+}
 
 
 def _raw_state(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +101,7 @@ def _raw_state(cfg: dict[str, Any]) -> dict[str, Any]:
         out["tr_dp_auto"] = mp > 0 and n % mp == 0 and n // mp == int(p.get("dp", n // max(mp, 1)))
     except (TypeError, ValueError):
         out["tr_dp_auto"] = True
+    out.update(training_options.option_state(cfg))  # compression, routing, power, stack, offload
     return out
 
 
@@ -109,7 +117,7 @@ def safe_state(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     except (TypeError, ValueError, AttributeError):
         return _default_state(), ["config"]
     defaults = _default_state()
-    reset = coerce_state(values, defaults.get, OPTIONS, {"tr_zero": (0, 3)})
+    reset = coerce_state(values, defaults.get, OPTIONS, {"tr_zero": (0, 3), **training_options.BOUNDS})
     return values, reset
 
 
@@ -125,6 +133,7 @@ def _sidebar_plan() -> tuple[dict[str, Any] | None, dict[str, Any]]:
     parallel, dp = _parallel_widgets(cluster["num_gpus"])
     training = _training_widgets()
     cfg = {"model": model, "cluster": cluster, "parallel": parallel, "training": training}
+    training_options.sidebar(cfg)
     return (cfg if dp is not None else None), cfg
 
 
@@ -337,6 +346,7 @@ def render() -> None:
         return
     _show_plans(result, result_b, b_values is not None)
     _show_charts(result, result_b)
+    training_options.show_effects(cfg, result)
     _training_downloads(raw_cfg, result, result_b, cfg_b)
 
 

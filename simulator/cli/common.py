@@ -179,5 +179,14 @@ def with_scale_check(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def number_list(text: str | None, kind: Callable[[str], Any] = float) -> list[Any] | None:
-    """``"990,1200"`` as ``[990.0, 1200.0]`` (``kind`` converts each item); None or empty gives None."""
-    return [kind(item) for item in text.split(",")] if text else None
+    """``"990,1200"`` as ``[990.0, 1200.0]`` (``kind`` converts each item); None or empty gives None.
+    An item that is not a number is a one-line ClusterSimError."""
+    if not text:
+        return None
+    out = []
+    for item in text.split(","):
+        try:
+            out.append(kind(item))
+        except (ValueError, OverflowError):
+            raise ClusterSimError(f"{item.strip()[:40]!r} in {text[:80]!r} is not a number; e.g. 990,1200") from None
+    return out

@@ -25,6 +25,7 @@ from simulator.cli.common import (
     scale_caps,
 )
 from simulator.cli.textfmt import fmt, table
+from simulator.core.limits import CLI_CAPS
 from simulator.core.resources import example_path
 
 if TYPE_CHECKING:
@@ -320,6 +321,17 @@ def _plan_rows(plans: Sequence[PlanResult]) -> tuple[list[dict[str, Any]], list[
     return rows, cols
 
 
+def _offload_note(plans: Sequence[PlanResult]) -> list[str]:
+    """A line explaining ``offload:NAME`` when simulated plans keep model states in host memory or NVMe."""
+    needs = [p.needs_offload for p in plans]
+    if not any(needs):
+        return []
+    note = "offload:NAME = model states in host memory or NVMe (training.offload)"
+    if all(needs):
+        note += "; every simulated plan uses it (the search adds offload when no plan fits in GPU memory alone)"
+    return ["", note]
+
+
 def format_search(res: PlanSearchResult) -> str:
     """The text report of a plan search: what was searched, the fastest plans, the front, the prune counts."""
     lines = [
@@ -337,7 +349,7 @@ def format_search(res: PlanSearchResult) -> str:
         "Pareto front (step time vs memory" + (" vs energy" if len(cols) > 6 else "") + "):",
     ]
     rows, cols = _plan_rows(res.pareto)
-    lines += [table(rows, cols), "", "Pruned before simulation:"]
+    lines += [table(rows, cols), *_offload_note(res.simulated), "", "Pruned before simulation:"]
     width = max((len(k) for k in res.pruned), default=0)
     lines += [f"  {k.ljust(width)}  {v:>12,}" for k, v in res.pruned.items()]
     return "\n".join(lines)
@@ -351,6 +363,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise ClusterSimError(f"plan {args.plan_command} is not available; use plan train")
     if args.gpus < 1:
         raise ClusterSimError(f"--gpus {args.gpus} must be a positive number of GPUs")
+    if args.gpus > CLI_CAPS.num_gpus and not getattr(args, "yes", False):
+        raise ClusterSimError(
+            f"--gpus {args.gpus:,} is beyond interactive scale ({CLI_CAPS.num_gpus:,}); pass --yes to run it anyway"
+        )
     res = search_training_plans(
         args.model,
         num_gpus=args.gpus,

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from hwmodels.errors import ClusterSimError
+from hwmodels.fileio import atomic_write
 from simulator.cli.common import add_json_arg, print_json
 from simulator.cli.textfmt import table
 
@@ -60,8 +62,12 @@ def cmd_claims(args: argparse.Namespace) -> int:
     rows = run_claims(args.only or None)
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(to_markdown(rows))
+        if out.is_dir():
+            raise ClusterSimError(f"--out {out} is a directory; name a Markdown file, e.g. {out / 'claims.md'}")
+        try:
+            atomic_write(out, to_markdown(rows))
+        except OSError as exc:
+            raise ClusterSimError(f"cannot write --out {out}: {exc.strerror or exc}") from None
     if args.json:
         print_json([r.as_dict() for r in rows])
         return 0

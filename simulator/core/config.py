@@ -333,6 +333,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
         parts = key.strip().split(".")
         for part in parts[:-1]:
             child = node.get(part)
+            if child is not None and not isinstance(child, dict | str):
+                raise ClusterSimError(f"--set {key.strip()}: {part!r} is a value, not a section")
             if child is None or isinstance(child, str):
                 child = {} if child is None else child
                 if isinstance(child, str):

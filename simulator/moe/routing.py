@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -264,7 +265,7 @@ def _loaded_trace(path: str | Path) -> _LoadedTrace:
     """The parsed trace at ``path``: a regular file under MAX_ROUTING_TRACE_BYTES, checked before it is read
     (``/dev/zero``, a FIFO or a directory is refused from its metadata)."""
     p = Path(path)
-    if not p.exists():
+    if not os.path.exists(p):  # False, not OSError, for a name too long for the filesystem
         raise ClusterSimError(f"routing trace {p} not found; record one with calibration/record_routing.py")
     st = stat_regular_file(p, MAX_ROUTING_TRACE_BYTES, f"routing trace {p}")
     return _load_trace_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)

@@ -19,6 +19,7 @@ from typing import Any
 from hwmodels.catalogue import get_gpu
 from hwmodels.errors import ClusterSimError
 from hwmodels.topology import ClusterSpec
+from simulator.core.limits import CLI_CAPS
 
 POLICIES = ("continuous", "chunked")
 
@@ -81,8 +82,10 @@ def plan_serving(
     from simulator.serving import load_serving_config
     from simulator.serving.capacity import find_capacity
 
-    if rate_per_s <= 0:
-        raise ClusterSimError(f"rate_per_s={rate_per_s} must be positive")
+    if not math.isfinite(rate_per_s) or rate_per_s <= 0:
+        raise ClusterSimError(f"rate_per_s={rate_per_s} must be a positive, finite rate")
+    if not 1 <= requests <= CLI_CAPS.requests:
+        raise ClusterSimError(f"requests={requests:,} per capacity search must be 1 to {CLI_CAPS.requests:,}")
     cfg0 = load_serving_config(base)
     gpu = get_gpu(cfg0.gpu)
     site = cfg0.site
@@ -99,6 +102,7 @@ def plan_serving(
 
         it = tqdm(shapes, desc="replica shapes", unit="shape")
     plans: list[ServePlan] = []
+    over = 0  # the most replicas a shape would need, when over CLI_CAPS.replicas
     for tp, pol, seqs in it:
         data = _shape({**base, "workload": workload}, tp, pol, seqs)
         try:
@@ -108,9 +112,16 @@ def plan_serving(
             continue  # does not fit (weights/KV) or never meets the SLO
         cap = found.rate_per_s
         replicas = max(1, math.ceil(rate_per_s / cap))
+        if replicas > CLI_CAPS.replicas:  # confirming it would simulate requests x replicas requests
+            over = max(over, replicas)
+            continue
         n = replicas * tp * cfg.pp * cfg.ep
         interval = (found.interval.low, found.interval.high)
         plans.append(ServePlan(tp, pol, seqs, cap, replicas, n, n * price, replica_capacity_interval=interval))
+    if not plans and over:
+        raise ClusterSimError(
+            f"rate_per_s={rate_per_s:g} needs more than {CLI_CAPS.replicas:,} replicas of every shape; lower the rate"
+        )
     if not plans:
         raise ClusterSimError(
             f"no replica shape of {cfg0.model.name} on {gpu.id} meets the SLO; relax slo.ttft_s/tpot_s or use a "

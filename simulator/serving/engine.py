@@ -9,11 +9,16 @@ the router, which picks a replica per request.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
+from heapq import heappush
+from itertools import accumulate
 
+import numpy as np
 import simpy
+from simpy.events import NORMAL
 
 from hwmodels.errors import ClusterSimError
 from simulator.serving.config import ConcurrencyArrivals, RetentionSpec, ServingConfig
@@ -105,6 +110,75 @@ class IterationRecord:
     kv_total: int
 
 
+class IterationLog:
+    """Every iteration's :class:`IterationRecord` as compact typed columns: 36 bytes an iteration instead of a
+    Python object of about 200, so a million-request run (millions of iterations) keeps its history in a few
+    hundred MB."""
+
+    COLUMNS = ("replica", "start", "end", "prefill_tokens", "decodes", "kv_used", "kv_total")
+
+    def __init__(self) -> None:
+        self.replica, self.start, self.end = array("i"), array("d"), array("d")
+        self.prefill_tokens, self.decodes, self.kv_used, self.kv_total = array("i"), array("i"), array("i"), array("i")
+
+    def append(
+        self, replica: int, start: float, end: float, prefill_tokens: int, decodes: int, kv_used: int, kv_total: int
+    ) -> None:
+        """Add one iteration."""
+        self.replica.append(replica)
+        self.start.append(start)
+        self.end.append(end)
+        self.prefill_tokens.append(prefill_tokens)
+        self.decodes.append(decodes)
+        self.kv_used.append(kv_used)
+        self.kv_total.append(kv_total)
+
+    def extend(
+        self, replica: int, starts: list[float], ends: list[float], decodes: int, kv_used: list[int], kv_total: int
+    ) -> None:
+        """Add decode-only iterations of one replica, all of ``decodes`` sequences."""
+        k = len(starts)
+        self.replica.extend([replica] * k)
+        self.start.extend(starts)
+        self.end.extend(ends)
+        self.prefill_tokens.extend([0] * k)
+        self.decodes.extend([decodes] * k)
+        self.kv_used.extend(kv_used)
+        self.kv_total.extend([kv_total] * k)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def __iter__(self) -> Iterator[IterationRecord]:
+        cols = [getattr(self, c) for c in self.COLUMNS]
+        return (IterationRecord(*row) for row in zip(*cols, strict=True))
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as a numpy array (a copy)."""
+        return np.array(getattr(self, name))
+
+
+class _Environment(simpy.Environment):
+    """SimPy's environment with a timeout at an absolute time, so a run of iterations advanced at once ends at
+    exactly the float the one-by-one timeouts would have reached (``now + delay`` rounds)."""
+
+    def timeout_at(self, when: float) -> simpy.Event:
+        """An event that fires at ``when`` (>= now), scheduled as a :class:`simpy.Timeout` is."""
+        event = simpy.Event(self)
+        event._ok, event._value = True, None  # triggered, like Timeout.__init__ (simpy 4 internals)
+        heappush(self._queue, (when, NORMAL, next(self._eid), event))
+        return event
+
+    def peek_except(self, event: simpy.Event | None) -> float:
+        """Time of the next scheduled event other than ``event`` (``inf`` when there is none)."""
+        queue = self._queue
+        if not queue:
+            return math.inf
+        if queue[0][3] is not event:
+            return queue[0][0]
+        return min((queue[i][0] for i in (1, 2) if i < len(queue)), default=math.inf)  # a heap's next smallest
+
+
 @dataclass
 class Replica:
     """One model replica (TP x PP GPUs) with its KV cache and queues."""
@@ -146,10 +220,10 @@ class ServingEngine:
 
     def __init__(self, cfg: ServingConfig, model: IterationModel, make_kv, requests: list[Request]) -> None:
         self.cfg = cfg
-        self.env = simpy.Environment()
+        self.env = _Environment()
         self.requests = requests
         self.seqs: list[Seq] = []
-        self.records: list[IterationRecord] = []
+        self.records = IterationLog()
         self.preemptions = 0
         self.max_admitted = 0  # most sequences a replica held at once (decoding, prefilling or swapped out)
         self.kv_link_bytes_s = 0.0
@@ -163,6 +237,9 @@ class ServingEngine:
         self.max_in_flight = arrivals.max_concurrency if isinstance(arrivals, ConcurrencyArrivals) else None
         self.in_flight = 0
         self._client_free: simpy.Event | None = None
+        # the open-loop arrival process's pending wake-up, and when its request reaches a replica
+        self._arrival: simpy.Event | None = None
+        self._arrival_reach = math.inf
 
     # ---- router ---------------------------------------------------------------------------------
     def _pick(self, candidates: list[Replica], seq: Seq) -> Replica:
@@ -186,7 +263,11 @@ class ServingEngine:
         frontend = engine.frontend_s if engine is not None else 0.0
         for req in self.requests:
             if req.arrival_s > self.env.now:
-                yield self.env.timeout(req.arrival_s - self.env.now)
+                delay = req.arrival_s - self.env.now
+                timeout = self.env.timeout(delay)
+                if limit is None:  # the wake-up itself touches no replica: its request reaches one `frontend` later
+                    self._arrival, self._arrival_reach = timeout, self.env.now + delay + frontend
+                yield timeout
             if limit is not None:
                 while self.in_flight >= limit:
                     self._client_free = self.env.event()
@@ -201,6 +282,7 @@ class ServingEngine:
                 self.env.timeout(frontend).callbacks.append(lambda _, s=seq: self._enqueue(self._pick(entry, s), s))
             else:
                 self._enqueue(self._pick(entry, seq), seq)
+        self._arrival, self._arrival_reach = None, math.inf
 
     def _completed(self) -> None:
         """A request finished: in a closed loop its client sends the next one."""
@@ -274,13 +356,14 @@ class ServingEngine:
     def _reserve_fits(self, rep: Replica, seq: Seq, free: float) -> bool:
         return self._reserve_need(rep, seq) <= free
 
-    def _preempt(self, rep: Replica) -> bool:
-        """Evict a running sequence to free KV; False if none can go. vLLM (and TRT-LLM MAX_UTILIZATION) evict
+    def _preempt(self, rep: Replica) -> Seq | None:
+        """Evict a running sequence to free KV. vLLM (and TRT-LLM MAX_UTILIZATION) evict
         the most recently admitted one and put it first in the queue; SGLang retracts the one with the fewest
-        decoded tokens (the longest prompt among equals) to the back of the queue and raises its reserve."""
+        decoded tokens (the longest prompt among equals) to the back of the queue and raises its reserve. Returns
+        the victim (swapped out, or out of the running list), None if none can go."""
         victims = [s for s in rep.running if not s.swapped]
         if len(victims) <= 1:
-            return False
+            return None
         retract = self.preemption == "retract"
         victim = min(victims, key=lambda s: (s.generated, -s.prompt)) if retract else victims[-1]
         self.preemptions += 1
@@ -294,7 +377,7 @@ class ServingEngine:
             victim.swapped = True
             victim.blocks_swapped = victim.blocks
             victim.blocks = 0
-            return True
+            return victim
         rep.kv.free(victim.blocks)
         rep.kv.host_free += victim.host_blocks
         victim.blocks = victim.host_blocks = 0
@@ -305,32 +388,33 @@ class ServingEngine:
             rep.waiting.append(victim)
         else:
             rep.waiting.appendleft(victim)
-        return True
+        return victim
 
     def _grow_decodes(self, rep: Replica, decodes: list[Seq]) -> list[Seq]:
         """Give every decoding sequence room for its next token, preempting when the cache is full."""
         ok: list[Seq] = []
         size = rep.kv.block_size
-        preempted = False
+        victims: set[int] = set()  # ids of the sequences preempted here (swapped out, or gone from the running list)
         for seq in decodes:
-            if not preempted and seq.prompt + seq.generated < (seq.blocks + seq.host_blocks) * size and not seq.swapped:
+            if not victims and seq.prompt + seq.generated < (seq.blocks + seq.host_blocks) * size and not seq.swapped:
                 ok.append(seq)  # hot path: room in its last block
                 continue
             if seq.swapped or seq.blocks + seq.host_blocks == 0 and seq.to_prefill:
                 continue
-            if preempted and seq not in rep.running:  # only after a preemption can a sequence have left
+            if id(seq) in victims:  # only after a preemption can a sequence have left
                 continue
             if seq.context + 1 <= (seq.blocks + seq.host_blocks) * size:  # room in its last block
                 ok.append(seq)
                 continue
             while not self._admit_kv(rep, seq, seq.context + 1):
-                if not self._preempt(rep):
+                victim = self._preempt(rep)
+                if victim is None:
                     break
-                preempted = True
-            if (seq.blocks + seq.host_blocks) * size >= seq.context + 1 and not seq.swapped and seq in rep.running:
+                victims.add(id(victim))
+            if (seq.blocks + seq.host_blocks) * size >= seq.context + 1 and not seq.swapped and id(seq) not in victims:
                 ok.append(seq)
-        if preempted:
-            ok = [s for s in ok if s in rep.running and not s.swapped]
+        if victims:
+            ok = [s for s in ok if id(s) not in victims]
         return ok
 
     @staticmethod
@@ -465,9 +549,14 @@ class ServingEngine:
             yield from policy.step(self, rep)
 
     def run_batch(self, rep: Replica, prefill: list[tuple[Seq, int]], decodes: list[Seq]) -> Generator:
-        """Run one iteration of ``prefill`` chunks and ``decodes``; with nothing to run, wait for a change."""
+        """Run one iteration of ``prefill`` chunks and ``decodes``; with nothing to run, wait for a change.
+
+        The decode-only iterations that follow with nothing else happening are advanced at once
+        (:meth:`_fast_forward`), when the policy's decode steps allow it."""
         if prefill or decodes:
             yield from self._run_iteration(rep, prefill, decodes)
+            while (yield from self._fast_forward(rep)):
+                pass
             return
         if rep.running and not rep.waiting and all(s.swapped for s in rep.running):
             raise ClusterSimError("KV cache cannot hold even one swapped-in sequence; raise kv memory")
@@ -484,6 +573,153 @@ class ServingEngine:
             if not decodes:
                 return
             yield from self._run_iteration(rep, [], decodes, scheduled=False)
+
+    def admission_blocked(
+        self,
+        rep: Replica,
+        max_seqs: int,
+        token_budget: int | None = None,
+        chunk_prompts: bool = True,
+        full_only: bool = False,
+    ) -> bool:
+        """Whether no waiting request can join ``rep``'s running sequences (all decoding) during a run of decode
+        steps: none waits or the batch is at ``max_seqs``, or -- unless ``full_only`` -- the queue's head needs
+        more KV blocks than are free now (decode steps only take blocks, so it stays blocked). ``token_budget``:
+        the chunked-prefill budget of :meth:`chunked_batch` (with ``chunk_prompts``); None: whole prompts, as
+        :meth:`continuous_batch` admits them. False whenever it cannot tell (prefix caching, host offload,
+        SGLang's reserve, evictable prefixes)."""
+        n = len(rep.running)
+        if n > max_seqs:
+            return False
+        if not rep.waiting or n >= max_seqs:
+            return True
+        kv_cfg = self.cfg.kv
+        if full_only or self.preemption == "retract" or kv_cfg.prefix_caching or kv_cfg.offload_decode:
+            return False
+        if rep.kv.prefixes:
+            return False
+        seq = rep.waiting[0]
+        to_prefill = seq.to_prefill
+        if token_budget is None:
+            tokens = seq.context + 1 if to_prefill == 0 else seq.prompt + seq.recompute + 1
+        else:
+            budget = token_budget - n
+            if budget <= 0:
+                return True
+            chunk = min(to_prefill, budget)
+            if not chunk_prompts and chunk < to_prefill:
+                if to_prefill <= token_budget:
+                    return True  # it waits for a budget it fits in whole
+                chunk = to_prefill
+            tokens = seq.prefilled + chunk + (1 if chunk == to_prefill else 0)
+        if self.preemption == "no_evict" and to_prefill:
+            tokens = max(tokens, seq.prompt + seq.req.output_tokens)
+        return rep.kv.blocks_for(tokens) - seq.blocks - seq.host_blocks > rep.kv.gpu_free
+
+    def _fast_forward(self, rep: Replica) -> Generator[simpy.Event, None, bool]:
+        """Advance the run of decode-only iterations in which nothing but tokens and KV blocks changes, in one go.
+
+        While every running sequence decodes, none finishes before the run's last iteration, no prompt can join
+        (the policy's ``quiet_decode``), new KV blocks come from free GPU blocks (no eviction, preemption or host
+        tier) and no other event falls before the last iteration starts, each iteration is the one the scheduler
+        would build: the same batch, one token each, its context grown by the batch size. The
+        iteration times, records, work totals and block allocations are those of the one-by-one loop, in the same
+        float order, and any other process that runs during the last iteration sees the same state; only the SimPy
+        round trips go. Returns whether it advanced any iteration.
+        """
+        running = rep.running
+        n = len(running)
+        policy = self.cfg.batching
+        if rep.role == "prefill" or not n or not policy.quiet_decode(self, rep):
+            return False
+        env, kv = self.env, rep.kv
+        horizon, now = min(env.peek_except(self._arrival), self._arrival_reach), env.now
+        if now >= horizon or kv.pending_transfer_s:
+            return False
+        size = kv.block_size
+        steps: float = math.inf
+        context = 0
+        rooms: list[int] = []  # free token slots in each sequence's blocks
+        for s in running:
+            if s.swapped or s.host_blocks or s.prefilled < s.prompt + s.recompute:
+                return False
+            tokens = s.prompt + s.generated
+            left = s.req.output_tokens - s.generated
+            if left < steps:
+                steps = left  # up to the iteration in which the first sequences finish
+            context += tokens
+            rooms.append(s.blocks * size - tokens)
+        # each iteration is decided when the previous one ends: stop at the first one starting at the next event
+        spans: list[tuple[float, float]] = []
+        step_s = rep.model.decode_step_s
+        while len(spans) < steps and now < horizon:
+            t, idle = step_s(n, context + len(spans) * n)
+            spans.append((t, idle))
+            now += t
+        if now == horizon:  # a tie with an event scheduled during the run: keep SimPy's order by leaving it out
+            spans.pop()
+        # KV blocks taken at the start of each iteration: a sequence with `room` free slots takes one at
+        # iterations room + 1, room + 1 + block_size, ...; the run stops before the free blocks run out
+        steps = len(spans)
+        new_blocks = [0] * (steps + 1)
+        for room in rooms:
+            at = room + 1
+            while at <= steps:
+                new_blocks[at] += 1
+                at += size
+        taken = list(accumulate(new_blocks))
+        while taken[steps] > kv.gpu_free:
+            steps -= 1
+        if not steps:
+            return False
+        return (yield from self._advance(rep, spans[:steps], context, rooms, taken, policy.decays_token_ratio))
+
+    def _advance(
+        self,
+        rep: Replica,
+        spans: list[tuple[float, float]],
+        context: int,
+        rooms: list[int],
+        taken: list[int],
+        decays_ratio: bool,
+    ) -> Generator[simpy.Event, None, bool]:
+        """Run the quiet decode iterations ``spans`` (seconds, CPU-wait seconds) of every running sequence (see
+        :meth:`_fast_forward`), whose blocks have ``rooms`` free slots; ``taken[j]`` is the KV blocks allocated by
+        the start of iteration ``j``."""
+        kv, running = rep.kv, rep.running
+        n, steps = len(running), len(spans)
+        used0, total = kv.gpu_used, kv.gpu_blocks
+        work = rep.model.decode_work_totals
+        tensor_s, hbm_s, overhead_s, busy_s = rep.tensor_s, rep.hbm_s, rep.overhead_s, rep.busy_s
+        now = self.env.now
+        starts: list[float] = []
+        for t, idle in spans:
+            tensor, hbm = work(n, context)
+            tensor_s += tensor
+            hbm_s += hbm
+            overhead_s += idle
+            busy_s += t
+            starts.append(now)
+            now += t
+            context += n
+        rep.tensor_s, rep.hbm_s, rep.overhead_s, rep.busy_s = tensor_s, hbm_s, overhead_s, busy_s
+        if decays_ratio:
+            for _ in range(steps):
+                rep.token_ratio = max(RETRACT_MIN_TOKEN_RATIO, rep.token_ratio - RETRACT_RATIO_DECAY)
+        # the records of all but the last iteration; the last is written when it ends, as the one-by-one loop does
+        self.records.extend(rep.index, starts[:-1], starts[1:], n, [used0 + b for b in taken[1:steps]], total)
+        self.max_admitted = max(self.max_admitted, n)
+        size = kv.block_size
+        for s, room in zip(running, rooms, strict=True):
+            if steps > room:
+                s.blocks += 1 + (steps - room - 1) // size
+            s.generated += steps - 1
+        kv.gpu_free -= taken[steps]
+        kv.peak_used = max(kv.peak_used, kv.gpu_used)
+        yield self.env.timeout_at(now)
+        self.records.append(rep.index, starts[-1], now, 0, n, kv.gpu_used, total)
+        self._decoded(rep, list(running), now)  # the last iteration's tokens, and the sequences it finished
+        return True
 
     def _unfittable(self, rep: Replica) -> None:
         seq = rep.waiting[0]
@@ -518,7 +754,11 @@ class ServingEngine:
             for seq in decodes:
                 self._emit(rep, seq, now)
             return
-        for seq in decodes:  # hot path of decode iterations: inline of _emit
+        self._decoded(rep, decodes, now)
+
+    def _decoded(self, rep: Replica, decodes: list[Seq], now: float) -> None:
+        """Each of ``decodes`` emitted a token at ``now``; the finished ones leave (hot path: inline of _emit)."""
+        for seq in decodes:
             seq.generated += 1
             if seq.generated >= seq.req.output_tokens:
                 seq.done_s = now
@@ -604,9 +844,7 @@ class ServingEngine:
         start = self.env.now
         yield self.env.timeout(t)
         rep.busy_s += t
-        self.records.append(
-            IterationRecord(rep.index, start, self.env.now, prefill_tokens, decodes, rep.kv.gpu_used, rep.kv.gpu_blocks)
-        )
+        self.records.append(rep.index, start, self.env.now, prefill_tokens, decodes, rep.kv.gpu_used, rep.kv.gpu_blocks)
 
     def _form_batch(self, rep: Replica, pol: RequestLevelBatching) -> tuple[list[Seq], int]:
         """Pick the next static batch, reserving KV for every member's padded full length."""

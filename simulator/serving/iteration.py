@@ -335,6 +335,22 @@ class IterationModel:
         (:meth:`scheduler_s`; none for the later steps of a multi-step block, ``scheduled=False``) adds to it,
         or with ``serving.overlap_scheduling`` runs during it.
         """
+        if not decodes and len(prefill) == 1:  # one prompt chunk alone: the commonest prefill, memoised
+            key = ("prompt", *prefill[0], samples, scheduled)
+            value = self._cache.get(key)
+            if value is None:
+                value = self._cache[key] = self._iteration_s(prefill, 0, 0, samples, scheduled)
+            return value
+        return self._iteration_s(prefill, decodes, decode_context, samples, scheduled)
+
+    def _iteration_s(
+        self,
+        prefill: Sequence[tuple[int, int]],
+        decodes: int,
+        decode_context: int,
+        samples: int | None,
+        scheduled: bool,
+    ) -> tuple[float, float]:
         tokens = sum(c for c, _ in prefill) + decodes
         if tokens == 0:
             return 0.0, 0.0
@@ -361,6 +377,17 @@ class IterationModel:
         if engine is not None and engine.overlap_scheduling:
             return max(gpu, cpu), max(0.0, cpu - gpu)
         return gpu + cpu, cpu  # with PP the stages run one after another for a single iteration's latency
+
+    def decode_step_s(self, decodes: int, decode_context: int) -> tuple[float, float]:
+        """:meth:`iteration_s` of a scheduled decode-only iteration, memoised on all it depends on: the batch size
+        and the mean context in whole KV pages that :meth:`decode_attention_s` reads (the engine's hot path)."""
+        n = max(1, decodes // self.ep)
+        total = max(n, (decode_context + decodes) // self.ep)
+        key = ("step", decodes, -(-max(1, total // n) // DECODE_PAGE_TOKENS))
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = self.iteration_s((), decodes, decode_context, decodes, True)
+        return value
 
     def _graphed(self) -> IterationModel:
         """This model as a CUDA graph replays it (no host floor per kernel), built once."""
@@ -424,6 +451,23 @@ class IterationModel:
             m.kv_cache_bytes_per_token(self.kv_dtype),
             self.profile.peak_flops(self.compute_dtype()),
         )
+
+    def decode_work_totals(self, decodes: int, decode_context: int) -> tuple[float, float]:
+        """:meth:`work_totals` of a decode-only iteration, the same float operations with the per-batch terms kept
+        (the engine's hot path: one call per decode step)."""
+        terms = self._cache.get(("decode_work", decodes))
+        if terms is None:
+            m = self.model
+            matmul, attn_width, weights, expert, kv_token, peak = self._memo(("work",), self._work_constants)
+            if m.moe is not None:
+                weights -= expert * m.moe.num_experts * (1.0 - min(1.0, decodes * m.moe.top_k / m.moe.num_experts))
+            act = 4.0 * decodes * m.hidden_size * m.num_layers * 2.0
+            gpus, bandwidth = self.tp * self.pp * self.ep, self.profile.bandwidth_bytes_s
+            terms = (2.0 * matmul * decodes, attn_width, peak, gpus, weights, kv_token, act, bandwidth)
+            self._cache[("decode_work", decodes)] = terms
+        dense, attn_width, peak, gpus, weights, kv_token, act, bandwidth = terms
+        flops = dense + attn_width * decode_context
+        return flops / peak / gpus, (weights + kv_token * decode_context + act) / bandwidth / gpus
 
     def work_totals(self, prefill: Sequence[tuple[int, int]], decodes: int, decode_context: int) -> tuple[float, float]:
         """Work of one iteration on each GPU of the replica, for the energy model: (math as seconds at

@@ -101,6 +101,15 @@ class BatchingPolicy(BaseModel):
         """Most prompt tokens one iteration can hold (sizes the activation workspace)."""
         return max(int(getattr(self, "max_num_batched_tokens", max_prompt)), max_prompt)
 
+    #: whether each decode-only step decays SGLang's new-token ratio (see :meth:`quiet_decode`)
+    decays_token_ratio: ClassVar[bool] = False
+
+    def quiet_decode(self, engine: ServingEngine, rep: Replica) -> bool:
+        """Whether, while every sequence running on ``rep`` decodes, the policy's next iterations are one decode
+        step of them all with no prompt joining -- so the engine may advance such a run at once. False (the
+        default) keeps every iteration a scheduling step."""
+        return False
+
     def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:
         """The next iteration's prefill chunks and decodes on ``rep`` (iteration-level policies)."""
         raise NotImplementedError(f"{type(self).__name__} must implement next_batch or step")
@@ -207,6 +216,9 @@ class ContinuousBatching(BatchingPolicy):
     def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:  # noqa: D102 - see BatchingPolicy
         return engine.continuous_batch(rep, self.max_num_seqs, self.max_num_batched_tokens)
 
+    def quiet_decode(self, engine: ServingEngine, rep: Replica) -> bool:  # noqa: D102 - see BatchingPolicy
+        return self.num_scheduler_steps == 1 and engine.admission_blocked(rep, self.max_num_seqs)
+
     def step(self, engine: ServingEngine, rep: Replica) -> Generator:  # noqa: D102 - see BatchingPolicy
         prefill, decodes = self.next_batch(engine, rep)
         yield from engine.run_batch(rep, prefill, decodes)
@@ -234,6 +246,9 @@ class ChunkedPrefill(BatchingPolicy):
     def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:  # noqa: D102 - see BatchingPolicy
         return engine.chunked_batch(rep, self.max_num_seqs, self.token_budget, self.chunk_prompts)
 
+    def quiet_decode(self, engine: ServingEngine, rep: Replica) -> bool:  # noqa: D102 - see BatchingPolicy
+        return engine.admission_blocked(rep, self.max_num_seqs, self.token_budget, self.chunk_prompts)
+
 
 @register_batching
 class PrefillFirst(BatchingPolicy):
@@ -250,6 +265,12 @@ class PrefillFirst(BatchingPolicy):
 
     def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:  # noqa: D102 - see BatchingPolicy
         return engine.prefill_first_batch(rep, self.max_num_seqs, self.chunk_size)
+
+    decays_token_ratio: ClassVar[bool] = True
+
+    def quiet_decode(self, engine: ServingEngine, rep: Replica) -> bool:  # noqa: D102 - see BatchingPolicy
+        # a waiting prompt's admission rests on a reserve that shrinks every decode step: quiet only when full
+        return engine.admission_blocked(rep, self.max_num_seqs, full_only=True)
 
 
 @register_batching
@@ -270,6 +291,9 @@ class DisaggregatedServing(BatchingPolicy):
 
     def next_batch(self, engine: ServingEngine, rep: Replica) -> Batch:  # noqa: D102 - see BatchingPolicy
         return engine.continuous_batch(rep, self.max_num_seqs, self.max_num_batched_tokens)
+
+    def quiet_decode(self, engine: ServingEngine, rep: Replica) -> bool:  # noqa: D102 - see BatchingPolicy
+        return engine.admission_blocked(rep, self.max_num_seqs)
 
     def setup(self, engine: ServingEngine) -> None:
         """The KV cache moves from prefill to decode replicas over ``link``."""

@@ -8,10 +8,11 @@ and cost stay whole-run.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from simulator.core.timeline import Timeline
 from simulator.serving.steady import Analysis, SteadyState, SteadyStateSpec, analyze
@@ -80,22 +81,46 @@ class ServingResult(BaseModel):
         default=0.0, description="whole run (drain included); steady.cost_per_million_output_tokens_usd is the window's"
     )
     power: dict[str, Any] = Field(default_factory=dict, description="mode, avg_gpu_power_w, limit, sm_clock_mhz")
-    requests_table: list[dict[str, Any]] = Field(default_factory=list, exclude=True, repr=False)
-    kv_occupancy: list[tuple[float, int, float]] = Field(default_factory=list, exclude=True, repr=False)
     timeline: Timeline | None = Field(default=None, exclude=True, repr=False)
+    # per-request columns and the engine's iteration log (arrays, not a Python object per row: a run can have
+    # millions of iterations)
+    _requests: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
+    _iterations: Any = PrivateAttr(default=None)
 
     @property
     def requests(self) -> Any:
         """Per-request table (pandas DataFrame): arrival, lengths, TTFT, TPOT, e2e, queueing, replica."""
         import pandas as pd
 
-        return pd.DataFrame(self.requests_table)
+        return pd.DataFrame(self._requests, columns=list(REQUEST_COLUMNS) if self._requests else None)
+
+    @property
+    def requests_table(self) -> list[dict[str, Any]]:
+        """The per-request table as one dict per request (see :attr:`requests`)."""
+        cols = {k: v.tolist() for k, v in self._requests.items()}
+        return [dict(zip(cols, row, strict=True)) for row in zip(*cols.values(), strict=True)]
+
+    @property
+    def kv_occupancy(self) -> list[tuple[float, int, float]]:
+        """(time_s, replica, used fraction) at the end of every iteration."""
+        occ = self._kv_columns()
+        return list(zip(*(occ[k].tolist() for k in KV_OCCUPANCY_COLUMNS), strict=True))
 
     def kv_occupancy_frame(self) -> Any:
         """KV occupancy over time per replica (time_s, replica, used fraction)."""
         import pandas as pd
 
-        return pd.DataFrame(self.kv_occupancy, columns=["time_s", "replica", "kv_used_fraction"])
+        return pd.DataFrame(self._kv_columns(), columns=list(KV_OCCUPANCY_COLUMNS))
+
+    def _kv_columns(self) -> dict[str, np.ndarray]:
+        recs = self._iterations
+        if recs is None:
+            return {k: np.array([]) for k in KV_OCCUPANCY_COLUMNS}
+        return {
+            "time_s": recs.column("end"),
+            "replica": recs.column("replica").astype(np.int64),
+            "kv_used_fraction": recs.column("kv_used") / recs.column("kv_total"),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (the per-request table, KV occupancy and timeline left out)."""
@@ -117,11 +142,12 @@ def build_result(
     Latency, throughput and goodput figures come from the steady-state window; ``requested`` is the
     request count the user asked for when the run was extended beyond it.
     """
-    arrival = np.array([s.req.arrival_s for s in seqs])
-    first = np.array([s.first_token_s for s in seqs])
-    done = np.array([s.done_s for s in seqs])
-    out = np.array([s.req.output_tokens for s in seqs])
-    start = np.array([s.start_s if s.start_s is not None else s.first_token_s for s in seqs])
+    n = len(seqs)
+    arrival = np.fromiter((s.req.arrival_s for s in seqs), float, n)
+    first = np.fromiter((s.first_token_s for s in seqs), float, n)
+    done = np.fromiter((s.done_s for s in seqs), float, n)
+    out = np.fromiter((s.req.output_tokens for s in seqs), np.int64, n)
+    start = np.fromiter((s.start_s if s.start_s is not None else s.first_token_s for s in seqs), float, n)
     ttft, e2e = first - arrival, done - arrival
     multi = out > 1
     tpot = np.where(multi, (done - first) / np.maximum(out - 1, 1), np.nan)
@@ -139,7 +165,8 @@ def build_result(
         finished, w_span = np.ones(len(seqs), dtype=bool), span
     tokens_per_s = float(out[finished].sum()) / w_span
     recs = engine.records
-    batch = np.array([r.decodes for r in recs if r.decodes]) if recs else np.array([])
+    decodes = recs.column("decodes")
+    batch = decodes[decodes > 0]
     kv = [rep.kv for rep in engine.replicas]
     lookups = sum(k.lookups_tokens for k in kv)
     usd_per_gpu_s = float(energy.get("cost_usd", 0.0)) / (cfg.num_gpus * span)
@@ -150,7 +177,7 @@ def build_result(
             "cost_per_million_output_tokens_usd": usd_per_gpu_s * cfg.num_gpus / max(tokens_per_s, 1e-12) * 1e6,
         }
     )
-    return ServingResult(
+    result = ServingResult(
         model=cfg.model.name,
         gpu=cfg.gpu,
         num_gpus=cfg.num_gpus,
@@ -179,11 +206,12 @@ def build_result(
         batch_size_histogram=_batch_histogram(batch),
         gpu_busy_fraction=float(np.mean([rep.busy_s for rep in engine.replicas]) / span),
         iterations=len(recs),
-        requests_table=_request_table(seqs, ttft, tpot, e2e, start - arrival, met, win),
-        kv_occupancy=[(r.end, r.replica, r.kv_used / r.kv_total) for r in recs],
-        timeline=Timeline(_iteration_events(recs)),
+        timeline=IterationTimeline(recs),
         **energy,
     )
+    result._requests = _request_columns(seqs, arrival, out, ttft, tpot, e2e, start - arrival, met, win)
+    result._iterations = recs
+    return result
 
 
 def _steady(an: Analysis, spec: SteadyStateSpec, origin: float, requested: int, simulated: int) -> SteadyState:
@@ -230,38 +258,83 @@ def _batch_histogram(batch: np.ndarray) -> dict[str, int]:
     return hist
 
 
-def _request_table(
+#: Columns of :meth:`ServingResult.kv_occupancy_frame`.
+KV_OCCUPANCY_COLUMNS = ("time_s", "replica", "kv_used_fraction")
+
+#: Columns of the per-request table, in order.
+REQUEST_COLUMNS = (
+    "id",
+    "arrival_s",
+    "prompt_tokens",
+    "output_tokens",
+    "kv_prompt_tokens",
+    "session",
+    "turn",
+    "replica",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "queue_s",
+    "preemptions",
+    "cached_tokens",
+    "met_slo",
+    "in_window",
+)
+
+
+def _request_columns(
     seqs: list,
+    arrival: np.ndarray,
+    out: np.ndarray,
     ttft: np.ndarray,
     tpot: np.ndarray,
     e2e: np.ndarray,
     queue: np.ndarray,
     met: np.ndarray,
     window: np.ndarray,
-) -> list[dict[str, Any]]:
-    """One row per request: lengths, replica, latencies (s), preemptions, cached tokens, SLO verdict and
-    whether it lies in the steady-state measurement window."""
-    return [
-        {
-            "id": s.req.id,
-            "arrival_s": s.req.arrival_s,
-            "prompt_tokens": s.req.prompt_tokens,
-            "output_tokens": s.req.output_tokens,
-            "kv_prompt_tokens": s.prompt,
-            "session": s.req.session,
-            "turn": s.req.turn,
-            "replica": s.replica,
-            "ttft_s": float(t),
-            "tpot_s": float(p),
-            "e2e_s": float(e),
-            "queue_s": float(q),
-            "preemptions": s.preemptions,
-            "cached_tokens": s.cached_tokens,
-            "met_slo": bool(ok),
-            "in_window": bool(w),
-        }
-        for s, t, p, e, q, ok, w in zip(seqs, ttft, tpot, e2e, queue, met, window, strict=True)
-    ]
+) -> dict[str, np.ndarray]:
+    """The per-request table's columns: lengths, replica, latencies (s), preemptions, cached tokens, SLO verdict
+    and whether the request lies in the steady-state measurement window."""
+    n = len(seqs)
+
+    def ints(get: Any) -> np.ndarray:
+        return np.fromiter(map(get, seqs), np.int64, n)
+
+    cols = {
+        "id": ints(lambda s: s.req.id),
+        "arrival_s": arrival,
+        "prompt_tokens": ints(lambda s: s.req.prompt_tokens),
+        "output_tokens": out,
+        "kv_prompt_tokens": ints(lambda s: s.prompt),
+        "session": ints(lambda s: s.req.session),
+        "turn": ints(lambda s: s.req.turn),
+        "replica": ints(lambda s: s.replica),
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": e2e,
+        "queue_s": queue,
+        "preemptions": ints(lambda s: s.preemptions),
+        "cached_tokens": ints(lambda s: s.cached_tokens),
+        "met_slo": met,
+        "in_window": window,
+    }
+    return {k: cols[k] for k in REQUEST_COLUMNS}
+
+
+class IterationTimeline(Timeline):
+    """The engine's iterations as a :class:`Timeline` whose events are built on first use (a long run has
+    millions of iterations; most callers only want the metrics)."""
+
+    def __init__(self, records: Any) -> None:
+        object.__setattr__(self, "_records", records)
+
+    @cached_property
+    def events(self) -> tuple[tuple, ...]:  # type: ignore[override]
+        """The iterations' events (see :func:`_iteration_events`)."""
+        return _iteration_events(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
 
 
 def _iteration_events(recs: list) -> tuple[tuple, ...]:

@@ -231,7 +231,8 @@ def _energy_fields(
 ) -> dict[str, Any]:
     span = _span(engine)
     gpu = get_gpu(cfg.gpu)
-    node = ClusterSpec(gpu=gpu.id, num_gpus=cfg.num_gpus, node=cfg.node).resolve()
+    # the node's figures only (host power, GPUs per node): a deployment need not fill whole nodes (12 GPUs)
+    node = ClusterSpec(gpu=gpu.id, num_gpus=1, node=cfg.node).resolve()
     per_gpu = cfg.gpus_per_replica
     if cfg.power.mode == "tdp":
         gpu_j, node_j, avg_w = cfg.num_gpus * gpu.tdp_w * span, 0.0, gpu.tdp_w

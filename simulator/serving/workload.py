@@ -13,6 +13,7 @@ import csv
 import gzip
 import json
 import math
+import os
 import re
 import warnings
 import zlib
@@ -131,10 +132,22 @@ def load_trace(spec: TraceSpec, *, require_arrivals: bool = True) -> Trace:
     its rows keep file order and ``arrival_s`` is all zeros. Results are cached on the file's mtime and size.
     """
     path = Path(spec.path).expanduser()
-    if not path.exists():
+    if not os.path.exists(path):  # False, not OSError, for a name too long for the filesystem
         raise ClusterSimError(f"trace file '{spec.path}' not found; set workload.trace.path to an existing CSV/JSONL")
     st = stat_regular_file(path, MAX_REQUEST_TRACE_BYTES, f"trace '{spec.path}'")
     return _load_cached(spec.model_dump_json(), str(path.resolve()), st.st_mtime_ns, st.st_size, require_arrivals)
+
+
+#: A header cell that reads as a column name; anything else (``root:x:0:0:root:/root:/bin/bash``) is not echoed.
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,39}")
+
+
+def _header_text(header: list[str]) -> str:
+    """The header's column names for an error message, unless the first line is not a list of column
+    names (another kind of file named as a trace): then only how many cells it has, never its text."""
+    if header and all(_COLUMN_NAME.fullmatch(h) for h in header[:12]):
+        return ", ".join(header[:12])
+    return f"a first line of {len(header)} cell(s) that are not column names" if header else "none"
 
 
 @lru_cache(maxsize=8)
@@ -157,7 +170,7 @@ def _load_cached(spec_json: str, path: str, _mtime_ns: int, _size: int, require_
     have_arrivals = wanted["arrival_s"] in header
     for field, col in wanted.items():
         if col not in header and (field != "arrival_s" or require_arrivals):
-            have = ", ".join(h[:40] for h in header[:12]) or "none"
+            have = _header_text(header)
             raise ClusterSimError(
                 f"trace {name} lacks column '{col}' (have: {have}); set workload.trace.columns or preset"
             )

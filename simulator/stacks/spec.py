@@ -191,6 +191,16 @@ class StackSpec(BaseModel):
     overlap_grad_reduce: bool = Field(
         default=True, description="DP gradient reduction per bucket during the backward (Megatron DDP overlap)"
     )
+    cp_comm: Literal["p2p", "all_gather"] = Field(
+        default="p2p",
+        description="context parallelism: ring exchange of K/V overlapped with the attention blocks (p2p), or K/V "
+        "all-gathered before attention and dK/dV reduce-scattered after it, exposed (all_gather; Llama 3 §3.3.2)",
+    )
+    param_gather_window: Literal["first_forward", "hidden"] = Field(
+        default="first_forward",
+        description="ZeRO-1/2 with overlap_param_gather: the updated parameters' all-gather hides only under the "
+        "next step's first forward, bucket by bucket (Megatron DDP forward pre-hooks); 'hidden': fully overlapped",
+    )
     zero3_regather_in_recompute: bool = Field(
         default=False,
         description="ZeRO-3 with full recompute gathers the parameters again for the backward after the recomputed "

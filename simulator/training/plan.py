@@ -117,8 +117,14 @@ class Groups:
         return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp, "grad": self.grad}
 
 
-def _phases(costs: list[OpCost], cp: int, call_s: float = 0.0) -> tuple[Phase, Phase, Phase, float]:
-    """Forward, backward-input and backward-weight phases of a list of op costs, and attn-core fwd time."""
+def _phases(
+    costs: list[OpCost], cp: int, call_s: float = 0.0, cp_all_gather: bool = False
+) -> tuple[Phase, Phase, Phase, float]:
+    """Forward, backward-input and backward-weight phases of a list of op costs, and attn-core fwd time.
+
+    ``cp_all_gather``: K/V are all-gathered before the attention (the ring's bytes, none of them hidden) and
+    the backward gathers them again and reduce-scatters dK/dV (Llama 3 §3.3.2; Transformer Engine's
+    ``cp_comm_type="all_gather"``), instead of the ring exchange overlapped with the attention blocks."""
     f_comp = b_comp = w_comp = attn = 0.0
     f_comm: dict[str, float] = {}
     b_comm: dict[str, float] = {}
@@ -138,7 +144,10 @@ def _phases(costs: list[OpCost], cp: int, call_s: float = 0.0) -> tuple[Phase, P
         kind = op.group or "tp"
         f_comm[kind] = f_comm.get(kind, 0.0) + c.forward_s + call_s
         b_comm[kind] = b_comm.get(kind, 0.0) + c.backward_s + call_s
-    if cp > 1:  # ring attention overlaps the K/V exchange with the attention blocks it feeds
+    if cp > 1 and cp_all_gather:
+        f_comm["cp"] = ring
+        b_comm["cp"] = 2.0 * ring
+    elif cp > 1:  # ring attention overlaps the K/V exchange with the attention blocks it feeds
         f_comm["cp"] = max(0.0, ring - attn)
         b_comm["cp"] = max(0.0, 2.0 * ring - 2.5 * attn)
     return Phase(f_comp, f_comm), Phase(b_comp, b_comm), Phase(w_comp), attn
@@ -239,13 +248,14 @@ class _Pricer:
     cp: int
     call_s: float  # host cost of one collective call (training.collective_call_s)
     moe: _MoEAdjust | None
+    cp_all_gather: bool = False  # stack.cp_comm == "all_gather"
 
     def __call__(self, ops: list[Op]) -> tuple[Phase, Phase, Phase, float]:
         """Forward, backward-input and backward-weight phases of ``ops``, and attn-core forward seconds."""
         costs = [op_cost(op, self.profile, self.groups, self.dtype, self.algorithm) for op in ops]
         if self.moe is not None:
             costs = [self.moe.adjust(c) for c in costs]
-        return _phases(costs, self.cp, self.call_s)
+        return _phases(costs, self.cp, self.call_s, self.cp_all_gather)
 
 
 @dataclass(frozen=True)
@@ -370,7 +380,8 @@ def _model_costs(cfg: RunConfig, profile: Profile, cluster: Cluster) -> _ModelCo
     dtype = t.precision
     mb, seq = t.micro_batch, t.seq_len
     moe = _MoEAdjust.of(cfg, groups) if m.is_moe else None
-    price = _Pricer(profile, groups, placed.algorithm, dtype, p.cp, t.collective_call_s, moe)
+    cp_ag = cfg.stack.cp_comm == "all_gather"
+    price = _Pricer(profile, groups, placed.algorithm, dtype, p.cp, t.collective_call_s, moe, cp_ag)
     kinds: dict[bool, _LayerKind] = {}
     if cfg.stack.traced:
         traced = traced_model_ops(cfg)

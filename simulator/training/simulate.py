@@ -151,6 +151,46 @@ def _overlapped_s(events: list[tuple], pipeline_end: float) -> float:
     return sum(max(0.0, min(e[1], pipeline_end) - e[0]) for e in events)
 
 
+def param_gather_exposed_s(ag_s: list[float], compute_s: list[float], slack_s: float, chained: bool) -> float:
+    """Seconds the next step's first forward waits for the ZeRO-1/2 parameter all-gather, bucket by bucket.
+
+    Bucket ``k``'s layers may start only once its all-gather is done (Megatron DDP's forward pre-hook
+    ``finish_param_sync``). ``chained``: the pre-hook of bucket ``k`` dispatches bucket ``k+1``'s gather
+    (``next_param_gather_bucket_group``), so a gather never starts before the previous bucket's compute;
+    otherwise all gathers are dispatched at the step start (``align_param_gather``, Megatron's default with
+    interleaving). ``compute_s[k]`` is the forward work that runs on bucket ``k`` before bucket ``k+1`` is
+    needed; ``slack_s`` the rank's idle time before its first forward (pipeline fill), under which gathers run.
+    """
+    if len(ag_s) != len(compute_s):
+        raise ClusterSimError("param_gather_exposed_s: one compute time per bucket is needed")
+    ag_end, start, compute_end = 0.0, 0.0, slack_s
+    for a, c in zip(ag_s, compute_s, strict=True):
+        ag_end = (max(ag_end, start) if chained else ag_end) + a
+        start = max(compute_end, ag_end)
+        compute_end = start + c
+    return max(0.0, compute_end - slack_s - sum(compute_s))
+
+
+def _first_forward_gather_s(
+    cfg: RunConfig, stats: RankStats, chunks: list[ChunkCost], positions: list[int], groups: Groups
+) -> float:
+    """Exposed parameter all-gather of one rank under the first forward of the step (ZeRO-1/2, overlapped)."""
+    p, t = cfg.parallel, cfg.training
+    per_bucket = max(t.bucket_mparams * 1e6, 1e6 * p.dp)
+    # interleaved 1F1B runs pp micro-batches through a chunk before the next chunk needs its parameters
+    repeats = min(p.pp, max(1, t.global_batch // (t.micro_batch * p.dp))) if len(positions) > 1 else 1
+    ag_s: list[float] = []
+    compute_s: list[float] = []
+    for pos in positions:
+        ck = chunks[pos]
+        n = max(1, math.ceil(ck.params / per_bucket))
+        fwd = ck.forward.total_s
+        ag_s += [comm_time("all_gather", 2.0 * ck.params / n, groups.grad, groups.algorithm)] * n
+        compute_s += [fwd / n] * (n - 1) + [fwd / n + (repeats - 1) * fwd]
+    slack = stats.first_start_s or 0.0
+    return param_gather_exposed_s(ag_s, compute_s, slack, chained=len(positions) == 1)
+
+
 def _rank_tail(
     cfg: RunConfig,
     rank: int,
@@ -210,11 +250,32 @@ def _rank_tail(
         tail.optimizer_s = optimizer_step_time(profile, opt.bytes_per_param * shard, opt.launches_per_tensor * tensors)
     if t.offload.optimizer == "none":
         tail.events.append((opt_start, opt_start + tail.optimizer_s, rank, "compute", "optimizer step", "OPT", -1, 0))
-    if comm and p.zero in (1, 2) and p.dp * p.cp > 1 and not t.overlap_param_gather:
-        tail.gather_s = comm_time("all_gather", 2.0 * params, groups.grad, groups.algorithm)
-        g0 = opt_start + tail.optimizer_s + tail.host_s
-        tail.events.append((g0, g0 + tail.gather_s, rank, "dp", "param all_gather", "DP", -1, 0))
+    if comm and p.zero in (1, 2) and p.dp * p.cp > 1:
+        _param_gather(cfg, tail, rank, stats, chunks, positions, groups, opt_start + tail.optimizer_s + tail.host_s)
     return tail
+
+
+def _param_gather(
+    cfg: RunConfig,
+    tail: RankTail,
+    rank: int,
+    stats: RankStats,
+    chunks: list[ChunkCost],
+    positions: list[int],
+    groups: Groups,
+    start: float,
+) -> None:
+    """ZeRO-1/2: the updated parameters' all-gather, whole after the optimizer, or (overlap_param_gather) the
+    part the next step's first forward cannot hide (stack ``param_gather_window``)."""
+    label = "param all_gather"
+    if not cfg.training.overlap_param_gather:
+        params = sum(chunks[pos].params for pos in positions)
+        tail.gather_s = comm_time("all_gather", 2.0 * params, groups.grad, groups.algorithm)
+    elif cfg.stack.param_gather_window == "first_forward":
+        tail.gather_s = _first_forward_gather_s(cfg, stats, chunks, positions, groups)
+        label = "param all_gather (exposed under the first forward)"
+    if tail.gather_s > 0:
+        tail.events.append((start, start + tail.gather_s, rank, "dp", label, "DP", -1, 0))
 
 
 def _bubble_fraction(run: PipelineRun) -> float:

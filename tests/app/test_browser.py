@@ -29,7 +29,12 @@ PAGES = {  # url path -> text that must appear once the page has rendered
     "tradeoffs": "Pareto",
     "hardware": "h100-sxm5-80gb",
     "power": "avg GPU power",
+    "compression": "break-even",
+    "claims": "open in a page",
 }
+NO_CHART = {"claims"}  # a table page: nothing Plotly to wait for
+#: Each page must render within this many seconds of navigating to it (issue #18's acceptance).
+PAGE_BUDGET_S = 15.0
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -98,12 +103,15 @@ def test_every_page_renders_in_a_real_browser() -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            took = {}
             for path, needle in PAGES.items():
+                start = time.monotonic()
                 page.goto(f"{base}/{path}", timeout=60_000)
                 page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
                 page.get_by_text(needle).first.wait_for(timeout=120_000)
-                if path != "hardware" or page.locator(".js-plotly-plot").count():
+                if path not in NO_CHART and (path != "hardware" or page.locator(".js-plotly-plot").count()):
                     page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+                took[path] = time.monotonic() - start
                 page.wait_for_timeout(1500)  # let Plotly finish drawing
                 assert page.locator("[data-testid='stException']").count() == 0, f"traceback on /{path}"
                 if path in ("training", "serving"):
@@ -111,5 +119,8 @@ def test_every_page_renders_in_a_real_browser() -> None:
                 page.screenshot(path=str(SHOTS / f"{path}.png"), full_page=True)
         finally:
             browser.close()
+    print("seconds to render: " + ", ".join(f"/{p} {s:.1f}" for p, s in took.items()))
+    slow = {p: round(s, 1) for p, s in took.items() if p in ("claims", "compression") and s > PAGE_BUDGET_S}
+    assert not slow, f"pages over {PAGE_BUDGET_S:.0f} s: {slow}"
     for path in PAGES:
         assert (SHOTS / f"{path}.png").stat().st_size > 10_000

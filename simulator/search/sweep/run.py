@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,12 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def flat_metrics(result: Any) -> dict[str, Any]:
+    """A TrainingResult's or ServingResult's scalar metrics under the sweep frame's column names
+    (``memory_per_gpu_gb_peak``, ``ttft_s_p99``): the one flattening the app and the sweep share."""
+    return _flatten(result.to_dict())
+
+
 def evaluate_point(kind: Kind, cfg: BaseModel, profile: str | None = None) -> dict[str, Any]:
     """Simulate one validated config: {status, reason, metrics (flat scalars), sim_s}.
 
@@ -92,7 +98,7 @@ def evaluate_point(kind: Kind, cfg: BaseModel, profile: str | None = None) -> di
             from simulator.serving import simulate_serving
 
             result = simulate_serving(cfg, profile)
-        status, reason, metrics = STATUS_OK, None, _flatten(result.to_dict())
+        status, reason, metrics = STATUS_OK, None, flat_metrics(result)
     except ClusterSimError as exc:
         status, reason, metrics = STATUS_INVALID, str(exc), {}
     except Exception as exc:  # a bug in the simulator: keep the sweep going, report it in the row
@@ -128,6 +134,7 @@ def sweep(
     profile: str | None = None,
     kind: Kind | None = None,
     caps: WorkCaps | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Simulate every point of ``space`` applied to ``base_config`` and return one row per point.
 
@@ -138,10 +145,13 @@ def sweep(
     best first by ``objective`` when one is given (feasible rows first).
 
     ``df.attrs`` holds ``points``, ``evaluated`` (simulated now), ``cached`` (read from ``cache_dir``),
-    ``pruned`` ({normalised reason: count} of invalid points), ``errors`` and ``wall_s``.
+    ``cache_rejected`` (cache files refused as torn, foreign or edited, each simulated again), ``pruned``
+    ({normalised reason: count} of invalid points), ``errors`` and ``wall_s``.
 
     ``caps`` (e.g. :data:`simulator.core.limits.CLI_CAPS`) refuses a sweep of more points and marks
     points whose work is over the caps invalid; the default runs whatever is asked.
+
+    ``on_progress(done, total)`` is called in this thread as each point finishes (the app's progress bar).
     """
     started = time.perf_counter()
     spec = spec_from(
@@ -160,6 +170,7 @@ def sweep(
     if caps is not None and n_points > caps.sweep_points:
         raise ClusterSimError(f"the sweep has {n_points:,} points, over {caps.sweep_points:,}; {CAPS_HINT}")
     run = _SweepRun(spec, kind, base, profile, ResultCache(cache_dir), progress, caps)
+    run.on_progress = on_progress
     try:
         run.collect()
         Runner(evaluate_point, kind, profile, workers, backend, ray_address).run(run.todo(), run.on_done)
@@ -205,6 +216,8 @@ class _SweepRun:
         self.points_by_index = dict(self.points)
         self.bar = _progress_bar(len(self.points), progress)
         self.checked = False  # the objective and constraints were tried on a simulated row
+        self.on_progress: Callable[[int, int], None] | None = None
+        self.done = 0
 
     def finish(self, index: int, status: str, reason: str | None, values: dict[str, Any]) -> None:
         """Record point ``index``'s outcome (and, on the first simulated row, check the ranking columns)."""
@@ -217,6 +230,9 @@ class _SweepRun:
             _check_ranking(self.spec, {**self.rows[index], "feasible": True, **values})
             self.checked = True
         self.bar.update(1)
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, len(self.points))
 
     def collect(self) -> None:
         """Resolve every point: finish the invalid and cached ones, queue a job for the rest."""
@@ -291,6 +307,7 @@ class _SweepRun:
             points=len(self.points),
             evaluated=self.counts["evaluated"],
             cached=self.counts["cached"],
+            cache_rejected=self.cache.rejected,
             pruned=dict(sorted(self.pruned.items(), key=lambda kv: (-kv[1], kv[0]))),
             errors=int((frame["status"] == STATUS_ERROR).sum()),
             wall_s=time.perf_counter() - started,
