@@ -373,7 +373,7 @@ def test_help_names_each_commands_default_config(capsys) -> None:
         build_parser().parse_args(["--help"])
     assert "power & carbon" in capsys.readouterr().out
     readme = (REPO / "README.md").read_text()
-    assert "opens seven pages" in readme and "`/power`" in readme and "about 2.5 minutes" in readme
+    assert "opens seven pages" in readme and "`/power`" in readme and "about 4-5 minutes" in readme
 
 
 # ---- item 15: claims show the claim, the simulation and the reason ------------------------------------

@@ -45,7 +45,8 @@ def register(sub: Any) -> None:
     """Add ``app`` to the CLI's subcommands."""
     p = sub.add_parser(
         "app",
-        help="open the Streamlit explorer (training, serving, trade-offs, power & carbon, hardware)",
+        help="open the Streamlit explorer (training, serving, trade-offs, compression, claims, power & carbon, "
+        "hardware)",
         description="Run the Streamlit explorer: `streamlit run` on the installed app/main.py.",
     )
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")

@@ -516,6 +516,8 @@ def _pick_spread(front: Sequence[Any], n: int) -> list[Any]:
     """Up to ``n`` members of a front, evenly spaced along it, both ends included."""
     if len(front) <= n:
         return list(front)
+    if n <= 1:
+        return list(front[:n])
     idx = sorted({round(i * (len(front) - 1) / (n - 1)) for i in range(n)})
     return [front[i] for i in idx]
 
