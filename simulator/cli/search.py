@@ -410,6 +410,9 @@ def _add_plan_serve_parser(plan_sub: Any) -> None:
     add_config_args(p)
     p.add_argument("--rate", type=float, required=True, help="target arrival rate, requests/s")
     p.add_argument("--attainment", type=float, default=0.9, help="share of requests that must meet the SLO")
+    p.add_argument(
+        "--all-shapes", action="store_true", help="search every replica shape, even those that cannot be cheapest"
+    )
     p.add_argument("--tp", default=None, help="comma-separated TP degrees to try (default: 1,2,4,8 that divide heads)")
     p.add_argument(
         "--requests",
@@ -457,12 +460,15 @@ def cmd_plan_serve(args: argparse.Namespace) -> int:
         requests=args.requests,
         profile=args.profile,
         progress=not args.json,
+        exhaustive=args.all_shapes,
     )
     if args.json:
         print_json({"best": best.as_dict(), "candidates": [s.as_dict() for s in shapes]})
         return 0
     rows = [{**s.as_dict(), "shape": f"TP{s.tp} {s.policy} max {s.max_num_seqs}"} for s in shapes]
     print(table(rows, _SHAPE_COLUMNS))
+    if not args.all_shapes:
+        print("(shapes whose one replica costs more than the cheapest plan were not searched; --all-shapes)")
     print(_cheapest_text(args.rate, best))
     return 0
 

@@ -72,11 +72,14 @@ def plan_serving(
     requests: int = 400,
     profile: Any = None,
     progress: bool = False,
+    exhaustive: bool = False,
 ) -> tuple[ServePlan, list[ServePlan]]:
     """The cheapest deployment of ``base`` (a serving config dict) meeting its SLO at ``rate_per_s``.
 
-    Returns (best, every candidate that fits). ``requests`` sizes each capacity search's probes, which
-    use at least ``steady_state.min_requests`` (docs/serving-steady-state.md).
+    Returns (best, every candidate searched that fits). Shapes are searched from the fewest GPUs per
+    replica up; a shape whose single replica already costs more than the cheapest plan found is not
+    searched (it cannot win) unless ``exhaustive``. ``requests`` sizes each capacity search's probes,
+    which use at least ``steady_state.min_requests`` (docs/serving-steady-state.md).
     """
     from simulator.energy.pricing import gpu_hour_price
     from simulator.serving import load_serving_config
@@ -95,7 +98,7 @@ def plan_serving(
     workload = {**base.get("workload", {}), "num_requests": requests}
     per_node = ClusterSpec(gpu=gpu.id, num_gpus=1, node=cfg0.node).resolve().gpus_per_node
     tps = tps or _tps(cfg0.model, per_node)
-    shapes = [(tp, pol, seqs) for tp in tps for pol in policies for seqs in max_num_seqs]
+    shapes = [(tp, pol, seqs) for tp in sorted(tps) for pol in policies for seqs in max_num_seqs]
     it: Any = shapes
     if progress:
         from tqdm import tqdm
@@ -104,9 +107,17 @@ def plan_serving(
     plans: list[ServePlan] = []
     over = 0  # the most replicas a shape would need, when over CLI_CAPS.replicas
     for tp, pol, seqs in it:
+        cheapest = min((p.usd_per_hour for p in plans), default=math.inf)
+        per_replica_usd = tp * cfg0.pp * cfg0.ep * price
+        if not exhaustive and per_replica_usd > cheapest:
+            continue  # one replica of this shape already costs more than the best plan so far
         data = _shape({**base, "workload": workload}, tp, pol, seqs)
         try:
             cfg = load_serving_config(data)
+            least = math.ceil(rate_per_s / throughput_bound(data, profile))  # replicas, at the least
+            if least > CLI_CAPS.replicas or (not exhaustive and least * per_replica_usd > cheapest):
+                over = max(over, least) if least > CLI_CAPS.replicas else over
+                continue  # cannot be confirmed, or cannot be cheaper, whatever its capacity at the SLO
             found = find_capacity(cfg, attainment=attainment, profile=profile)
         except ClusterSimError:
             continue  # does not fit (weights/KV) or never meets the SLO
@@ -129,6 +140,24 @@ def plan_serving(
         )
     plans.sort(key=lambda p: (p.usd_per_hour, -p.replica_capacity_per_s))
     return _confirm(base, plans, rate_per_s, attainment, requests, profile), plans
+
+
+#: A replica's capacity at any SLO is below the rate it completes requests when saturated; a burst run's
+#: mean completion rate includes its ramp and drain at smaller batches, so it is doubled to stay an upper bound.
+BURST_BOUND_FACTOR = 2.0
+
+
+def throughput_bound(data: dict[str, Any], profile: Any = None, requests: int = 400) -> float:
+    """An upper bound on one replica's capacity (requests/s) at any SLO: ``BURST_BOUND_FACTOR`` x the
+    rate it completes ``requests`` requests sent at once (their lengths from ``data``'s workload)."""
+    from simulator.serving import load_serving_config
+    from simulator.serving.simulate import simulate_serving
+
+    n = max(1, min(requests, int(data.get("workload", {}).get("num_requests", requests))))
+    burst = {"kind": "fixed", "rate_per_s": 1e9}
+    wl = {**data.get("workload", {}), "arrivals": burst, "num_requests": n}
+    res = simulate_serving(load_serving_config({**data, "replicas": 1, "workload": wl}), profile)
+    return BURST_BOUND_FACTOR * res.completed_requests / max(res.duration_s, 1e-9)
 
 
 def _confirm(

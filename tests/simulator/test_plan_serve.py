@@ -36,3 +36,26 @@ def test_impossible_slo_is_a_one_line_error() -> None:
         plan_serving(strict, rate_per_s=1.0, tps=[1], policies=("continuous",), max_num_seqs=(64,), requests=60)
     with pytest.raises(ClusterSimError, match="positive"):
         plan_serving(BASE, rate_per_s=0.0)
+
+
+def test_pruned_search_finds_the_exhaustive_answer_and_the_burst_bound_holds() -> None:
+    from simulator.search.plan_serve import _shape, throughput_bound
+
+    kw = dict(tps=[1, 2], policies=("continuous",), max_num_seqs=(256,), requests=100)
+    base = {**BASE, "steady_state": {"max_requests": 3000}}
+    every_best, every = plan_serving(base, rate_per_s=1.0, exhaustive=True, **kw)
+    best, searched = plan_serving(base, rate_per_s=1.0, **kw)
+    assert (best.tp, best.replicas, best.usd_per_hour) == (every_best.tp, every_best.replicas, every_best.usd_per_hour)
+    assert len(searched) < len(every)  # the TP2 replica costs more than the one-GPU answer: not searched
+    for plan in every:  # the burst bound is above every capacity the steady-state search found
+        shape = _shape(base, plan.tp, plan.policy, plan.max_num_seqs)
+        assert throughput_bound(shape) >= plan.replica_capacity_per_s
+
+
+def test_a_rate_no_shape_can_reach_is_refused_without_capacity_searches() -> None:
+    import time
+
+    t0 = time.process_time()
+    with pytest.raises(ClusterSimError, match="more than 4,096 replicas"):
+        plan_serving(BASE, rate_per_s=1e76, tps=[1, 2], requests=100)
+    print(f"\nrefused in {time.process_time() - t0:.2f} s CPU")
