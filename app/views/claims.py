@@ -21,6 +21,7 @@ from simulator.app.common import PAGE_PARAMS, drop_foreign_params, error_text, r
 from simulator.app.plans import check_app_config, default_training, from_json, to_json
 
 from hwmodels.errors import ClusterSimError
+from simulator.models.catalogue import get_model
 
 #: page -> (view file for st.switch_page, its URL parameter, session key of its config or None)
 TARGETS: dict[str, tuple[str, str, str | None]] = {
@@ -96,9 +97,34 @@ def _none(note: str) -> Callable[[dict[str, Any]], ScenarioLink]:
     return lambda _s: ScenarioLink(None, None, note)
 
 
+def _moe_plan(model: Any, gpu: str, gpus: int, parallel: dict[str, int], batch: int, seq: int = 4096) -> dict:
+    """A training plan around a routing or model-spec scenario that names no plan of its own."""
+    return {
+        "model": model,
+        "cluster": {"gpu": gpu, "num_gpus": gpus},
+        "parallel": parallel,
+        "training": {"global_batch": batch, "micro_batch": 1, "seq_len": seq},
+    }
+
+
+def _c1_model(s: Mapping[str, Any]) -> dict[str, Any]:
+    """Mixtral's layer shape with the claim's expert count, top-k and hidden size."""
+    m = get_model("mixtral-8x7b").model_dump(mode="json")
+    m["moe"].update(num_experts=int(s["experts"]), top_k=int(s["top_k"]))
+    m.update(name=f"mixtral-shaped-{s['experts']}-experts", hidden_size=int(s["hidden"]))
+    return m
+
+
 #: claim id -> its scenario (simulator/examples/claims/<id>.yaml) -> where it opens.
 LINKS: dict[str, Callable[[dict[str, Any]], ScenarioLink]] = {
-    "C1": _none("routing statistics of one 32-expert MoE layer (clustersim claims C1); no training plan to open"),
+    "C1": lambda s: _training(
+        {
+            **_moe_plan(_c1_model(s), "h100-sxm5-80gb", s["ep"], {"tp": 1, "pp": 1, "dp": s["ep"], "ep": s["ep"]}, 32),
+            "moe_routing": s["hierarchical"],
+        },
+        f"a Mixtral-shaped model with the claim's {s['experts']} experts (top-{s['top_k']}) over EP{s['ep']}, "
+        "hierarchical routing; set routing to zipf 0.2 for the flat case (the claim compares the two)",
+    ),
     "C2": lambda s: _training(
         _with(s["config"], "training", compression=s["compression"]),
         "the 128-GPU data-parallel plan with C2's compression; the Compression page compares every method on it",
@@ -112,7 +138,12 @@ LINKS: dict[str, Callable[[dict[str, Any]], ScenarioLink]] = {
     ),
     "C6": lambda s: _training(s["large"], "the 1,024-GPU plan (the 512-GPU one halves dp and the batch)"),
     "C7": lambda s: _training(s["config"], "the 16-GPU data-parallel plan, gradient reduction overlapped"),
-    "C8": _none("compares FLOPs per token of two model specs (clustersim claims C8); no plan to simulate"),
+    "C8": lambda s: _training(
+        _moe_plan(
+            s["moe_model"], "a100-sxm4-80gb", s["gpus"], {"tp": 8, "pp": 1, "dp": s["gpus"] // 8, "ep": 8}, 64, 2048
+        ),
+        f"the claim's MoE model on its {s['gpus']} GPUs; switch the model to {s['dense_model']} for the dense side",
+    ),
     "C9": lambda s: _training(s["config"], "the 128-GPU plan with CPU parameter servers"),
     "C10": lambda s: _serving(_with(s["config"], batching=s["technique"]), "the 3-bucket deployment"),
     "C11": lambda s: _power(
@@ -132,10 +163,25 @@ LINKS: dict[str, Callable[[dict[str, Any]], ScenarioLink]] = {
             "policy": s["policies"][0],
         },
     ),
-    "C13": _none("a property of the DeepSeek-V2 model spec (KV bytes per token); no plan to simulate"),
-    "C14": _none("compares published expert counts with the DeepSeek-V2 config; no plan to simulate"),
+    "C13": lambda s: _serving(
+        {"model": s["model"], "gpu": "h100-sxm5-80gb", "tp": 8},
+        "DeepSeek-V2 on 8 H100: its KV bytes per token (MLA) set the KV memory the planner shows",
+    ),
+    "C14": lambda s: _training(
+        _moe_plan(s["model"], "h100-sxm5-80gb", 128, {"tp": 1, "pp": 8, "dp": 16, "ep": 16}, 256),
+        "DeepSeek-V2 training on 128 H100 (PP8, EP16) with the experts its config declares",
+    ),
     "C15": lambda s: _training(s["config"], "BERT-large on one A100 40 GB (inline model spec)"),
-    "C16": _none("routing statistics of a 64-expert layer over 16 ranks (clustersim claims C16); no plan to open"),
+    "C16": lambda s: _training(
+        {
+            **_moe_plan(
+                "deepseek-v2-lite", "h100-sxm5-80gb", s["ep"], {"tp": 1, "pp": 1, "dp": s["ep"], "ep": s["ep"]}, 64
+            ),
+            "moe_routing": s["load_aware"],
+        },
+        f"DeepSeek-V2-Lite (the claim's {s['experts']} experts, top-{s['top_k']}, hidden {s['hidden']}) over "
+        f"EP{s['ep']} with load-aware routing; set routing to zipf 1.0 for the plain case",
+    ),
     "C17": lambda s: _serving(_with(s["config"], weight_dtype="int8"), "the deployment with INT8 weights"),
     "C18": lambda s: _serving(
         _with(s["config"], weight_dtype="int8"), "the T4 deployment with INT8 weights and continuous batching"
