@@ -39,7 +39,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def one_line_error(code: int, err: str, needle: str = "") -> None:
+def assert_one_line_error(code: int, err: str, needle: str = "") -> None:
     """Exit 2 with exactly one short 'clustersim: error:' line (and the needle in it)."""
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -57,8 +57,8 @@ def quickstart() -> dict:
 def test_5000_digit_integer_in_a_config_file_or_override(tmp_path: Path, capsys) -> None:
     cfg = tmp_path / "big.yaml"
     cfg.write_text(QUICKSTART.read_text().replace("seq_len: 8192", "seq_len: " + "1" * 5000))
-    one_line_error(*run(capsys, "train", str(cfg))[::2], "number too long")
-    one_line_error(*run(capsys, "train", "--set", "training.seq_len=" + "9" * 5000)[::2], "training.seq_len")
+    assert_one_line_error(*run(capsys, "train", str(cfg))[::2], "number too long")
+    assert_one_line_error(*run(capsys, "train", "--set", "training.seq_len=" + "9" * 5000)[::2], "training.seq_len")
     with pytest.raises(ClusterSimError, match="digits long"):  # the Python API: a dict holding such an int
         load_config({**quickstart(), "seed": 10**5000})
 
@@ -75,22 +75,23 @@ def test_megabyte_model_name_is_a_short_error(capsys) -> None:
         with pytest.raises(ClusterSimError) as err:
             get_model(name)
         assert len(str(err.value)) < 600
-    one_line_error(*run(capsys, "train", "--set", "model=" + "x" * 200_000)[::2], "unknown model preset")
+    assert_one_line_error(*run(capsys, "train", "--set", "model=" + "x" * 200_000)[::2], "unknown model preset")
 
 
 @pytest.mark.parametrize("value", ["1.0e+76", str(10**76), "1e76"])
 def test_huge_seq_len(capsys, value: str) -> None:
-    one_line_error(*run(capsys, "train", str(QUICKSTART), "--set", f"training.seq_len={value}")[::2], "seq_len")
+    assert_one_line_error(*run(capsys, "train", str(QUICKSTART), "--set", f"training.seq_len={value}")[::2], "seq_len")
 
 
 def test_infinite_override_of_a_serving_config(capsys) -> None:
-    one_line_error(*run(capsys, "serve", "--set", "kv.host_gb=.inf")[::2], "kv.host_gb=inf must be a finite number")
+    code, _, err = run(capsys, "serve", "--set", "kv.host_gb=.inf")
+    assert_one_line_error(code, err, "kv.host_gb=inf must be a finite number")
 
 
 def test_claims_only_unknown_or_lower_case(capsys) -> None:
     from simulator.validation.claims import claim_ids
 
-    one_line_error(*run(capsys, "claims", "--only", "C99")[::2], "no claim 'C99'; choose from C1")
+    assert_one_line_error(*run(capsys, "claims", "--only", "C99")[::2], "no claim 'C99'; choose from C1")
     assert claim_ids(["c5", "5", " C17 "]) == ["C5", "C5", "C17"]
     code, out, err = run(capsys, "claims", "--only", "c5", "--json")
     assert code == 0 and '"id": "C5"' in out and "Traceback" not in err
@@ -202,7 +203,7 @@ def test_predict_iteration_time_tp4_pp5_is_one_line() -> None:
     ],
 )
 def test_infinity_is_refused_in_a_training_config(capsys, override: str) -> None:
-    one_line_error(*run(capsys, "train", str(QUICKSTART), "--set", override)[::2], "must be a finite number")
+    assert_one_line_error(*run(capsys, "train", str(QUICKSTART), "--set", override)[::2], "must be a finite number")
 
 
 def test_infinity_is_refused_in_the_python_api() -> None:
@@ -241,7 +242,7 @@ def test_1e30_token_trace_is_one_line(tmp_path: Path, capsys) -> None:
     trace = tmp_path / "huge.csv"
     trace.write_text("prompt_tokens,output_tokens\n1e30,5\n")
     argv = ["serve", "--set", "workload.lengths.kind=trace", "--set", f"workload.trace.path={trace}"]
-    one_line_error(*run(capsys, *argv, "--set", "workload.num_requests=5")[::2], "prompt_tokens")
+    assert_one_line_error(*run(capsys, *argv, "--set", "workload.num_requests=5")[::2], "prompt_tokens")
 
 
 @pytest.mark.parametrize("kind", ["deep-json", "truncated-gz", "not-gz", "latin1"])
@@ -257,14 +258,14 @@ def test_broken_traces_are_one_line(tmp_path: Path, capsys, kind: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     argv = ["serve", "--set", "workload.lengths.kind=trace", "--set", f"workload.trace.path={path}"]
-    one_line_error(*run(capsys, *argv, "--set", "workload.num_requests=5")[::2])
+    assert_one_line_error(*run(capsys, *argv, "--set", "workload.num_requests=5")[::2])
 
 
 def test_a_directory_as_a_trace_is_one_line(tmp_path: Path, capsys) -> None:
     path = tmp_path / "folder.csv"
     path.mkdir()
     argv = ["serve", "--set", "workload.lengths.kind=trace", "--set", f"workload.trace.path={path}"]
-    one_line_error(*run(capsys, *argv, "--set", "workload.num_requests=5")[::2], "folder.csv")
+    assert_one_line_error(*run(capsys, *argv, "--set", "workload.num_requests=5")[::2], "folder.csv")
 
 
 # ---- item 10: an impossible DVFS cap is a row, not an abort --------------------------------------------
@@ -500,12 +501,12 @@ def test_serving_on_a_part_filled_node_reports_energy(capsys) -> None:
 )
 def test_bad_flags_are_one_line_errors(capsys, argv: list[str], needle: str) -> None:
     start = time.perf_counter()
-    one_line_error(*run(capsys, *argv)[::2], needle)
+    assert_one_line_error(*run(capsys, *argv)[::2], needle)
     assert time.perf_counter() - start < 5.0
 
 
 def test_claims_out_naming_a_directory(tmp_path: Path, capsys) -> None:
-    one_line_error(*run(capsys, "claims", "--only", "C1", "--out", str(tmp_path))[::2], "is a directory")
+    assert_one_line_error(*run(capsys, "claims", "--only", "C1", "--out", str(tmp_path))[::2], "is a directory")
 
 
 def test_trace_and_routing_paths_too_long_for_the_filesystem(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def _text(at: AppTest) -> str:
     return "\n".join(parts + [f"{m.label} {m.value}" for m in at.metric])
 
 
-def _refused(at: AppTest, seconds: float, *needles: str) -> list[str]:
+def assert_refused(at: AppTest, seconds: float, *needles: str) -> list[str]:
     assert not at.exception, [e.value for e in at.exception]
     assert seconds < FAST_S, seconds
     msgs = _messages(at)
@@ -84,27 +84,27 @@ def test_power_custom_config_cannot_read_a_server_trace(columns) -> None:
     if columns:
         cfg["workload"]["trace"]["columns"] = columns
     at, s = _page("power", power=json.dumps({"workload": "custom", "config": cfg}))
-    _refused(at, s, "may only name uploaded files")
+    assert_refused(at, s, "may only name uploaded files")
     assert PASSWD_LINE not in _text(at).replace(str(columns), "")
     assert at.session_state["pw_workload"] != "custom"  # the defaults are shown instead
 
 
 def test_power_routing_trace_dev_zero_and_model_paths_are_refused() -> None:
     at, s = _page("power", power=json.dumps({"workload": "custom", "config": MOE_ZERO}))
-    _refused(at, s, "may only name uploaded files")
+    assert_refused(at, s, "may only name uploaded files")
     shown = []
     for model in ("/etc/passwd", "/etc/no-such-file.json"):
         cfg = {**MOE_ZERO, "model": model}
         del cfg["moe_routing"]
         at, s = _page("power", power=json.dumps({"workload": "custom", "config": cfg}))
-        msgs = " ".join(_refused(at, s, "is a file path"))
+        msgs = " ".join(assert_refused(at, s, "is a file path"))
         shown.append(msgs.replace("passwd", "X").replace("no-such-file.json", "X"))
     assert shown[0] == shown[1]  # same answer whether the file exists or not
 
 
 def test_power_deep_link_is_a_one_line_warning() -> None:
     at, s = _page("power", power='{"a":' * 3000 + "1" + "}" * 3000)
-    _refused(at, s, "nests deeper")
+    assert_refused(at, s, "nests deeper")
 
 
 # ---- /training ------------------------------------------------------------------------------------------------
@@ -120,13 +120,13 @@ def test_power_deep_link_is_a_one_line_warning() -> None:
 )
 def test_training_links_beyond_the_caps_are_refused(train: dict, needle: str) -> None:
     at, s = _page("training", train=json.dumps(train))
-    _refused(at, s, needle)
+    assert_refused(at, s, needle)
 
 
 def test_training_inline_model_with_a_million_layers_is_refused() -> None:
     model = get_model("llama3.2-1b").model_dump(mode="json") | {"num_layers": 10**6, "name": "huge"}
     at, s = _page("training", train=json.dumps({"model": model}))
-    _refused(at, s, "model layers")
+    assert_refused(at, s, "model layers")
 
 
 # ---- /serving ---------------------------------------------------------------------------------------------------
@@ -142,12 +142,12 @@ def test_training_inline_model_with_a_million_layers_is_refused() -> None:
 )
 def test_serving_links_beyond_the_caps_are_refused(serve: dict, needle: str) -> None:
     at, s = _page("serving", serve=json.dumps(serve))
-    _refused(at, s, needle)
+    assert_refused(at, s, needle)
 
 
 def test_serving_link_to_a_server_trace_is_refused() -> None:
     at, s = _page("serving", serve=json.dumps(SERVE))
-    _refused(at, s, "may only name uploaded files")
+    assert_refused(at, s, "may only name uploaded files")
     assert PASSWD_LINE not in _text(at)
 
 
@@ -157,9 +157,9 @@ def test_serving_link_to_a_server_trace_is_refused() -> None:
 def test_tradeoffs_and_hardware_survive_hostile_links() -> None:
     too_many = {"mode": "training", "knobs": {"tp": [1, 2, 4, 8], "pp": [1, 2, 4, 8, 16], "micro_batch": [1, 2, 4, 8]}}
     at, s = _page("tradeoffs", sweep=json.dumps(too_many))
-    _refused(at, s, "at most 64 plans")
+    assert_refused(at, s, "at most 64 plans")
     at, s = _page("tradeoffs", sweep='{"mode": "training", "knobs": {"tp": NaN}}')
-    _refused(at, s, "not valid JSON")
+    assert_refused(at, s, "not valid JSON")
     at, s = _page("hardware", gpu="/etc/passwd")
     assert not at.exception and s < FAST_S and PASSWD_LINE not in _text(at)
 
@@ -170,4 +170,4 @@ def test_tradeoffs_and_hardware_survive_hostile_links() -> None:
 def test_a_spent_session_budget_stops_new_simulations(monkeypatch) -> None:
     monkeypatch.setattr(common, "SESSION_BUDGET_S", 0.0)
     at, s = _page("serving", serve=json.dumps({"workload": {"num_requests": 21}}))
-    _refused(at, s, "simulation time")
+    assert_refused(at, s, "simulation time")

@@ -47,7 +47,7 @@ SOUP = [
 ]  # fmt: skip
 
 
-def _single_line_error(exc: ClusterSimError) -> None:
+def assert_single_line_error(exc: ClusterSimError) -> None:
     assert str(exc) and "\n" not in str(exc)
 
 
@@ -128,7 +128,7 @@ def test_arbitrary_text_is_a_result_or_a_one_line_error(text: str) -> None:
         try:
             run(FRAME, text)
         except ClusterSimError as exc:
-            _single_line_error(exc)
+            assert_single_line_error(exc)
 
 
 # ---- the config loaders ---------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def test_yaml_and_json_text_loaders(text: str) -> None:
         try:
             run()
         except ClusterSimError as exc:
-            _single_line_error(exc)
+            assert_single_line_error(exc)
 
 
 @FUZZ
@@ -164,7 +164,7 @@ def test_uploads_of_arbitrary_bytes(data: bytes) -> None:
         try:
             plans.parse_upload(data, name)
         except ClusterSimError as exc:
-            _single_line_error(exc)
+            assert_single_line_error(exc)
 
 
 @FUZZ
@@ -174,7 +174,7 @@ def test_url_configs_of_any_shape(value) -> None:
     try:
         data = plans.from_json(text, "URL parameter 'serve'")
     except ClusterSimError as exc:
-        _single_line_error(exc)
+        assert_single_line_error(exc)
         return
     assert data["x"] == value or value != value
 
@@ -209,6 +209,6 @@ def test_the_app_gate_refuses_or_passes_without_running(knobs: dict) -> None:
     try:
         checked = plans.check_app_config("serving", cfg)
     except ClusterSimError as exc:
-        _single_line_error(exc)
+        assert_single_line_error(exc)
         return
     assert checked.workload.num_requests <= 10_000 and checked.replicas <= 256
