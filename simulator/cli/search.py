@@ -467,8 +467,11 @@ def cmd_plan_serve(args: argparse.Namespace) -> int:
         return 0
     rows = [{**s.as_dict(), "shape": f"TP{s.tp} {s.policy} max {s.max_num_seqs}"} for s in shapes]
     print(table(rows, _SHAPE_COLUMNS))
-    if not args.all_shapes:
-        print("(shapes whose one replica costs more than the cheapest plan were not searched; --all-shapes)")
+    if best.pruned_shapes:
+        print(
+            f"({best.pruned_shapes} shape(s) that could not beat the cheapest plan were not searched: more GPUs per "
+            "replica, or the SLO missed at the capacity they would need; --all-shapes searches every one)"
+        )
     print(_cheapest_text(args.rate, best))
     return 0
 

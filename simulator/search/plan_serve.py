@@ -38,6 +38,7 @@ class ServePlan:
     usd_per_million_output_tokens: float = 0.0
     simulated: dict[str, Any] = field(default_factory=dict)
     replica_capacity_interval: tuple[float, float] = (0.0, 0.0)
+    pruned_shapes: int = 0  # shapes the search left out because they could not beat this plan
 
     @property
     def margin(self) -> float:
@@ -77,13 +78,16 @@ def plan_serving(
     """The cheapest deployment of ``base`` (a serving config dict) meeting its SLO at ``rate_per_s``.
 
     Returns (best, every candidate searched that fits). Shapes are searched from the fewest GPUs per
-    replica up; a shape whose single replica already costs more than the cheapest plan found is not
-    searched (it cannot win) unless ``exhaustive``. ``requests`` sizes each capacity search's probes,
-    which use at least ``steady_state.min_requests`` (docs/serving-steady-state.md).
+    replica up, within a TP degree the highest burst bound first. Unless ``exhaustive``, the search is
+    branch and bound: a shape that cannot rank before the best plan so far (fewer GPUs, or as many with
+    more capacity per replica) is left out -- by its GPUs per replica, by its burst bound, or by one
+    probe at the least capacity it would need (:class:`~simulator.serving.capacity.BelowRate`); only
+    shapes that pass that probe get a full capacity search. ``best.pruned_shapes`` counts those left out.
+    ``requests`` sizes each capacity search's probes, which use at least ``steady_state.min_requests``
+    (docs/serving-steady-state.md).
     """
     from simulator.energy.pricing import gpu_hour_price
     from simulator.serving import load_serving_config
-    from simulator.serving.capacity import find_capacity
 
     if not math.isfinite(rate_per_s) or rate_per_s <= 0:
         raise ClusterSimError(f"rate_per_s={rate_per_s} must be a positive, finite rate")
@@ -97,38 +101,32 @@ def plan_serving(
         price = gpu_hour_price(gpu.id, site.price_preset).value_usd
     workload = {**base.get("workload", {}), "num_requests": requests}
     per_node = ClusterSpec(gpu=gpu.id, num_gpus=1, node=cfg0.node).resolve().gpus_per_node
-    tps = tps or _tps(cfg0.model, per_node)
-    shapes = [(tp, pol, seqs) for tp in sorted(tps) for pol in policies for seqs in max_num_seqs]
-    it: Any = shapes
+    tps = sorted(tps or _tps(cfg0.model, per_node))
+    n_shapes = len(tps) * len(policies) * len(max_num_seqs)
+    bar: Any = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(shapes, desc="replica shapes", unit="shape")
+        bar = tqdm(total=n_shapes, desc="replica shapes", unit="shape")
     plans: list[ServePlan] = []
-    over = 0  # the most replicas a shape would need, when over CLI_CAPS.replicas
-    for tp, pol, seqs in it:
-        cheapest = min((p.usd_per_hour for p in plans), default=math.inf)
-        per_replica_usd = tp * cfg0.pp * cfg0.ep * price
-        if not exhaustive and per_replica_usd > cheapest:
-            continue  # one replica of this shape already costs more than the best plan so far
-        data = _shape({**base, "workload": workload}, tp, pol, seqs)
-        try:
-            cfg = load_serving_config(data)
-            least = math.ceil(rate_per_s / throughput_bound(data, profile))  # replicas, at the least
-            if least > CLI_CAPS.replicas or (not exhaustive and least * per_replica_usd > cheapest):
-                over = max(over, least) if least > CLI_CAPS.replicas else over
-                continue  # cannot be confirmed, or cannot be cheaper, whatever its capacity at the SLO
-            found = find_capacity(cfg, attainment=attainment, profile=profile)
-        except ClusterSimError:
-            continue  # does not fit (weights/KV) or never meets the SLO
-        cap = found.rate_per_s
-        replicas = max(1, math.ceil(rate_per_s / cap))
-        if replicas > CLI_CAPS.replicas:  # confirming it would simulate requests x replicas requests
-            over = max(over, replicas)
-            continue
-        n = replicas * tp * cfg.pp * cfg.ep
-        interval = (found.interval.low, found.interval.high)
-        plans.append(ServePlan(tp, pol, seqs, cap, replicas, n, n * price, replica_capacity_interval=interval))
+    search = _Search(rate_per_s, exhaustive)
+    for tp in tps:
+        gpus = tp * cfg0.pp * cfg0.ep  # per replica
+        shapes = [_shape({**base, "workload": workload}, tp, pol, seqs) for pol in policies for seqs in max_num_seqs]
+        if search.cannot_win(gpus, math.inf):
+            search.pruned += len(shapes)
+            _advance(bar, len(shapes))
+            continue  # one replica of this TP already needs more GPUs than the best plan so far
+        for data, bound in _by_bound(shapes, profile):  # the likeliest high capacity first: it prunes the rest
+            _advance(bar, 1)
+            plan = search.shape(data, gpus, bound, attainment, profile)
+            if plan is not None:
+                plan.usd_per_hour = plan.num_gpus * price
+                plans.append(plan)
+                search.add(plan)
+    if bar is not None:
+        bar.close()
+    over = search.over
     if not plans and over:
         raise ClusterSimError(
             f"rate_per_s={rate_per_s:g} needs more than {CLI_CAPS.replicas:,} replicas of every shape; lower the rate"
@@ -138,8 +136,110 @@ def plan_serving(
             f"no replica shape of {cfg0.model.name} on {gpu.id} meets the SLO; relax slo.ttft_s/tpot_s or use a "
             "larger GPU"
         )
-    plans.sort(key=lambda p: (p.usd_per_hour, -p.replica_capacity_per_s))
-    return _confirm(base, plans, rate_per_s, attainment, requests, profile), plans
+    plans.sort(key=_rank)
+    best = _confirm(base, plans, rate_per_s, attainment, requests, profile)
+    best.pruned_shapes = search.pruned
+    return best, plans
+
+
+def _rank(plan: ServePlan) -> tuple[int, float]:
+    """Order of preference: fewest GPUs (every shape pays the same $/GPU-hour), then the higher capacity per replica."""
+    return plan.num_gpus, -plan.replica_capacity_per_s
+
+
+def _advance(bar: Any, n: int) -> None:
+    if bar is not None:
+        bar.update(n)
+
+
+def _by_bound(shapes: list[dict[str, Any]], profile: Any) -> list[tuple[dict[str, Any], float | None]]:
+    """Shapes with their burst bounds (None: does not fit), the highest bound first."""
+    out: list[tuple[dict[str, Any], float | None]] = []
+    for data in shapes:
+        try:
+            out.append((data, throughput_bound(data, profile)))
+        except ClusterSimError:
+            out.append((data, None))
+    return sorted(out, key=lambda x: -(x[1] or 0.0))
+
+
+@dataclass
+class _Search:
+    """The best plan so far, and the least capacity a shape needs to beat it (branch and bound on GPUs)."""
+
+    rate: float
+    exhaustive: bool
+    best: ServePlan | None = None
+    pruned: int = 0  # shapes not fully searched because they cannot beat the best plan
+    over: int = 0  # the most replicas a shape would need, when over CLI_CAPS.replicas
+
+    def add(self, plan: ServePlan) -> None:
+        if self.best is None or _rank(plan) < _rank(self.best):
+            self.best = plan
+
+    def need(self, gpus: int) -> float | None:
+        """Least capacity per replica (req/s) with which a shape of ``gpus`` GPUs per replica would rank
+        before the best plan: fewer GPUs in all, or as many with a higher capacity per replica."""
+        if self.best is None or self.exhaustive:
+            return None
+        k = self.best.num_gpus // gpus  # most replicas that do not exceed the best plan's GPUs
+        if k * gpus < self.best.num_gpus:
+            return self.rate / k
+        fewer = self.rate / (k - 1) if k > 1 else math.inf  # fewer GPUs than the best plan
+        return min(fewer, max(self.rate / k, self.best.replica_capacity_per_s * (1 + 1e-9)))  # or a tie won
+
+    def shape(
+        self, data: dict[str, Any], gpus: int, bound: float | None, attainment: float, profile: Any
+    ) -> ServePlan | None:
+        """The plan of one replica shape (``usd_per_hour`` left to the caller), or None when it does not fit,
+        never meets the SLO, would need too many replicas or cannot beat the best plan (counted as pruned)."""
+        from simulator.serving import load_serving_config
+        from simulator.serving.capacity import BelowRate, find_capacity
+
+        if bound is None:
+            return None  # does not fit (weights/KV)
+        least = math.ceil(self.rate / bound)  # replicas, at the least
+        if least > CLI_CAPS.replicas:
+            self.over = max(self.over, least)
+            return None  # confirming it would simulate requests x replicas requests
+        if self.cannot_win(gpus, bound):
+            self.pruned += 1
+            return None  # cannot be cheaper, whatever its capacity at the SLO
+        try:
+            cfg = load_serving_config(data)
+            found = find_capacity(cfg, attainment=attainment, profile=profile, at_least=self.need(gpus))
+        except BelowRate:
+            self.pruned += 1
+            return None  # misses the SLO at the least capacity that would make it the cheapest
+        except ClusterSimError:
+            return None  # never meets the SLO
+        cap = found.rate_per_s
+        replicas = max(1, math.ceil(self.rate / cap))
+        if replicas > CLI_CAPS.replicas:
+            self.over = max(self.over, replicas)
+            return None
+        batching = data["batching"]
+        interval = (found.interval.low, found.interval.high)
+        n = replicas * gpus
+        return ServePlan(
+            data["tp"],
+            batching["kind"],
+            batching["max_num_seqs"],
+            cap,
+            replicas,
+            n,
+            0.0,
+            replica_capacity_interval=interval,
+        )
+
+    def cannot_win(self, gpus: int, bound: float) -> bool:
+        """True when a shape of ``gpus`` GPUs per replica whose capacity is below ``bound`` cannot rank first."""
+        if self.best is None or self.exhaustive:
+            return False
+        if gpus > self.best.num_gpus:
+            return True
+        need = self.need(gpus)
+        return need is not None and bound < need
 
 
 #: A replica's capacity at any SLO is below the rate it completes requests when saturated; a burst run's

@@ -20,6 +20,14 @@ from simulator.serving.steady import Interval
 Outcome = Literal["pass", "fail", "inconclusive"]
 
 
+class BelowRate(ClusterSimError):
+    """The capacity search's first probe, at the rate asked as a floor, failed: the capacity is below it."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(f"the SLO is missed at {rate:.3g} requests/s, the least rate asked of this deployment")
+        self.rate = rate
+
+
 class Probe(BaseModel):
     """One rate the search simulated: its outcome on the confidence bounds and the run behind it."""
 
@@ -68,6 +76,7 @@ def find_capacity(
     rel_tol: float = 0.03,
     profile: Any = None,
     progress: Callable[[float, ServingResult], None] | None = None,
+    at_least: float | None = None,
 ) -> Capacity:
     """Search the arrival rate (requests/s) at which ``attainment`` of requests meet the SLO.
 
@@ -80,6 +89,9 @@ def find_capacity(
     probe inside it is re-run with twice the requests (up to ``max_requests``) and the bisections go
     on, spending at most ``max_requests`` requests on such re-runs. The arrival process keeps its
     shape (Poisson, gamma burstiness, a rescaled trace); only its mean rate changes.
+
+    ``at_least``: a caller that only needs capacities of at least this rate (a deployment search that
+    has a cheaper plan otherwise) starts there and gets :class:`BelowRate` at once when it fails.
     """
     if not 0 < attainment <= 1:
         raise ClusterSimError(f"attainment must be in (0, 1], got {attainment}")
@@ -101,6 +113,8 @@ def find_capacity(
                 progress(rate, res)
         return probes[rate][0]
 
+    if at_least is not None:
+        start = _floor_probe(probe, at_least)
     _bracket(probe, probes, start, attainment)
     extra = 0  # requests spent on extensions; at most one budget (max_requests) per search
     while True:
@@ -135,6 +149,15 @@ def find_capacity(
         probes=rows,
         result=probes[best][1],
     )
+
+
+def _floor_probe(probe: Callable[[float], Outcome], at_least: float) -> float:
+    """Probe ``at_least`` first: raise :class:`BelowRate` when it fails, else start the search there."""
+    if not at_least > 0:
+        raise ClusterSimError(f"at_least={at_least} must be a positive rate")
+    if probe(at_least) == "fail":
+        raise BelowRate(at_least)
+    return at_least
 
 
 def _lowest_fail(probes: dict[float, tuple[Outcome, Any]]) -> float:

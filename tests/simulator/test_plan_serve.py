@@ -59,3 +59,49 @@ def test_a_rate_no_shape_can_reach_is_refused_without_capacity_searches() -> Non
     with pytest.raises(ClusterSimError, match="more than 4,096 replicas"):
         plan_serving(BASE, rate_per_s=1e76, tps=[1, 2], requests=100)
     print(f"\nrefused in {time.process_time() - t0:.2f} s CPU")
+
+
+def test_branch_and_bound_probes_only_shapes_that_could_win_and_agrees_with_the_exhaustive_search() -> None:
+    import simulator.serving.capacity as capacity
+
+    kw = dict(tps=[1, 2], policies=("continuous",), max_num_seqs=(64, 256), requests=100)
+    base = {**BASE, "steady_state": {"max_requests": 3000}}
+    every_best, every = plan_serving(base, rate_per_s=20.0, exhaustive=True, **kw)
+    below: dict[tuple[int, int], float] = {}
+    real = capacity.find_capacity
+
+    def counting(cfg, **k):
+        try:
+            return real(cfg, **k)
+        except capacity.BelowRate as e:
+            below[(cfg.tp, cfg.batching.max_num_seqs)] = e.rate
+            raise
+
+    capacity.find_capacity, saved = counting, capacity.find_capacity
+    try:
+        best, searched = plan_serving(base, rate_per_s=20.0, **kw)
+    finally:
+        capacity.find_capacity = saved
+    print(
+        f"\nexhaustive: {len(every)} shapes; branch and bound: {len(searched)} searched, {best.pruned_shapes} left out"
+    )
+    assert (best.tp, best.policy, best.max_num_seqs, best.replicas) == (
+        every_best.tp,
+        every_best.policy,
+        every_best.max_num_seqs,
+        every_best.replicas,
+    )
+    assert best.pruned_shapes >= 1 and len(searched) < len(every)
+    capacity_of = {(p.tp, p.max_num_seqs): p.replica_capacity_per_s for p in every}
+    for shape, rate in below.items():  # a shape left out by its probe has less capacity than the probe's rate
+        assert capacity_of[shape] < rate * 1.03  # (the bisection's tolerance)
+
+
+def test_find_capacity_stops_at_once_below_the_rate_asked_as_a_floor() -> None:
+    from simulator.serving import load_serving_config
+    from simulator.serving.capacity import BelowRate, find_capacity
+
+    cfg = load_serving_config({**BASE, "workload": {**BASE["workload"], "num_requests": 100}})
+    with pytest.raises(BelowRate) as err:
+        find_capacity(cfg, at_least=1e4)
+    assert err.value.rate == 1e4 and "1e+04" in str(err.value)
