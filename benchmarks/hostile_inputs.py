@@ -54,7 +54,7 @@ CATEGORIES = {
     "flags": "CLI flags and --set overrides (claims --only, dvfs caps, Ctrl-C)",
     "sweep": "sweep files: constraints/objectives with attribute access, dunders, calls",
     "api": "Python API with bad arguments (gemm_time, load_profile, predict_iteration_time)",
-    "app": "app URL probes (AppTest: /training, /serving, /power, /tradeoffs, /hardware)",
+    "app": "app URL probes (AppTest: /training, /serving, /power, /tradeoffs, /hardware, /compression, /claims)",
 }
 
 TRAIN: dict[str, Any] = {
@@ -840,6 +840,14 @@ def app_cases() -> list[Case]:
         ("tradeoffs", "sweep", {"knobs": {"tp": list(range(1, 100_000))}}),
         ("tradeoffs", "sweep", {"knobs": {"tp": ["/etc/passwd"]}}),
         ("tradeoffs", "sweep", {"base": {"model": "/etc/passwd"}}),
+        ("compression", "comp", {"cp_plan": "/etc/passwd"}),
+        ("compression", "comp", {"cp_plan": "planner", "cp_fraction_pct": 1e308, "cp_rank": 10**9}),
+        ("compression", "comp", {"cp_every_k": -1, "cp_uniform_bits": "9" * 5000, "cp_log_bits": 1e76}),
+        ("compression", "comp", {"cp_error_feedback": {"__class__": 1}, "cp_steps_multiplier": "Infinity"}),
+        ("compression", "comp", {"cp_plan": ["gpt3"] * 10**5}),
+        ("claims", "train", {"model": "/etc/passwd"}),
+        ("claims", "comp", {"cp_rank": 10**9}),
+        ("claims", "only", "C99"),
         ("hardware", "gpu", "../../etc/passwd"),
         ("hardware", "gpu", "/etc/passwd"),
         ("hardware", "gpu", "x" * 1_000_000),
@@ -858,7 +866,14 @@ def app_cases() -> list[Case]:
         "x" * 2_000_000,
         '{"__class__": {"__init__": 1}}',
     ]
-    for page, param in [("training", "train"), ("serving", "serve"), ("power", "power"), ("tradeoffs", "sweep")]:
+    pages = [
+        ("training", "train"),
+        ("serving", "serve"),
+        ("power", "power"),
+        ("tradeoffs", "sweep"),
+        ("compression", "comp"),
+    ]
+    for page, param in pages:
         for j, raw in enumerate(raw_attacks[:4]):
             cases.append(Case(f"app-{page}-raw-{j}", "app", "app", [page, {param: raw}]))
     return cases
