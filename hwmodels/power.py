@@ -11,7 +11,9 @@ P ~ f V^2 with the voltage falling with the clock: the energy of a unit of math 
 
 When the average power over a window exceeds the limit the GPU lowers its SM clock until it fits
 (the limit is enforced on the average: the shared H100 50%-duty GEMM run draws 537 W at full
-clock although its GEMM bursts alone are above 700 W). Compute-bound work reaches
+clock although its GEMM bursts alone are above 700 W). The window is about a second
+(``simulator.energy.accounting.LIMIT_WINDOW_S``, an estimate): a training step's steady phase is
+longer, so that phase must fit the limit, not the step's average with its pipeline bubble. Compute-bound work reaches
 ``clock_limited_eff`` of the clock-scaled peak, so a large H100 GEMM (0.72 of peak at 1980 MHz)
 only slows once the clock falls below ~1450 MHz: at the 700 W limit the shared data shows
 1365 MHz and 668 TFLOP/s, 7% below the 721 TFLOP/s of a short unthrottled run.

@@ -338,7 +338,9 @@ def test_schedule_errors_say_what_to_change() -> None:
 
 
 def _brute_pause_resume(costs: list[float], job: float, overhead: float) -> float:
-    """Every set of run hours; k runs need job + (k-1) x overhead; one partial hour at a run's first or last hour;
+    """Every set of run hours; k runs need job + (k-1) x overhead; one partial hour, at a run's first or last hour
+    or inside a block of running hours, where the job pauses (the block is two runs: one ends early in that hour or
+    the next resumes late in it);
     every run after the first lasts at least the overhead (it restarts before it makes progress)."""
     best = math.inf
     T = len(costs)
@@ -346,17 +348,38 @@ def _brute_pause_resume(costs: list[float], job: float, overhead: float) -> floa
         hours = [t for t in range(T) if mask >> t & 1]
         starts = [t for t in hours if t - 1 not in hours]
         ends = [t for t in hours if t + 1 not in hours]
-        need = job + (len(starts) - 1) * overhead
-        if not len(hours) - 1 < need <= len(hours) + 1e-12:
-            continue
-        frac = need - (len(hours) - 1)
         total = sum(costs[t] for t in hours)
-        for partial in set(starts) | set(ends):
-            runs = [(s, e) for s, e in zip(starts, ends, strict=True)]
-            lengths = [e - s + 1 - ((1 - frac) if s <= partial <= e else 0.0) for s, e in runs]
-            if all(length >= overhead - 1e-9 for length in lengths[1:]):
+        for partial in hours:
+            split = partial not in starts and partial not in ends
+            need = job + (len(starts) - (0 if split else 1)) * overhead
+            if not len(hours) - 1 < need <= len(hours) + 1e-12:
+                continue
+            frac = need - (len(hours) - 1)
+            if _runs_last_the_overhead(starts, ends, partial, frac, overhead, split):
                 best = min(best, total - (1 - frac) * costs[partial])
     return best
+
+
+def _runs_last_the_overhead(
+    starts: list[int], ends: list[int], partial: int, frac: float, overhead: float, split: bool
+) -> bool:
+    """Whether every run after the first can last the overhead; a split hour runs either its start (the run before
+    the pause ends early in it: x = frac) or its end (the run after resumes late in it: x = 0)."""
+    eps = 1e-9
+    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        if not s <= partial <= e:
+            if i > 0 and e - s + 1 < overhead - eps:
+                return False
+        elif not split:
+            if i > 0 and e - s + 1 - (1 - frac) < overhead - eps:
+                return False
+        else:  # before = partial - s + x (the first run if i == 0), after = frac - x + e - partial
+            if not any(
+                (i == 0 or partial - s + x >= overhead - eps) and frac - x + e - partial >= overhead - eps
+                for x in (0.0, frac)
+            ):
+                return False
+    return True
 
 
 def test_a_resumed_run_lasts_at_least_the_overhead() -> None:

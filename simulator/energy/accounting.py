@@ -26,6 +26,15 @@ from hwmodels.errors import ClusterSimError
 from hwmodels.power import window_energy_j
 from hwmodels.profile import PowerParams
 
+#: Seconds over which the power limit holds the average (an ESTIMATE: NVIDIA does not publish the limiter's
+#: window). What is known: NVML reports power as a 1 s average on Ampere and later (NVML docs,
+#: nvmlDeviceGetPowerUsage); the shared H100 measurements run a 50%-duty GEMM loop (~6 ms bursts) at 1980 MHz
+#: and 537 W although its bursts draw ~940 W, so the window is much longer than ~10 ms; a sustained GEMM settles
+#: at the limit within seconds (8192^3 bf16: 1365 MHz and 668 TFLOP/s over 10 s against 743 in short runs; an
+#: H200 soak in stas00/ml-engineering's mamf-finder notes: 703 sustained against 828 TFLOP/s in bursts).
+#: A training step's steady 1F1B phase lasts seconds, so it is the stretch that must fit the limit.
+LIMIT_WINDOW_S = 1.0
+
 
 class PowerSpec(BaseModel):
     """DVFS and power settings of a job (``power:`` in a config)."""
@@ -39,6 +48,13 @@ class PowerSpec(BaseModel):
         default=None, gt=0, description="locked SM clock (nvidia-smi -lgc); max if unset"
     )
     power_limit_w: float | None = Field(default=None, gt=0, description="per-GPU power cap; the board's TDP if unset")
+    limit_window_s: float = Field(
+        default=LIMIT_WINDOW_S,
+        gt=0,
+        le=3600,
+        description="seconds over which the GPU holds its average power to the limit: a step longer than this must "
+        "fit the limit in its busiest stretch, not only on average over the step (ESTIMATE, see LIMIT_WINDOW_S)",
+    )
     stage_clocks_mhz: tuple[float, ...] | None = Field(
         default=None, description="locked SM clock per pipeline stage (slow the stages that wait, as Perseus/EnvPipe)"
     )
@@ -70,6 +86,20 @@ class SiteSpec(BaseModel):
     embodied_lifetime_years: float = Field(
         default=5.0, gt=0, description="service life the embodied carbon is spread over"
     )
+
+
+def hottest_window_w(p: PowerParams, seconds: float, busy_s: float, energy_j: float, window_s: float) -> float:
+    """Average power of the busiest ``window_s`` of a step of ``seconds`` whose kernels run ``busy_s`` and that
+    draws ``energy_j`` in all: its busy time taken as one stretch (the steady phase of a pipeline, with the
+    fill and drain idle around it), filled up with idle time when shorter than the window."""
+    if seconds <= 0:
+        return 0.0
+    idle = max(0.0, seconds - busy_s)
+    busy_j = max(0.0, energy_j - p.active_idle_w * idle)
+    window = min(window_s, seconds)
+    if busy_s >= window:
+        return busy_j / busy_s
+    return (busy_j + p.active_idle_w * (window - busy_s)) / window
 
 
 def gpu_energy_j(

@@ -707,7 +707,8 @@ class _SegmentDP:
     ``g[t, n, j, r, u, l, p]``: least cost of hours 0..t having run ``n`` hours in ``j`` segments; ``r``: hour t
     runs; ``u``: the one partial hour (charged ``frac`` of a full hour) is used; ``l``: hours in the running
     segment so far (capped at ``cap``); ``p``: the running segment holds the partial hour. The partial hour
-    sits at a segment's first or last hour (the job resumes late in an hour or pauses early in one). Every
+    sits at a segment's first or last hour (the job resumes late in an hour or pauses early in one), so a
+    segment may resume in the hour right after another ended (the pause inside that hour). Every
     segment after the first spends its first ``overhead_h`` hours restarting, so it must run at least that
     long: ``valid[j, l, p]`` says whether segment ``j`` of ``l`` hours may end.
     """
@@ -755,6 +756,9 @@ class _SegmentDP:
         cur[1:, :, 1, :, cap] = np.minimum(cont[:, :, :, cap - 1], cont[:, :, :, cap])
         cur[1:, 1:, 1, :, 1, 0] = np.minimum(cur[1:, 1:, 1, :, 1, 0], prev[:-1, :-1, 0, :, 0, 0] + c)
         cur[1:, 1:, 1, 1, 1, 1] = np.minimum(cur[1:, 1:, 1, 1, 1, 1], prev[:-1, :-1, 0, 0, 0, 0] + self.frac * c)
+        if t:  # or resumes late in hour t right after a segment that ran to the end of hour t-1 (a pause inside t)
+            adjacent = np.where(self.valid[None, :-1, :, 0], prev[:-1, :-1, 1, 0, :, 0], math.inf).min(axis=2)
+            cur[1:, 1:, 1, 1, 1, 1] = np.minimum(cur[1:, 1:, 1, 1, 1, 1], adjacent + self.frac * c)
 
     def best_end(self, m: int, k: int) -> tuple[float, int, tuple[int, ...], bool]:
         """(cost, last hour, final state, last hour partial) of the cheapest plan of ``m`` hours in ``k`` segments."""
@@ -784,6 +788,11 @@ class _SegmentDP:
                     out.append((prev[n - 1, j - 1, 0, u, 0, 0] + c, (n - 1, j - 1, 0, u, 0, 0), -1))
                 elif u == 1:
                     out.append((prev[n - 1, j - 1, 0, 0, 0, 0] + self.frac * c, (n - 1, j - 1, 0, 0, 0, 0), t))
+                    out += [
+                        (prev[n - 1, j - 1, 1, 0, lp, 0] + self.frac * c, (n - 1, j - 1, 1, 0, lp, 0), t)
+                        for lp in range(1, cap + 1)
+                        if t and self.valid[j - 1, lp, 0]
+                    ]
             return out
         if r == 1:
             return out
@@ -795,23 +804,28 @@ class _SegmentDP:
                 out.append((v, (n, j, 1, 0, lp, 0), t - 1))
         return out
 
-    def path(self, last: int, state: tuple[int, ...]) -> dict[int, bool]:
-        """Walk back from ``state`` at hour ``last``: {hour: is_partial} for every hour that runs."""
+    def path(self, last: int, state: tuple[int, ...]) -> tuple[dict[int, bool], list[int]]:
+        """Walk back from ``state`` at hour ``last``: ({hour: is_partial} for every hour that runs, the hours at
+        which segments start, in order)."""
         run: dict[int, bool] = {}
+        starts: list[int] = []
         for t in range(last, -1, -1):
             if state[2] == 1:
                 run.setdefault(t, False)
+                if state[4] == 1:  # the running segment is one hour long here: it started at t
+                    starts.append(t)
             _, state, partial = min(self._candidates(t, state), key=lambda x: x[0])
             if partial >= 0:
                 run[partial] = True
-        return run
+        return run, starts[::-1]
 
 
-def _pause_resume_overhead(job_hours: float, overhead_h: float, costs: np.ndarray) -> list[float]:
+def _pause_resume_overhead(job_hours: float, overhead_h: float, costs: np.ndarray) -> tuple[list[float], list[int]]:
     """Exact DP: k segments need job_hours + (k-1) x overhead of run time, in whole hours plus one partial hour,
     and every resumed segment runs at least the overhead.
 
     Grouped by the partial hour's share (it depends on k); one DP per group, the least carbon over all k wins.
+    Returns (fraction of each hour the job runs, the hours at which its segments start).
     """
     window = len(costs)
     groups = _segment_groups(job_hours, overhead_h, window)
@@ -823,7 +837,7 @@ def _pause_resume_overhead(job_hours: float, overhead_h: float, costs: np.ndarra
             f"pause-resume with a {overhead_h:g} h resume overhead over {window} hours is too large to solve exactly; "
             "shorten the deadline, round the overhead to whole hours, or set resume_overhead_h=0"
         )
-    best: tuple[float, list[float]] | None = None
+    best: tuple[float, list[float], list[int]] | None = None
     for ks in groups.values():
         frac = ks[0][2]
         dp = _SegmentDP.solve(costs, max(m for _, m, _ in ks), max(k for k, _, _ in ks), frac, overhead_h)
@@ -831,15 +845,15 @@ def _pause_resume_overhead(job_hours: float, overhead_h: float, costs: np.ndarra
             value, last, state, last_partial = dp.best_end(m, k)
             if not math.isfinite(value) or (best is not None and value >= best[0] - 1e-12):
                 continue
-            run = dp.path(last, state)
+            run, starts = dp.path(last, state)
             run[last] = run.get(last, False) or last_partial
             fractions = [0.0] * window
             for t, partial in run.items():
                 fractions[t] = frac if partial else 1.0
-            best = (value, fractions)
+            best = (value, fractions, starts)
     if best is None:
         raise ClusterSimError(f"no pause-resume schedule fits the deadline; set deadline_h >= {math.ceil(job_hours)}")
-    return best[1]
+    return best[1], best[2]
 
 
 def _segment_groups(job_hours: float, overhead_h: float, window: int) -> dict[float, list[tuple[int, int, float]]]:
@@ -893,17 +907,17 @@ def _scale_down(job_hours: float, costs: np.ndarray, low: float, exponent: float
     return best[1] + pad, best[2] + pad
 
 
-def _progress_with_overhead(fractions: Sequence[float], overhead_h: float) -> list[float]:
-    """Work done per hour: each resume's first ``overhead_h`` hours of running make no progress."""
+def _progress_with_overhead(fractions: Sequence[float], overhead_h: float, starts: Sequence[int]) -> list[float]:
+    """Work done per hour: the first ``overhead_h`` hours of running of each segment after the first (segments
+    start at ``starts``) make no progress."""
     progress = [float(f) for f in fractions]
+    resumed = set(starts[1:])
     owed = 0.0
-    started = False
     for t, f in enumerate(fractions):
         if f <= 0:
             continue
-        if started and fractions[t - 1] <= 0:
+        if t in resumed:
             owed = overhead_h
-        started = True
         lost = min(owed, progress[t])
         progress[t] -= lost
         owed -= lost
@@ -957,14 +971,14 @@ def _pause_resume(job_hours: float, overhead_h: float, costs: np.ndarray) -> tup
     """Pause-resume plan: (fractions per hour, progress per hour, number of resumes)."""
     window = len(costs)
     if overhead_h > 0:
-        fractions = _pause_resume_overhead(job_hours, overhead_h, costs)
-    else:
-        fractions = _pause_resume_free(job_hours, costs)
+        fractions, starts = _pause_resume_overhead(job_hours, overhead_h, costs)
+        return fractions, _progress_with_overhead(fractions, overhead_h, starts), len(starts) - 1
+    fractions = _pause_resume_free(job_hours, costs)
     on = [f > 0 for f in fractions]
     resumes = max(0, sum(1 for t, x in enumerate(on) if x and (t == 0 or not on[t - 1])) - 1)
     # a partial hour between two running hours pauses inside it: one more resume (free here, overhead 0)
     resumes += sum(1 for t in range(1, window - 1) if 0 < fractions[t] < 1 and on[t - 1] and on[t + 1])
-    return fractions, _progress_with_overhead(fractions, overhead_h), resumes
+    return fractions, list(fractions), resumes
 
 
 def _start_finish(

@@ -24,7 +24,7 @@ from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.timeline import Timeline
 from simulator.core.variability import Goodput, Stretch, goodput, replica_wait_s, step_stretch
-from simulator.energy.accounting import footprint, gpu_energy_j
+from simulator.energy.accounting import footprint, gpu_energy_j, hottest_window_w
 from simulator.training import offload, param_server
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
 from simulator.training.memory import FRAGMENTATION_FRACTION, memory_breakdown
@@ -427,7 +427,7 @@ def _gpu_energy(cfg: RunConfig, step: _Step, prof: Profile) -> list[float]:
 
 
 def _throttle(cfg: RunConfig, prof: Profile, cluster: Any, step: _Step, limit: float, comm: bool) -> list[float]:
-    """Stage clocks scaled down until the hottest GPU's step-average power fits ``limit``.
+    """Stage clocks scaled down until the hottest GPU's power over its busiest ``power.limit_window_s`` fits ``limit``.
 
     Each trial prices the chunks at the lower clock and stretches the step by the critical rank's
     extra compute (the engine is re-run once, at the answer)."""
@@ -448,10 +448,13 @@ def _throttle(cfg: RunConfig, prof: Profile, cluster: Any, step: _Step, limit: f
         chunks = _costs_at(cfg, prof, cluster, step.layout, ratios, comm)
         extra = [compute_s(chunks, r) - base_compute[r] for r in range(p.pp)]
         end = step.end + max(extra)
-        return max(
-            gpu_energy_j(prof.power, end, min(end, w[0] + extra[r]), w[1], w[2], ratios[r]) / end
-            for r, w in enumerate(base_work)
-        )
+        window = cfg.power.limit_window_s
+        hot = 0.0
+        for r, w in enumerate(base_work):
+            busy = min(end, w[0] + extra[r])
+            energy = gpu_energy_j(prof.power, end, busy, w[1], w[2], ratios[r])
+            hot = max(hot, hottest_window_w(prof.power, end, busy, energy, window))
+        return hot
 
     lo, hi = prof.power.lowest_clock_mhz / prof.power.max_sm_clock_mhz / max(step.ratios), 1.0
     if hottest(lo) > limit:
@@ -542,10 +545,18 @@ def _step_within_power(
     limit = cfg.power.power_limit_w or prof.power.power_limit_w
     throttled = False
     per_rank = _gpu_energy(cfg, step, prof)
-    if cfg.power.mode == "modelled" and max(per_rank) / step.end > limit * 1.005:
+    if cfg.power.mode == "modelled" and _hottest_w(cfg, step, prof, per_rank) > limit * 1.005:
         step = _simulate(cfg, prof, cluster, _throttle(cfg, prof, cluster, step, limit, include_comm), include_comm)
         per_rank, throttled = _gpu_energy(cfg, step, prof), True
     return step, per_rank, throttled, limit
+
+
+def _hottest_w(cfg: RunConfig, step: _Step, prof: Profile, per_rank: list[float]) -> float:
+    """Average power of the hottest GPU over its busiest ``power.limit_window_s`` (what the power limit holds)."""
+    return max(
+        hottest_window_w(prof.power, step.end, _rank_work(cfg, step, r, prof)[0], e, cfg.power.limit_window_s)
+        for r, e in enumerate(per_rank)
+    )
 
 
 #: Bytes per parameter a checkpoint holds: bf16 weights (2) + fp32 master weights and Adam moments (12), the

@@ -104,3 +104,29 @@ def test_clock_sweep_shape_training_vs_decode_heavy_serving() -> None:
     front = dvfs.front(train)
     assert min(p.time_s for p in front) == pytest.approx(min(times))
     assert max(train, key=lambda p: p.value) not in front
+
+
+def test_the_power_limit_holds_over_the_busiest_window_not_the_step_average() -> None:
+    """A pipeline step with a large bubble averages below 700 W at full clock, but its steady phase (seconds of
+    back-to-back kernels) is above it: the limiter, which averages over ~1 s, lowers the clock for that phase."""
+    from simulator.energy.accounting import hottest_window_w
+
+    piped = {"parallel": {**TRAIN["parallel"], "tp": 2, "pp": 4}, "training": {**TRAIN["training"], "global_batch": 8}}
+    step_avg = _train(**piped, power={"limit_window_s": 3600.0})  # the whole step is one window
+    windowed = _train(**piped)  # default window (1 s) shorter than the 1.3 s step
+    print(
+        f"\nstep average: {step_avg.power['avg_gpu_power_w']:.0f} W at {step_avg.power['sm_clock_mhz'][0]:.0f} MHz; "
+        f"1 s window: {windowed.power['avg_gpu_power_w']:.0f} W average at {windowed.power['sm_clock_mhz'][0]:.0f} MHz"
+    )
+    assert not step_avg.power["throttled"] and step_avg.power["avg_gpu_power_w"] < 700
+    assert windowed.power["throttled"] and windowed.power["sm_clock_mhz"][0] < step_avg.power["sm_clock_mhz"][0]
+    assert windowed.step_time_s >= step_avg.step_time_s  # a lower clock never shortens the step
+    assert windowed.power["avg_gpu_power_w"] < step_avg.power["avg_gpu_power_w"]
+    # the helper: busy stretch longer than the window -> busy power; shorter -> padded with active idle
+    from hwmodels.profile import load_profile
+
+    pw = load_profile(None, gpu="h100-sxm5-80gb").power
+    assert hottest_window_w(pw, 10.0, 8.0, 8.0 * 650 + 2.0 * pw.active_idle_w, 1.0) == pytest.approx(650)
+    assert hottest_window_w(pw, 10.0, 0.5, 0.5 * 650 + 9.5 * pw.active_idle_w, 1.0) == pytest.approx(
+        (0.5 * 650 + 0.5 * pw.active_idle_w) / 1.0
+    )
