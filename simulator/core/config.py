@@ -156,7 +156,11 @@ class TrainingSpec(BaseModel):
     optimizer_moment_dtype: Literal["fp32", "bf16"] = Field(
         default="fp32", description="Adam's exp_avg / exp_avg_sq; master weights stay fp32 (DeepSeek-V3: bf16)"
     )
-    dropout: bool = Field(default=True, description="dropout on (masks kept for backward); false for p=0 recipes")
+    dropout: bool | None = Field(
+        default=None,
+        description="dropout on (masks kept for backward); default: the model's own recipe (model.dropout: off for "
+        "Llama, Mistral, Mixtral, Qwen2, DeepSeek; on for GPT), on when the model does not say",
+    )
     ema: Literal["none", "gpu", "cpu"] = Field(
         default="none",
         description="exponential moving average of the weights: gpu keeps an fp32 copy (sharded like the optimizer), "
@@ -218,6 +222,14 @@ class RunConfig(BaseModel):
         if isinstance(training, dict):
             return {**data, "stack": stack, "training": {**stack.training_defaults(), **training}}
         return data
+
+    @model_validator(mode="after")
+    def _dropout_from_model(self) -> RunConfig:
+        """``training.dropout`` left unset takes the model's own recipe (on when the model does not say)."""
+        if self.training.dropout is None:
+            dropout = self.model.dropout if self.model.dropout is not None else True
+            object.__setattr__(self, "training", self.training.model_copy(update={"dropout": dropout}))
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

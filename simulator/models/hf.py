@@ -247,11 +247,29 @@ def _drop_default_head_dim(fields: dict[str, Any]) -> None:
         fields["head_dim"] = None
 
 
+#: HF config keys holding a dropout probability (Llama/Mistral/Qwen/DeepSeek: attention_dropout; GPT-2: resid_pdrop,
+#: attn_pdrop, embd_pdrop; GPT-NeoX: attention_dropout, hidden_dropout).
+_DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop")
+
+#: Families whose transformers config class defaults a dropout above 0 when the file names none (GPT2Config:
+#: resid_pdrop = attn_pdrop = embd_pdrop = 0.1); the others default every dropout to 0.0 (LlamaConfig,
+#: MistralConfig, MixtralConfig, Qwen2Config, DeepseekV3Config: attention_dropout 0.0; GPTNeoXConfig: 0.0).
+_DROPOUT_BY_DEFAULT = frozenset({"gpt2"})
+
+
+def _dropout(c: _Config) -> bool:
+    """Whether the config's own recipe uses dropout: any dropout probability above 0, with transformers'
+    defaults for those the file leaves out."""
+    values = [c.data.get(k) for k in _DROPOUT_KEYS if isinstance(c.data.get(k), (int, float))]
+    return any(v > 0 for v in values) if values else c.family in _DROPOUT_BY_DEFAULT
+
+
 def from_hf_config(cfg: dict[str, Any] | str | Path, name: str | None = None, source: str | None = None) -> ModelSpec:
     """Build a ModelSpec from a HuggingFace config (dict, config.json path, or a folder holding one)."""
     data, where, path = _load(cfg)
     family = _family(data, where)
     fields = _FAMILIES[family](_Config(data, where, family))
+    fields["dropout"] = _dropout(_Config(data, where, family))
     _drop_default_head_dim(fields)
     fields["name"] = name or _default_name(data, path, family)
     fields["source"] = source or (f"HF config {where}" if path else f"HF config dict (model_type={family})")

@@ -157,6 +157,11 @@ class ModelSpec(BaseModel):
     max_seq_len: int = 4096
     moe: MoESpec | None = None
     mla: MLASpec | None = None
+    dropout: bool | None = Field(
+        default=None,
+        description="the model's own training recipe uses dropout (GPT-2/3, Megatron GPT: 0.1; Llama, Mistral, "
+        "Mixtral, Qwen2, DeepSeek: 0); None: not known. Sets training.dropout when a run config leaves it unset",
+    )
     mtp_depth: int = Field(
         default=0,
         ge=0,

@@ -534,3 +534,34 @@ def test_specs_are_constructible_directly() -> None:
     )  # fmt: skip
     assert spec.is_moe and spec.is_mla and spec.num_moe_layers == 2
     assert spec.total_params > spec.active_params > 0
+
+
+def test_dropout_follows_the_models_own_recipe() -> None:
+    """Llama-family configs train without dropout (transformers defaults attention_dropout to 0.0 and the models
+    have no other dropout), GPT-2 with 0.1; a run config that leaves training.dropout unset takes the model's."""
+    from simulator.core.config import load_config
+
+    assert from_hf_config(HF_LLAMA2_7B).dropout is False  # no dropout key: LlamaConfig's default 0.0
+    assert from_hf_config({**HF_LLAMA2_7B, "attention_dropout": 0.1}).dropout is True
+    gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257}
+    assert from_hf_config(gpt2).dropout is True and from_hf_config({**gpt2, "resid_pdrop": 0.0, "attn_pdrop": 0.0,
+                                                                     "embd_pdrop": 0.0}).dropout is False  # fmt: skip
+    base = {"cluster": {"gpu": "h100-sxm5-80gb", "num_gpus": 8}, "parallel": {"tp": 8}}
+    assert load_config({**base, "model": "llama3-8b"}).training.dropout is False
+    assert load_config({**base, "model": "gpt3-175b"}).training.dropout is True
+    forced = load_config({**base, "model": "llama3-8b", "training": {"dropout": True}})
+    assert forced.training.dropout is True  # the config's own setting wins
+    inline = {k: v for k, v in get_model("llama3-8b").model_dump().items() if k != "dropout"}
+    assert load_config({**base, "model": inline}).training.dropout is True  # unknown: Korthikanti's default
+    from simulator.training.memory import activation_bytes_per_microbatch
+
+    plain = load_config({**base, "model": "llama3-8b"})
+    saved = activation_bytes_per_microbatch(forced, 0) - activation_bytes_per_microbatch(plain, 0)
+    t, p, m = plain.training, plain.parallel, plain.model
+    per_layer = {
+        d: m.activation_bytes_per_layer(t.seq_len, t.micro_batch, tp=p.tp, sp=p.sp, recompute=t.recompute,
+                                        flash_attention=True, dropout=d)
+        for d in (True, False)
+    }  # fmt: skip
+    embedding_mask = t.seq_len * t.micro_batch * m.hidden_size / (p.tp if p.sp else 1)  # first rank, 1 byte each
+    assert 0 < saved == pytest.approx(m.num_layers * (per_layer[True] - per_layer[False]) + embedding_mask)
