@@ -1,4 +1,4 @@
-"""Hostile-input corpus of issue #17: ~450 inputs through the CLI, the Python API and the app's URLs.
+"""Hostile-input corpus of issue #17: 537 inputs through the CLI, the Python API and the app's URLs.
 
 Each case runs in its own process (cwd and ``PYTHONPATH`` = ``--repo``, so an older checkout can be measured
 with this same script) and is scored on five counts:
