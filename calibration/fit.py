@@ -202,10 +202,24 @@ def _power_points(raw: dict, peak_tflops: float, peak_bw_gbps: float, max_clock:
             tflops = full_clock_tflops.get(n, tflops)
         seconds = 2.0 * rows * n * n / (tflops * 1e12)
         gbps = 2.0 * (2 * rows * n + n * n) / seconds / 1e9
+        full = full_clock_tflops.get(n, 0.0) / peak_tflops if rows == n else 0.0  # the same GEMM, short run
         points.append(
-            dict(duty=duty, compute=tflops / peak_tflops, memory=min(1.0, gbps / peak_bw_gbps), ratio=ratio, w=watts)
+            dict(
+                duty=duty,
+                compute=tflops / peak_tflops,
+                memory=min(1.0, gbps / peak_bw_gbps),
+                ratio=ratio,
+                w=watts,
+                full_compute=full,
+            )
         )
     return points
+
+
+def _clock_share(point: dict[str, float]) -> float:
+    """Share of the GEMM's full-clock time that is SM cycles, from its throttled rate: the time at clock ratio r is
+    ``share / r + 1 - share`` of the full-clock time, so share = (full / throttled - 1) / (1 / r - 1)."""
+    return (point["full_compute"] / point["compute"] - 1.0) / (1.0 / point["ratio"] - 1.0)
 
 
 def fit_power(raw: dict, base: PowerParams, max_clock: float, peak_tflops: float = 0.0) -> PowerParams:
@@ -214,7 +228,9 @@ def fit_power(raw: dict, base: PowerParams, max_clock: float, peak_tflops: float
     Idle and active idle are read directly; sm_active, compute and memory power and the clock
     exponent are fitted by least squares on the relative error of the loaded windows (copy, GEMMs,
     duty-cycled GEMM); ``clock_limited_eff`` is the throttled GEMM's work rate over the clock-scaled
-    peak. With fewer windows than unknowns the exponent keeps the base value.
+    peak and ``clock_share`` how much of the same GEMM's full-clock time scales with the clock (its short,
+    unthrottled timed run against the throttled window). With fewer windows than unknowns the exponent keeps the
+    base value.
     """
     from hwmodels.power import activity_power_w
 
@@ -230,6 +246,9 @@ def fit_power(raw: dict, base: PowerParams, max_clock: float, peak_tflops: float
     throttled = [p for p in points if p["ratio"] < 0.999 and p["compute"] > 0]
     if throttled:
         update["clock_limited_eff"] = min(1.0, max(p["compute"] / p["ratio"] for p in throttled))
+        shares = [_clock_share(p) for p in throttled if p.get("full_compute")]
+        if shares:
+            update["clock_share"] = max(0.0, min(1.0, sum(shares) / len(shares)))
     if len(points) >= 3:
         active = update["active_idle_w"]
         fit_k = len(points) >= 4

@@ -13,10 +13,14 @@ When the average power over a window exceeds the limit the GPU lowers its SM clo
 (the limit is enforced on the average: the shared H100 50%-duty GEMM run draws 537 W at full
 clock although its GEMM bursts alone are above 700 W). The window is about a second
 (``simulator.energy.accounting.LIMIT_WINDOW_S``, an estimate): a training step's steady phase is
-longer, so that phase must fit the limit, not the step's average with its pipeline bubble. Compute-bound work reaches
-``clock_limited_eff`` of the clock-scaled peak, so a large H100 GEMM (0.72 of peak at 1980 MHz)
-only slows once the clock falls below ~1450 MHz: at the 700 W limit the shared data shows
-1365 MHz and 668 TFLOP/s, 7% below the 721 TFLOP/s of a short unthrottled run.
+longer, so that phase must fit the limit, not the step's average with its pipeline bubble.
+
+Below the max clock a compute-bound kernel's time is ``clock_share / r + 1 - clock_share`` of its
+full-clock time (its SM cycles scale with the clock, its stalls do not), never faster than
+``clock_limited_eff`` of the clock-scaled peak (:func:`hwmodels.profile.clock_efficiency`). The shared
+H100 data fixes the share: the 8192^3 bf16 GEMM runs at 721 TFLOP/s in a short run at 1980 MHz and
+at 668 TFLOP/s at 1365 MHz under the 700 W limit, so ``clock_share`` = 0.18 (3% slower at 1670 MHz).
+Profiles without a throttled measurement keep ``clock_share`` = 0: no loss until the cap binds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwmodels.errors import ClusterSimError
-from hwmodels.profile import PowerParams
+from hwmodels.profile import PowerParams, clock_efficiency
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def power_state(
         return PowerState(power_w=p.idle_w, sm_clock_mhz=f_max, compute_slowdown=1.0)
 
     def at(r: float) -> tuple[float, float]:
-        u = min(compute_util, p.clock_limited_eff * r)  # work rate once the clock binds
+        u = clock_efficiency(compute_util, r, p.clock_limited_eff, p.clock_share)  # work rate at this clock
         speed = u / compute_util if compute_util > 0 else 1.0
         load = activity_power_w(p, 1.0, u, memory_util * speed, r)
         return duty * load + (1.0 - duty) * p.active_idle_w, speed

@@ -66,12 +66,17 @@ class Curve(BaseModel):
         clock_ratio: float = 1.0,
         clock_eff: float = 1.0,
         compute_eff: float = 1.0,
+        clock_share: float = 0.0,
     ) -> float:
         """Seconds for a kernel of ``flops`` and ``nbytes`` on a device with these peaks.
 
         Below the maximum SM clock (``clock_ratio`` = f / f_max < 1) compute work is also bounded
         by ``clock_eff`` of the clock-scaled peak: a large GEMM that reaches ``eff_max`` of peak at
         full clock loses nothing until ``f / f_max < eff_max / clock_eff`` and then slows as 1/f.
+        With a fitted ``clock_share`` (the share of a compute-bound kernel's time at full clock that is
+        SM cycles; the rest, memory and latency stalls, does not scale with the clock) it slows smoothly
+        before that: its time is ``clock_share / r + 1 - clock_share`` of the full-clock time
+        (:func:`clock_efficiency`).
         Memory-bound work does not depend on the SM clock. ``compute_eff`` scales the compute
         throughput of a kernel that cannot take the fastest path (a misaligned GEMM).
         """
@@ -79,9 +84,21 @@ class Curve(BaseModel):
         if t_ideal <= 0.0:
             return self.floor_s if floor else 0.0
         fill = t_ideal / (t_ideal + self.half_sat_s)
-        t_comp = flops / (peak_flops * min(self.eff_max, clock_eff * clock_ratio) * compute_eff)
+        t_comp = flops / (
+            peak_flops * clock_efficiency(self.eff_max, clock_ratio, clock_eff, clock_share) * compute_eff
+        )
         t_dev = max(t_comp, nbytes / (bw_bytes_s * self.mem_eff)) / fill
         return max(self.floor_s, t_dev) if floor else t_dev
+
+
+def clock_efficiency(eff_max: float, clock_ratio: float, clock_eff: float, clock_share: float = 0.0) -> float:
+    """Share of peak a compute-bound kernel reaching ``eff_max`` at full clock reaches at ``clock_ratio`` = f/f_max:
+    ``eff_max / (clock_share / r + 1 - clock_share)`` (SM cycles scale with 1/f, stalls do not), never above
+    ``clock_eff`` of the clock-scaled peak. ``clock_share = 0`` is the step model: no loss until that cap binds."""
+    r = clock_ratio
+    if r >= 1.0:
+        return min(eff_max, clock_eff)
+    return min(eff_max / (clock_share / r + 1.0 - clock_share), clock_eff * r)
 
 
 class GemmAlignment(BaseModel):
@@ -125,6 +142,14 @@ class PowerParams(BaseModel):
     clock_power_exponent: float = Field(default=3.0, gt=0, description="SM power ~ f^k at fixed work rate")
     clock_limited_eff: float = Field(
         default=0.98, gt=0, le=1, description="fraction of the clock-scaled peak compute reaches when the clock binds"
+    )
+    clock_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of a large GEMM's time at max clock that is SM cycles (scales as 1/f below it); fitted "
+        "from a GEMM throttled by the power limit against the same GEMM at full clock; 0 = no measurement: "
+        "compute keeps its speed until the clock-scaled peak binds",
     )
     source: str = ""
 
@@ -226,6 +251,7 @@ class Profile(BaseModel):
             clock_ratio=self.clock_ratio,
             clock_eff=self.power.clock_limited_eff,
             compute_eff=compute_eff,
+            clock_share=self.power.clock_share,
         )
 
     def alignment_efficiency(self, N: int, K: int, dtype: str = "bf16") -> float:

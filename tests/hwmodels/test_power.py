@@ -64,6 +64,10 @@ def test_fit_recovers_the_shipped_parameters_from_the_raw_windows(h100_kernels: 
     for field in ("sm_active_w", "compute_dynamic_w", "memory_dynamic_w", "clock_power_exponent"):
         assert getattr(fitted, field) == pytest.approx(getattr(shipped, field), rel=1e-6), field
     assert fitted.clock_limited_eff == pytest.approx(668.4 / (989 * 1365 / 1980), rel=0.01)
+    # the share of the 8192^3 GEMM's time that is SM cycles: its short run at 1980 MHz against 1365 MHz at the cap
+    unthrottled = _big_gemm_unthrottled_tflops(h100_kernels)
+    assert fitted.clock_share == pytest.approx((unthrottled / 668.4 - 1) / (1980 / 1365 - 1), rel=0.02)
+    assert fitted.clock_share == pytest.approx(shipped.clock_share, rel=1e-9)
     # without the throttled GEMM window, no clock information: the exponent stays at the base value
     partial = {**h100_kernels, "power": [r for r in h100_kernels["power"] if r["kind"] != "gemm_bf16_8192"]}
     refit = fit_power({**partial, "_peak_bw_gbps": PEAK_BW}, base, 1980.0, PEAK_BF16)
@@ -102,3 +106,18 @@ def test_bad_input() -> None:
     with pytest.raises(ClusterSimError):
         energy_j(p, -1.0, 0.5)
     assert energy_j(p, 2.0, 0.0) == pytest.approx(2 * p.idle_w)
+
+
+def test_a_compute_bound_kernel_slows_smoothly_with_the_clock(h100_kernels: dict) -> None:
+    """Between the measured points (full clock, and 1365 MHz at the 700 W cap) a GEMM neither keeps its full speed
+    down to a knee nor slows as 1/f: its SM cycles scale with the clock, its stalls do not."""
+    from hwmodels.profile import clock_efficiency
+
+    p = load_profile(gpu="h100-sxm5-80gb").power
+    e = 0.72
+    at = {mhz: clock_efficiency(e, mhz / 1980, p.clock_limited_eff, p.clock_share) for mhz in (1980, 1669, 1365)}
+    print({mhz: f"{v / e:.3f}" for mhz, v in at.items()})
+    assert at[1980] == pytest.approx(e)
+    assert at[1365] / e == pytest.approx(668.4 / _big_gemm_unthrottled_tflops(h100_kernels), rel=0.01)
+    assert 1365 / 1980 < at[1669] / e < 1.0 and at[1669] / e > 0.95  # 3% slower at 1669 MHz, not 16%
+    assert clock_efficiency(e, 0.9, 0.98, 0.0) == pytest.approx(e)  # no fitted share: the step model

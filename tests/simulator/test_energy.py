@@ -97,13 +97,16 @@ def test_clock_sweep_shape_training_vs_decode_heavy_serving() -> None:
     print(f"optimum: training {t_opt:.0f} MHz, serving {s_opt:.0f} MHz (max {clocks[-1]:.0f})")
     assert t_opt < clocks[-1]
     assert s_opt <= 0.7 * t_opt
-    # time only grows as the clock falls; above the clock knee the step is no faster, so the front
-    # drops the max clock (same time, more energy) but keeps the fastest time
+    # time only grows as the clock falls (the fitted H100 profile: a GEMM's SM cycles, 18% of its time at max
+    # clock, scale as 1/f), so the max clock is the fastest point and on the front, with the energy optimum
     times = [p.time_s for p in train]
     assert all(a >= b - 1e-9 for a, b in zip(times, times[1:], strict=False))
     front = dvfs.front(train)
-    assert min(p.time_s for p in front) == pytest.approx(min(times))
-    assert max(train, key=lambda p: p.value) not in front
+    fastest = max(train, key=lambda p: p.value)
+    assert fastest in front and fastest.time_s == pytest.approx(min(times))
+    assert any(p.value == pytest.approx(t_opt) for p in front)
+    energy = {round(p.value): p.facility_energy_j / p.work for p in train}
+    assert energy[round(fastest.value)] > energy[round(t_opt)]  # the last MHz cost energy per token
 
 
 def test_the_power_limit_holds_over_the_busiest_window_not_the_step_average() -> None:
