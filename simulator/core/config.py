@@ -177,6 +177,13 @@ class TrainingSpec(BaseModel):
     )
 
 
+def with_model_dropout(training: TrainingSpec, model: ModelSpec) -> TrainingSpec:
+    """``training`` with ``dropout`` set from the model's own recipe when unset (on when the model does not say)."""
+    if training.dropout is not None:
+        return training
+    return training.model_copy(update={"dropout": model.dropout if model.dropout is not None else True})
+
+
 class RunConfig(BaseModel):
     """A model on a cluster with a parallel plan and a batch shape."""
 
@@ -226,9 +233,7 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _dropout_from_model(self) -> RunConfig:
         """``training.dropout`` left unset takes the model's own recipe (on when the model does not say)."""
-        if self.training.dropout is None:
-            dropout = self.model.dropout if self.model.dropout is not None else True
-            object.__setattr__(self, "training", self.training.model_copy(update={"dropout": dropout}))
+        object.__setattr__(self, "training", with_model_dropout(self.training, self.model))
         return self
 
     @model_validator(mode="after")

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from hwmodels.errors import ClusterSimError, first_validation_error
 from hwmodels.profile import Profile, load_profile
 from hwmodels.topology import ClusterSpec
-from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec, apply_overrides
+from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec, apply_overrides, with_model_dropout
 from simulator.core.host_tiers import OffloadSpec
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec, get_model
@@ -219,6 +219,7 @@ def _fixed(
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ClusterSimError(f"seed={seed!r} must be an integer")
+    parts["training"] = with_model_dropout(parts["training"], spec)
     fixed = _Fixed(model=spec, seed=seed, stack=stack, **parts)
     _check_plainest_plan(fixed, num_gpus)
     return fixed
