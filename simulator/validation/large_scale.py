@@ -73,10 +73,34 @@ def _parallel(r: dict[str, str]) -> dict[str, Any]:
     return plan
 
 
+#: ``recompute`` of a row whose source does not state it: the least activation recomputation with which the plan
+#: fits in GPU memory (none, then selective, then full), as anyone running it would have to choose.
+LEAST_THAT_FITS = "fit"
+_RECOMPUTE_ORDER = ("none", "selective", "full")
+
+
 def large_scale_config(r: dict[str, str]) -> dict[str, Any]:
-    """The run config of one published row (raises ClusterSimError for a row recorded but not simulated)."""
+    """The run config of one published row (raises ClusterSimError for a row recorded but not simulated).
+
+    A row whose recompute the source leaves out (``recompute = fit``) gets the least recomputation that fits."""
     if r["skip"]:
         raise ClusterSimError(r["skip"])
+    cfg = _row_config(r)
+    if r["recompute"] == LEAST_THAT_FITS:
+        cfg["training"]["recompute"] = least_recompute_that_fits(cfg)
+    return cfg
+
+
+def least_recompute_that_fits(cfg: dict[str, Any]) -> str:
+    """The first of none, selective and full recomputation with which ``cfg`` fits in GPU memory (else full)."""
+    for mode in _RECOMPUTE_ORDER:
+        trial = {**cfg, "training": {**cfg["training"], "recompute": mode}}
+        if simulate_training(trial).fits_in_memory:
+            return mode
+    return _RECOMPUTE_ORDER[-1]
+
+
+def _row_config(r: dict[str, str]) -> dict[str, Any]:
     return {
         "model": _model(r),
         "stack": r["stack"],

@@ -58,3 +58,18 @@ def test_every_simulable_row_runs_and_the_errors_are_reported(report) -> None:
     print(f"  MAPE {mape:.1%}, max |error| {worst:.1%}, mean signed error {signed:+.1%}")
     assert all(math.isfinite(c.predicted) and c.predicted > 0 for c in comps)
     assert s["mape"] < 0.5  # a loose guard against a broken mapping; the figures themselves are reported
+
+
+def test_rows_without_a_stated_recompute_take_the_least_that_fits() -> None:
+    """MegaScale does not say how Megatron-LM recomputed activations: 530B on 80 GB A100s needs 104 GB per GPU
+    without recomputation, so its rows run selective recomputation; 175B fits without, so its rows run none."""
+    from simulator.training.simulate import simulate_training
+
+    rows = {r["id"]: r for r in large_scale_rows()}
+    assert all(r["recompute"] == "fit" for r in rows.values() if r["id"].startswith("megascale-"))
+    big = large_scale_config(rows["megascale-f9-megatron-530b-2240gpu"])
+    small = large_scale_config(rows["megascale-t2-megatron-175b-256gpu"])
+    assert big["training"]["recompute"] == "selective" and small["training"]["recompute"] == "none"
+    assert simulate_training(big).fits_in_memory and simulate_training(small).fits_in_memory
+    none = {**big, "training": {**big["training"], "recompute": "none"}}
+    assert not simulate_training(none).fits_in_memory  # the default would not have run
