@@ -228,6 +228,9 @@ def _print_by_source(table: str, comps: list[Any], skipped: list[tuple[str, str]
         print(f"  {name:{width}s} {len(rows):3d} rows  MAPE {mape:6.1%}  mean signed error {signed:+6.1%}")
     for rid, why in skipped:
         print(f"  skipped {rid}: {why}")
+    for c in comps:
+        if c.note:
+            print(f"  note {c.label}: {c.note}")
 
 
 def _large_scale(args: argparse.Namespace) -> list[Any]:
@@ -278,6 +281,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             "summary": V.summary(comps),
             "rows": [
                 {"label": c.label, "published": c.published, "predicted": c.predicted, "unit": c.unit, "error": c.error}
+                | ({"note": c.note} if c.note else {})
                 for c in comps
             ],
         }

@@ -119,18 +119,21 @@ def _row_config(r: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _predict(r: dict[str, str], cfg: dict[str, Any], profile: Any) -> float:
-    """The row's metric as clustersim predicts it, in the source's FLOP convention."""
+def _predict(r: dict[str, str], cfg: dict[str, Any], profile: Any) -> tuple[float, str]:
+    """The row's metric as clustersim predicts it, in the source's FLOP convention, and a note when the simulated
+    plan does not fit in GPU memory (the published run did: the memory model over-estimates it)."""
     run = load_config(cfg)
     res = simulate_training(run, profile)
+    m = res.memory_per_gpu_gb
+    note = "" if res.fits_in_memory else f"simulated plan needs {m.peak:.1f} GB of {m.capacity:.1f} GB; the run fit"
     if r["metric"] == "step_time_s":
-        return res.step_time_s
+        return res.step_time_s, note
     t = run.training
     flops = run.model.flops_per_token(t.seq_len, training=True, causal=False) * t.global_batch * t.seq_len
     per_gpu = flops / res.step_time_s / res.num_gpus
     if r["metric"] == "tflops_per_gpu":
-        return per_gpu / 1e12
-    return per_gpu / get_gpu(run.cluster.gpu).peak_flops(t.precision)  # MFU over the datasheet dense peak
+        return per_gpu / 1e12, note
+    return per_gpu / get_gpu(run.cluster.gpu).peak_flops(t.precision), note  # MFU over the datasheet dense peak
 
 
 def _skip_reason(exc: ClusterSimError, cfg: dict[str, Any] | None) -> str:
@@ -157,12 +160,12 @@ def large_scale_report(
         cfg: dict[str, Any] | None = None
         try:
             cfg = large_scale_config(r)
-            predicted = _predict(r, cfg, profile)
+            predicted, note = _predict(r, cfg, profile)
         except ClusterSimError as exc:
             skipped.append((r["id"], _skip_reason(exc, cfg)))
         else:
             unit = UNITS[r["metric"]]
-            out.append(Comparison(TABLE, f"{r['id']} ({unit})", float(r["value"]), predicted, unit, cfg))
+            out.append(Comparison(TABLE, f"{r['id']} ({unit})", float(r["value"]), predicted, unit, cfg, note))
         if progress:
             progress(i + 1, len(data))
     return out, skipped

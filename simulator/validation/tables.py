@@ -31,6 +31,7 @@ class Comparison:
     predicted: float
     unit: str
     config: dict[str, Any] = field(repr=False, default_factory=dict)
+    note: str = ""  # a caveat printed with the row (e.g. its simulated plan does not fit in memory)
 
     @property
     def error(self) -> float:

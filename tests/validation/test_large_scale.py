@@ -73,3 +73,19 @@ def test_rows_without_a_stated_recompute_take_the_least_that_fits() -> None:
     assert simulate_training(big).fits_in_memory and simulate_training(small).fits_in_memory
     none = {**big, "training": {**big["training"], "recompute": "none"}}
     assert not simulate_training(none).fits_in_memory  # the default would not have run
+
+
+def test_a_row_whose_simulated_plan_does_not_fit_says_so(report) -> None:
+    """The published runs all fit in GPU memory; a row whose simulated plan does not carries a note with the
+    simulated peak over the capacity, so the memory model's error is visible next to the throughput error."""
+    import re
+
+    from simulator.training.simulate import simulate_training
+
+    comps, _ = report
+    for c in comps:
+        fits = simulate_training(c.config).fits_in_memory
+        assert bool(c.note) == (not fits), c.label
+        if c.note:
+            need, have = map(float, re.findall(r"([\d.]+) GB", c.note))
+            assert need > have > 0
