@@ -456,15 +456,39 @@ def _throttle(cfg: RunConfig, prof: Profile, cluster: Any, step: _Step, limit: f
             hot = max(hot, hottest_window_w(prof.power, end, busy, energy, window))
         return hot
 
-    lo, hi = prof.power.lowest_clock_mhz / prof.power.max_sm_clock_mhz / max(step.ratios), 1.0
+    lo = prof.power.lowest_clock_mhz / prof.power.max_sm_clock_mhz / max(step.ratios)
     if hottest(lo) > limit:
         raise ClusterSimError(
             f"power.power_limit_w={limit:.0f} W cannot be met even at {prof.power.lowest_clock_mhz:.0f} MHz; raise it"
         )
-    for _ in range(14):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if hottest(mid) <= limit else (lo, mid)
-    return [r * lo for r in step.ratios]
+    scale = _highest_fitting_scale(hottest, limit, lo)
+    return [r * scale for r in step.ratios]
+
+
+def _highest_fitting_scale(power_at: Any, limit: float, lo: float, hi: float = 1.0) -> float:
+    """The largest clock scale in [lo, hi] whose power fits ``limit`` (``power_at(lo)`` fits): regula falsi with the
+    Illinois correction on the monotone power curve, stopping within 0.05% of the limit (about 1 MHz) -- a handful
+    of pricings where bisection took fourteen."""
+    p_lo, p_hi = power_at(lo), power_at(hi)
+    if p_hi <= limit:
+        return hi
+    w_lo, w_hi = p_lo - limit, p_hi - limit  # secant weights (Illinois halves the end that stays)
+    side = 0
+    for _ in range(30):
+        if p_lo >= limit * (1.0 - 5e-4) or hi - lo < 1e-5:
+            break
+        s = hi - w_hi * (hi - lo) / (w_hi - w_lo)
+        s = min(max(s, lo + 1e-3 * (hi - lo)), hi - 1e-3 * (hi - lo))
+        p_s = power_at(s)
+        if p_s > limit:
+            hi, p_hi, w_hi = s, p_s, p_s - limit
+            w_lo = w_lo / 2.0 if side == 1 else w_lo
+            side = 1
+        else:
+            lo, p_lo, w_lo = s, p_s, p_s - limit
+            w_hi = w_hi / 2.0 if side == -1 else w_hi
+            side = -1
+    return lo
 
 
 def simulate_training(
