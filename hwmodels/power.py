@@ -89,7 +89,9 @@ def power_state(
 
     ``compute_util`` and ``memory_util`` are the kernel's own utilisation at max clock; the rest of
     the time the board idles between kernels. The clock (at most ``sm_clock_mhz``) falls until the
-    average power fits ``power_limit_w`` (default: the board's limit).
+    average power fits ``power_limit_w`` (default: the board's limit). A kernel whose memory utilisation
+    exceeds its compute utilisation is memory-bound: only the clock-scaled peak can slow it (as in
+    :meth:`hwmodels.profile.Curve.time`, where the clock scales the compute time alone).
     """
     _check_util("compute_util", compute_util)
     _check_util("memory_util", memory_util)
@@ -102,7 +104,8 @@ def power_state(
         return PowerState(power_w=p.idle_w, sm_clock_mhz=f_max, compute_slowdown=1.0)
 
     def at(r: float) -> tuple[float, float]:
-        u = clock_efficiency(compute_util, r, p.clock_limited_eff, p.clock_share)  # work rate at this clock
+        share = p.clock_share if compute_util >= memory_util else 0.0  # memory-bound: stalls set its time
+        u = clock_efficiency(compute_util, r, p.clock_limited_eff, share)  # work rate at this clock
         speed = u / compute_util if compute_util > 0 else 1.0
         load = activity_power_w(p, 1.0, u, memory_util * speed, r)
         return duty * load + (1.0 - duty) * p.active_idle_w, speed

@@ -91,10 +91,13 @@ class SiteSpec(BaseModel):
 def hottest_window_w(p: PowerParams, seconds: float, busy_s: float, energy_j: float, window_s: float) -> float:
     """Average power of the busiest ``window_s`` of a step of ``seconds`` whose kernels run ``busy_s`` and that
     draws ``energy_j`` in all: its busy time taken as one stretch (the steady phase of a pipeline, with the
-    fill and drain idle around it), filled up with idle time when shorter than the window."""
+    fill and drain idle around it), filled up with idle time when shorter than the window. Idle gaps inside
+    the steady phase (waits of a few milliseconds) are counted at the ends instead, so this is an upper bound
+    on the window's power: it may throttle a little more than the GPU would."""
     if seconds <= 0:
         return 0.0
-    idle = max(0.0, seconds - busy_s)
+    busy_s = min(max(busy_s, 0.0), seconds)
+    idle = seconds - busy_s
     busy_j = max(0.0, energy_j - p.active_idle_w * idle)
     window = min(window_s, seconds)
     if busy_s >= window:

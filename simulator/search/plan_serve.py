@@ -110,22 +110,18 @@ def plan_serving(
         bar = tqdm(total=n_shapes, desc="replica shapes", unit="shape")
     plans: list[ServePlan] = []
     search = _Search(rate_per_s, exhaustive)
-    for tp in tps:
-        gpus = tp * cfg0.pp * cfg0.ep  # per replica
-        shapes = [_shape({**base, "workload": workload}, tp, pol, seqs) for pol in policies for seqs in max_num_seqs]
-        if search.cannot_win(gpus, math.inf):
-            search.pruned += len(shapes)
-            _advance(bar, len(shapes))
-            continue  # one replica of this TP already needs more GPUs than the best plan so far
-        for data, bound in _by_bound(shapes, profile):  # the likeliest high capacity first: it prunes the rest
-            _advance(bar, 1)
-            plan = search.shape(data, gpus, bound, attainment, profile)
-            if plan is not None:
-                plan.usd_per_hour = plan.num_gpus * price
-                plans.append(plan)
-                search.add(plan)
-    if bar is not None:
-        bar.close()
+    try:
+        groups = [
+            (
+                tp * cfg0.pp * cfg0.ep,
+                [_shape({**base, "workload": workload}, tp, p, n) for p in policies for n in max_num_seqs],
+            )
+            for tp in tps
+        ]
+        _search_shapes(search, plans, groups, price, attainment, profile, bar)
+    finally:
+        if bar is not None:
+            bar.close()
     over = search.over
     if not plans and over:
         raise ClusterSimError(
@@ -140,6 +136,30 @@ def plan_serving(
     best = _confirm(base, plans, rate_per_s, attainment, requests, profile)
     best.pruned_shapes = search.pruned
     return best, plans
+
+
+def _search_shapes(
+    search: _Search,
+    plans: list[ServePlan],
+    groups: list[tuple[int, list[dict[str, Any]]]],
+    price: float,
+    attainment: float,
+    profile: Any,
+    bar: Any,
+) -> None:
+    """Search the replica shapes, grouped by GPUs per replica (fewest first), appending each plan to ``plans``."""
+    for gpus, shapes in groups:
+        if search.cannot_win(gpus, math.inf):
+            search.pruned += len(shapes)
+            _advance(bar, len(shapes))
+            continue  # one replica of this TP already needs more GPUs than the best plan so far
+        for data, bound in _by_bound(shapes, profile):  # the likeliest high capacity first: it prunes the rest
+            _advance(bar, 1)
+            plan = search.shape(data, gpus, bound, attainment, profile)
+            if plan is not None:
+                plan.usd_per_hour = plan.num_gpus * price
+                plans.append(plan)
+                search.add(plan)
 
 
 def _rank(plan: ServePlan) -> tuple[int, float]:

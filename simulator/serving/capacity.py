@@ -91,7 +91,8 @@ def find_capacity(
     shape (Poisson, gamma burstiness, a rescaled trace); only its mean rate changes.
 
     ``at_least``: a caller that only needs capacities of at least this rate (a deployment search that
-    has a cheaper plan otherwise) starts there and gets :class:`BelowRate` at once when it fails.
+    has a cheaper plan otherwise) gets :class:`BelowRate` after one run there when it fails; when it does not,
+    the search runs as without it (same probes, same answer).
     """
     if not 0 < attainment <= 1:
         raise ClusterSimError(f"attainment must be in (0, 1], got {attainment}")
@@ -114,7 +115,7 @@ def find_capacity(
         return probes[rate][0]
 
     if at_least is not None:
-        start = _floor_probe(probe, at_least)
+        _floor_check(cfg, at_least, attainment, requests, profile)
     _bracket(probe, probes, start, attainment)
     extra = 0  # requests spent on extensions; at most one budget (max_requests) per search
     while True:
@@ -151,13 +152,15 @@ def find_capacity(
     )
 
 
-def _floor_probe(probe: Callable[[float], Outcome], at_least: float) -> float:
-    """Probe ``at_least`` first: raise :class:`BelowRate` when it fails, else start the search there."""
+def _floor_check(cfg: ServingConfig, at_least: float, attainment: float, requests: int, profile: Any) -> None:
+    """Raise :class:`BelowRate` when a run at ``at_least`` fails. The run is not one of the search's probes, so
+    a search that passes this check finds the same capacity as one that never asked (the answer does not depend
+    on where a bisection starts)."""
     if not at_least > 0:
         raise ClusterSimError(f"at_least={at_least} must be a positive rate")
-    if probe(at_least) == "fail":
+    res = simulate_steady(_at_rate(cfg, at_least), profile, enough=lambda _: True, start=requests)
+    if judge(res, attainment) == "fail":
         raise BelowRate(at_least)
-    return at_least
 
 
 def _lowest_fail(probes: dict[float, tuple[Outcome, Any]]) -> float:

@@ -95,8 +95,11 @@ def least_recompute_that_fits(cfg: dict[str, Any]) -> str:
     """The first of none, selective and full recomputation with which ``cfg`` fits in GPU memory (else full)."""
     for mode in _RECOMPUTE_ORDER:
         trial = {**cfg, "training": {**cfg["training"], "recompute": mode}}
-        if simulate_training(trial).fits_in_memory:
-            return mode
+        try:
+            if simulate_training(trial).fits_in_memory:
+                return mode
+        except ClusterSimError:
+            continue  # this mode cannot run the plan at all; try the next
     return _RECOMPUTE_ORDER[-1]
 
 

@@ -61,12 +61,13 @@ def test_a_rate_no_shape_can_reach_is_refused_without_capacity_searches() -> Non
     print(f"\nrefused in {time.process_time() - t0:.2f} s CPU")
 
 
-def test_branch_and_bound_probes_only_shapes_that_could_win_and_agrees_with_the_exhaustive_search() -> None:
+@pytest.mark.parametrize("rate", [20.0, 44.4])  # 44.4: TP2's need (22.2) lies inside its capacity interval
+def test_branch_and_bound_probes_only_shapes_that_could_win_and_agrees_with_the_exhaustive_search(rate: float) -> None:
     import simulator.serving.capacity as capacity
 
     kw = dict(tps=[1, 2], policies=("continuous",), max_num_seqs=(64, 256), requests=100)
     base = {**BASE, "steady_state": {"max_requests": 3000}}
-    every_best, every = plan_serving(base, rate_per_s=20.0, exhaustive=True, **kw)
+    every_best, every = plan_serving(base, rate_per_s=rate, exhaustive=True, **kw)
     below: dict[tuple[int, int], float] = {}
     real = capacity.find_capacity
 
@@ -79,7 +80,7 @@ def test_branch_and_bound_probes_only_shapes_that_could_win_and_agrees_with_the_
 
     capacity.find_capacity, saved = counting, capacity.find_capacity
     try:
-        best, searched = plan_serving(base, rate_per_s=20.0, **kw)
+        best, searched = plan_serving(base, rate_per_s=rate, **kw)
     finally:
         capacity.find_capacity = saved
     print(
@@ -92,6 +93,9 @@ def test_branch_and_bound_probes_only_shapes_that_could_win_and_agrees_with_the_
         every_best.replicas,
     )
     assert best.pruned_shapes >= 1 and len(searched) < len(every)
+    for plan in searched:  # a shape searched in full gets the capacity the exhaustive search found (same probes)
+        twin = next(p for p in every if (p.tp, p.max_num_seqs) == (plan.tp, plan.max_num_seqs))
+        assert plan.replica_capacity_per_s == twin.replica_capacity_per_s
     capacity_of = {(p.tp, p.max_num_seqs): p.replica_capacity_per_s for p in every}
     for shape, rate in below.items():  # a shape left out by its probe has less capacity than the probe's rate
         assert capacity_of[shape] < rate * 1.03  # (the bisection's tolerance)
