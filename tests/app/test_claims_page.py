@@ -4,7 +4,6 @@ each claim's scenario opening in a page (planner or Power & carbon) without erro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -13,27 +12,19 @@ from streamlit.testing.v1 import AppTest
 
 from hwmodels.errors import ClusterSimError
 from simulator.validation.claims import scenario
+from tests.fixtures.app_pages import assert_page_clean, open_page
 
-MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 IDS = [f"C{i}" for i in range(1, 19)]
 
 
 @pytest.fixture(scope="module")
 def claims_app() -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=120)
-    at.run()
-    at.switch_page("views/claims.py").run()
-    return at
-
-
-def _clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    return open_page("claims")
 
 
 def test_claims_page_lists_c1_to_c18_with_verdicts_and_reasons(claims_app: AppTest) -> None:
     at = claims_app
-    _clean(at)
+    assert_page_clean(at)
     assert at.title[0].value == "Claims"
     df = at.dataframe[0].value
     assert list(df["claim"]) == IDS
@@ -96,7 +87,7 @@ def test_open_button_switches_to_the_planner_with_the_scenario(claims_app: AppTe
     at = claims_app
     at.selectbox(key="cl_pick").set_value("C2").run()
     at.button(key="cl_open").click().run()
-    _clean(at)
+    assert_page_clean(at)
     assert at.title[0].value == "Training planner"
     cfg = json.loads(at.query_params["train"])
     assert cfg["cluster"]["num_gpus"] == 128 and cfg["parallel"]["dp"] == 128

@@ -4,7 +4,6 @@ break-even steps multiplier, the C2 worked example, and the page's chart builder
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,21 +12,14 @@ from simulator.app import charts
 from simulator.app.views import compression as page
 from streamlit.testing.v1 import AppTest
 
-MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+from tests.fixtures.app_pages import MAIN, assert_page_clean, open_page
+
 METHODS = [page.DENSE, "top-k 1%", "random-k 1%", "2:4 structured", "uniform 8-bit", "log 4-bit", "PowerSGD rank 4"]
 
 
 @pytest.fixture(scope="module")
 def comp_app() -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=120)
-    at.run()
-    at.switch_page("views/compression.py").run()
-    return at
-
-
-def _clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    return open_page("compression")
 
 
 def _table(at: AppTest) -> pd.DataFrame:
@@ -36,7 +28,7 @@ def _table(at: AppTest) -> pd.DataFrame:
 
 def test_every_method_renders_with_its_break_even_multiplier(comp_app: AppTest) -> None:
     at = comp_app
-    _clean(at)
+    assert_page_clean(at)
     assert at.title[0].value == "Gradient compression"
     df = _table(at)
     assert list(df.index) == [*METHODS, page.C2_METHOD]
@@ -66,7 +58,7 @@ def test_method_parameters_and_plan_move_the_table(comp_app: AppTest) -> None:
     at = comp_app
     before = _table(at)
     at.number_input(key="cp_fraction_pct").set_value(10.0).run()
-    _clean(at)
+    assert_page_clean(at)
     after = _table(at)
     assert "top-k 10%" in after.index
     assert after.loc["top-k 10%", "payload_gb"] == pytest.approx(10 * before.loc["top-k 1%", "payload_gb"], rel=1e-3)
@@ -76,7 +68,7 @@ def test_method_parameters_and_plan_move_the_table(comp_app: AppTest) -> None:
     assert ratio == pytest.approx(1.5)  # the steps multiplier scales time to train, not the step
     assert slower.loc[page.DENSE, "time_to_train_days"] == after.loc[page.DENSE, "time_to_train_days"]
     at.selectbox(key="cp_plan").set_value("c2").run()
-    _clean(at)
+    assert_page_clean(at)
     c2 = _table(at)
     assert c2.loc[page.DENSE, "step_time_s"] != before.loc[page.DENSE, "step_time_s"]
     assert "dp=128" in " ".join(c.value for c in at.caption)

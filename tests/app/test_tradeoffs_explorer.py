@@ -20,6 +20,7 @@ from hwmodels.errors import ClusterSimError
 from simulator.search.sweep.knobs import config_knobs, schema_knobs, value_at
 from simulator.serving.policies import BATCHING_POLICIES
 from simulator.training.schedules import schedule_names
+from tests.fixtures.app_pages import assert_page_clean
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "tradeoffs.py")
 SMALL_TRAIN = {
@@ -184,21 +185,16 @@ def _page(**state: object) -> AppTest:
     return at.run()
 
 
-def _clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
 def _figure(at: AppTest) -> dict:
     return json.loads(at.get("plotly_chart")[0].proto.spec)
 
 
 def test_energy_per_token_axis_draws_its_front() -> None:
     at = _page(to_training_knobs=["tp", "pp"], to_training_vals_tp=[1, 2], to_training_vals_pp=[1, 2, 4])
-    _clean(at)
+    assert_page_clean(at)
     at.selectbox(key="to_training_x").set_value("energy_per_token_j").run()
     at.selectbox(key="to_training_color").set_value("cost_per_million_tokens_usd").run()
-    _clean(at)
+    assert_page_clean(at)
     fig = _figure(at)
     assert [t["name"] for t in fig["data"]] == ["plans", "Pareto front"]
     assert fig["layout"]["xaxis"]["title"]["text"].startswith("energy per token (J)")
@@ -217,7 +213,7 @@ def test_a_schema_knob_sweeps_and_moves_the_objective() -> None:
         to_training_vals_sparsify=["topk"],
         to_training_vals_fraction=[0.01, 0.5],
     )
-    _clean(at)
+    assert_page_clean(at)
     table = at.dataframe[-1].value.set_index("fraction")
     assert list(table.index) == [0.01, 0.5] and set(table["sparsify"]) == {"topk"}
     # top-k at 1% sends less over the DP collective than at 50% (values plus indices)
@@ -240,7 +236,7 @@ def test_an_over_cap_sweep_runs_through_the_sweep_engine(monkeypatch) -> None:
     )
     assert any("at most 2 plans" in w.value for w in at.warning) and not at.dataframe
     at.button(key="to_engine_run").click().run()
-    _clean(at)
+    assert_page_clean(at)
     table = at.dataframe[-1].value
     assert len(table) == 4 and {"recompute", "zero"} <= set(table.columns)
     full, sel = (table[table["recompute"] == r]["step_time_s"].mean() for r in ("full", "selective"))
@@ -262,7 +258,7 @@ def test_a_link_restores_knobs_by_path_and_the_axes() -> None:
     at.session_state["training_cfg"] = SMALL_TRAIN
     at.query_params["sweep"] = json.dumps(link)
     at.run()
-    _clean(at)
+    assert_page_clean(at)
     assert at.session_state["to_training_vals_precision"] == ["bf16", "fp8"]  # fp4 is not a precision
     assert at.selectbox(key="to_training_y").value == "tco2e_to_train"
     spec = json.loads(at.query_params["sweep"])

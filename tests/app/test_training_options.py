@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from simulator.compression import INDEX_BITS
 from simulator.training import offload
+from tests.fixtures.app_pages import assert_page_clean
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = str(REPO / "app" / "main.py")
@@ -39,11 +40,6 @@ def _app(**params: str) -> AppTest:
     return at.run()
 
 
-def _clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
 def _metric(at: AppTest, label: str) -> tuple[float, str | None]:
     """The number at the start of a metric's value, and its delta."""
     (m,) = [m for m in at.metric if m.label == label]
@@ -52,12 +48,12 @@ def _metric(at: AppTest, label: str) -> tuple[float, str | None]:
 
 def test_topk_one_percent_lowers_dp_communication_and_changes_step_time() -> None:
     at = _app()
-    _clean(at)
+    assert_page_clean(at)
     wire, _ = _metric(at, "DP wire bytes per GPU")
     exposed, _ = _metric(at, "exposed DP comm")
     step, _ = _metric(at, "step time")
     at.selectbox(key="tr_cmp_method").set_value("topk").run()
-    _clean(at)
+    assert_page_clean(at)
     assert at.session_state["tr_cmp_fraction_pct"] == 1.0
     wire_c, wire_delta = _metric(at, "DP wire bytes per GPU")
     exposed_c, exposed_delta = _metric(at, "exposed DP comm")
@@ -68,25 +64,25 @@ def test_topk_one_percent_lowers_dp_communication_and_changes_step_time() -> Non
     spec = json.loads(at.query_params["train"])["training"]["compression"]
     assert spec["sparsify"] == "topk" and spec["fraction"] == pytest.approx(0.01)
     at.number_input(key="tr_cmp_steps_mult").set_value(1.5).run()  # the user's convergence input
-    _clean(at)
+    assert_page_clean(at)
     days, delta = _metric(at, "time to train vs uncompressed")
     assert float(delta.split()[0]) > 0  # 1.5x the steps outweighs the faster step
     link = _app(train=at.query_params["train"])  # the link reproduces the compressed plan
-    _clean(link)
+    assert_page_clean(link)
     assert link.session_state["tr_cmp_method"] == "topk" and link.session_state["tr_cmp_steps_mult"] == 1.5
     assert _metric(link, "time to train vs uncompressed")[0] == days
 
 
 def test_routing_skew_on_an_moe_preset_changes_the_expert_time() -> None:
     at = _app(train=json.dumps(MOE))
-    _clean(at)
+    assert_page_clean(at)
     uniform, _ = _metric(at, "expert time (busiest EP rank)")
     at.selectbox(key="tr_moe_source").set_value("zipf").run()
-    _clean(at)
+    assert_page_clean(at)
     skewed, delta = _metric(at, "expert time (busiest EP rank)")
     assert skewed > uniform and delta.startswith("+")
     at.number_input(key="tr_moe_skew").set_value(2.0).run()
-    _clean(at)
+    assert_page_clean(at)
     steeper, _ = _metric(at, "expert time (busiest EP rank)")
     assert steeper > skewed
     assert json.loads(at.query_params["train"])["moe_routing"]["source"] == {
@@ -96,7 +92,7 @@ def test_routing_skew_on_an_moe_preset_changes_the_expert_time() -> None:
     }
     imbalance, _ = _metric(at, "expert load max/mean")
     at.number_input(key="tr_moe_replicas").set_value(4).run()  # EPLB replicas of the hot experts
-    _clean(at)
+    assert_page_clean(at)
     assert _metric(at, "expert load max/mean")[0] < imbalance
     assert _metric(at, "expert time (busiest EP rank)")[0] < steeper
 
@@ -106,7 +102,7 @@ def test_optimizer_offload_fits_13b_on_one_gpu_and_shows_host_memory() -> None:
     assert not at.exception
     assert any("does not fit in memory" in w.value for w in at.warning)
     at.selectbox(key="tr_off_optimizer").set_value("cpu").run()
-    _clean(at)
+    assert_page_clean(at)
     assert not any("does not fit in memory" in w.value for w in at.warning)
     host, _ = _metric(at, "host memory per GPU")
     assert host > 150  # fp32 master weights, two moments and fp32 gradients of 13B parameters: 16 B each
@@ -120,12 +116,12 @@ def test_power_and_stack_sections_move_their_metrics() -> None:
     step, _ = _metric(at, "step time")
     at.radio(key="tr_pw_mode").set_value("locked clock").run()
     at.number_input(key="tr_pw_clock_mhz").set_value(1200.0).run()
-    _clean(at)
+    assert_page_clean(at)
     slow, delta = _metric(at, "step time vs max clock")
     assert slow > step and delta.startswith("+")
     assert json.loads(at.query_params["train"])["power"] == {"sm_clock_mhz": 1200.0}
     at.selectbox(key="tr_stack").set_value("pytorch-eager").run()
-    _clean(at)
+    assert_page_clean(at)
     assert _metric(at, "step time vs megatron-te")[1] is not None
     assert json.loads(at.query_params["train"])["stack"] == "pytorch-eager"
 
@@ -196,7 +192,7 @@ def test_parameter_server_section_compares_push_pull_with_all_reduce() -> None:
     at = _app(train=json.dumps(cfg))
     at.checkbox(key="tr_ps_on").check().run()
     at.number_input(key="tr_ps_servers").set_value(4).run()
-    _clean(at)
+    assert_page_clean(at)
     _, delta = _metric(at, "exposed DP comm vs all-reduce")
     assert delta is not None and delta.endswith(" s")
     parallel = json.loads(at.query_params["train"])["parallel"]
