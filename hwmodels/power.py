@@ -21,6 +21,7 @@ full-clock time (its SM cycles scale with the clock, its stalls do not), never f
 H100 data fixes the share: the 8192^3 bf16 GEMM runs at 721 TFLOP/s in a short run at 1980 MHz and
 at 668 TFLOP/s at 1365 MHz under the 700 W limit, so ``clock_share`` = 0.18 (3% slower at 1670 MHz).
 Profiles without a throttled measurement keep ``clock_share`` = 0: no loss until the cap binds.
+Published evidence on sustained clocks and the limiter's window: docs/research/h100-sustained-clocks.md.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from hwmodels.profile import PowerParams
 #: and 537 W although its bursts draw ~940 W, so the window is much longer than ~10 ms; a sustained GEMM settles
 #: at the limit within seconds (8192^3 bf16: 1365 MHz and 668 TFLOP/s over 10 s against 743 in short runs; an
 #: H200 soak in stas00/ml-engineering's mamf-finder notes: 703 sustained against 828 TFLOP/s in bursts).
-#: A training step's steady 1F1B phase lasts seconds, so it is the stretch that must fit the limit.
+#: A training step's steady 1F1B phase lasts seconds, so it is the stretch that must fit the limit. Sources:
+#: docs/research/h100-sustained-clocks.md.
 LIMIT_WINDOW_S = 1.0
 
 
