@@ -128,6 +128,15 @@ def _screen_all(ctx: SearchContext, screen: Screen | None = None) -> list:
     [
         ("mixtral-8x7b", "h100-sxm5-80gb", ["training.precision=fp8"]),  # MoE with ep, fp8 weight copies
         ("deepseek-v2-lite", "h100-sxm5-80gb", []),  # a first dense layer: stages differ in their layer mix
+        (  # gradient compression with error feedback: an fp32 residual per local gradient element
+            "llama3.2-1b",
+            "h100-sxm5-80gb",
+            [
+                "training.compression.sparsify=topk",
+                "training.compression.fraction=0.01",
+                "training.compression.error_feedback=true",
+            ],
+        ),  # fmt: skip
     ],
 )
 def test_screened_memory_is_the_memory_model(model: str, gpu: str, overrides: list[str]) -> None:

@@ -541,20 +541,20 @@ def _compression_effects(cfg: dict[str, Any], run_cfg: Any, r: Any) -> None:
             delta_color="inverse",
         )
         cols[2].metric("(de)compression compute", f"{over['compute_s']:.3f} s", help="per step, on the critical path")
-        cols[3].metric("compression state", f"{over['state_bytes'] / GIB:.2f} GiB", help="error feedback, PowerSGD")
+        state = r.memory_per_gpu_gb.compression * 1e9
+        cols[3].metric("compression state", f"{state / GIB:.2f} GiB", help="error feedback, PowerSGD (in the peak)")
         cols = st.columns(4)
         _step_metrics(cols, r, ref, "uncompressed")
         cols[2].metric("steps multiplier", f"x{effects.steps_multiplier(run_cfg):.2f}", help="your convergence input")
-        mem = (r.memory_per_gpu_gb.peak * 1e9 + over["state_bytes"]) / GIB
+        mem = r.memory_per_gpu_gb.peak * 1e9 / GIB
         cols[3].metric(
             "GPU memory vs uncompressed",
             f"{mem:.1f} GiB",
             _delta(mem, ref, lambda x: x.memory_per_gpu_gb.peak * 1e9 / GIB, "+.2f", " GiB"),
             delta_color="inverse",
-            help="the simulated peak plus the compression state (simulator.compression.memory_overhead_bytes), "
-            "which the step's memory breakdown does not hold",
+            help="the simulated peak, which holds the compression state (simulator.compression.memory_overhead_bytes)",
         )
-        if over["state_bytes"] and mem * GIB > r.memory_per_gpu_gb.capacity * 1e9:
+        if state and not r.fits_in_memory:
             st.warning(f"with its compression state this plan needs {mem:.1f} GiB per GPU: it does not fit")
         _traffic_table(rows, dense_rows)
 

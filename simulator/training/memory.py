@@ -59,6 +59,9 @@ Rules (mixed-precision Adam as Megatron-LM trains; ``P`` = parameters on this ra
   the runtime overhead, which PyTorch's caching allocator does not manage; weights, gradients and
   optimizer state live in contiguous buffers allocated once): 5 % base, +7 % with recompute, +8 % with
   ZeRO-3, +3 % for MoE, capped at 5 % with ``expandable_segments`` (sources at the constants).
+* **Compression state** -- with ``training.compression`` and a data-parallel collective, an fp32 error-feedback
+  residual of every local gradient element and PowerSGD's fp32 factors (:func:`compression_state_bytes`,
+  ``simulator.compression.memory_overhead_bytes``), held for the whole run outside the allocator's dynamic pool.
 * **Host tiers** -- ``training.offload`` moves the optimizer state and fp32 gradients (ZeRO-Offload), the 16-bit
   weights (ZeRO-3, ZeRO-Infinity) or the saved activations of in-flight micro-batches off the GPU, to host memory or
   NVMe (:mod:`simulator.training.offload`: ``place_states``, ``activations_on_gpu``); ``host`` and ``nvme`` report
@@ -74,6 +77,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from hwmodels.errors import ClusterSimError
+from simulator.compression import CompressionSpec, memory_overhead_bytes
 from simulator.core.config import RunConfig
 from simulator.core.device_memory import RUNTIME_OVERHEAD_BYTES
 from simulator.training import offload
@@ -161,17 +165,26 @@ class MemoryBreakdown(BaseModel):
     fragmentation: float
     host: float = 0.0  # offloaded to host memory (training.offload), not part of the GPU total
     nvme: float = 0.0  # offloaded to NVMe, not part of the GPU total
+    compression: float = 0.0  # gradient-compression state: fp32 error-feedback residual, PowerSGD factors
 
     @property
     def total(self) -> float:
         """Peak GPU bytes: the sum of every GPU term (host and NVMe tiers excluded)."""
-        return self.weights + self.gradients + self.optimizer + self.activations + self.buffers + self.fragmentation
+        return (
+            self.weights
+            + self.gradients
+            + self.optimizer
+            + self.activations
+            + self.buffers
+            + self.fragmentation
+            + self.compression
+        )
 
     def to_gb(self) -> dict[str, float]:
         """Every term in GB (1e9 bytes), plus ``peak`` (= total), for tables and charts; the host and NVMe
-        tiers only when something is offloaded."""
+        tiers and the compression state only when there are any."""
         dump = self.model_dump()
-        out = {k: float(v) / _GB for k, v in dump.items() if v or k not in ("host", "nvme")}
+        out = {k: float(v) / _GB for k, v in dump.items() if v or k not in ("host", "nvme", "compression")}
         out["peak"] = self.total / _GB
         return out
 
@@ -333,7 +346,17 @@ def static_memory(cfg: RunConfig, stage: int) -> MemoryBreakdown:
         fragmentation=0.0,
         host=placed.host,
         nvme=placed.nvme,
+        compression=compression_state_bytes(cfg.training.compression, p.dp * p.cp, par),
     )
+
+
+def compression_state_bytes(spec: CompressionSpec | None, dp_cp: int, par: StageParams) -> float:
+    """Persistent gradient-compression state of a rank (``simulator.compression.memory_overhead_bytes``): an fp32
+    error-feedback residual of every local gradient element, PowerSGD's fp32 factors; 0 without DP or compression.
+    It is kept for the rank's whole (unsharded) local gradient, which is what is compressed before the collective."""
+    if spec is None or dp_cp == 1:
+        return 0.0
+    return memory_overhead_bytes(spec, par.layers + par.experts + par.edges)
 
 
 def sharded_states(
@@ -510,4 +533,5 @@ def memory_breakdown(
         fragmentation=fragmentation_bytes(dynamic, config_fragmentation_ratio(cfg)),
         host=static.host + on_host,
         nvme=static.nvme,
+        compression=static.compression,
     )

@@ -30,6 +30,9 @@ class MemoryReport(BaseModel):
     nvme: float = Field(default=0.0, description="bytes per GPU offloaded to NVMe, GB")
     host_capacity: float = Field(default=0.0, description="host memory per GPU (node's / its GPUs), GB; 0: unused")
     nvme_capacity: float = Field(default=0.0, description="NVMe per GPU (node's / its GPUs), GB; 0: unused")
+    compression: float = Field(
+        default=0.0, description="gradient-compression state (error-feedback residual, PowerSGD factors), GB"
+    )
 
 
 #: MemoryReport fields that are not GB: the stage index and a count of micro-batches.

@@ -312,6 +312,7 @@ def _memory(cfg: RunConfig, run: PipelineRun, layout: Layout) -> tuple[MemoryRep
         activations=mem.activations / gb,
         buffers=mem.buffers / gb,
         fragmentation=(mem.fragmentation + static * FRAGMENTATION_FRACTION) / gb,
+        compression=mem.compression / gb,
         capacity=capacity / gb,
         stage=rank,
         inflight_microbatches=inflight,

@@ -244,3 +244,30 @@ def test_gpt3_175b_fits_with_selective_recompute_but_not_without_at_micro_batch_
     assert fits.activations / 1e9 == pytest.approx(34 * 2048 * 12288 / 8 * 12 * 8 / 1e9, rel=0.01)
     too_big = memory_breakdown(_gpt3(8, "none"), 0, 8)
     assert too_big.total > usable
+
+
+def test_compression_state_is_in_the_simulated_memory() -> None:
+    """Error feedback keeps an fp32 residual of every local gradient element (and PowerSGD its fp32 factors): the
+    simulated peak holds it, as a term of its own, and only when a data-parallel collective is compressed."""
+    from simulator.compression import memory_overhead_bytes
+    from simulator.core.config import load_config
+    from simulator.training.simulate import simulate_training
+
+    base = {
+        "model": "llama3-8b",
+        "cluster": {"gpu": "h100-sxm5-80gb", "num_gpus": 64, "node": "dgx-h100"},
+        "parallel": {"tp": 8, "dp": 8},
+        "training": {"seq_len": 4096, "global_batch": 64, "micro_batch": 1},
+    }
+    ef = {"sparsify": "topk", "fraction": 0.01, "error_feedback": True}
+    dense = simulate_training(base).memory_per_gpu_gb
+    comp = simulate_training({**base, "training": {**base["training"], "compression": ef}}).memory_per_gpu_gb
+    params = load_config(base).model.total_params / 8  # tp 8, one pipeline stage
+    assert dense.compression == 0.0
+    assert comp.compression * 1e9 == pytest.approx(4.0 * params, rel=1e-6)
+    assert comp.peak - dense.peak == pytest.approx(comp.compression, rel=1e-6)
+    spec = load_config({**base, "training": {**base["training"], "compression": ef}}).training.compression
+    assert comp.compression * 1e9 == pytest.approx(memory_overhead_bytes(spec, params), rel=1e-6)
+    one_replica = {**base, "cluster": {**base["cluster"], "num_gpus": 8}, "parallel": {"tp": 8, "dp": 1}}
+    one_replica["training"] = {**base["training"], "global_batch": 8, "compression": ef}
+    assert simulate_training(one_replica).memory_per_gpu_gb.compression == 0.0  # nothing is reduced, no state

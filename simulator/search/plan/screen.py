@@ -225,6 +225,7 @@ class _RankStatic:
     dual: tuple[tuple[int, float, float], ...]  # DualPipe: (rank, own weight, mirror weight) of its ranks
     parts: tuple[tuple[float, float, float], ...] = ()  # (weights, gradients, optimizer) at each ZeRO stage
     zero3_capped: float = 0.0  # ZeRO-3 buffers with offloaded weights (offload.gathered_layer_cap)
+    compression: float = 0.0  # gradient-compression state (memory.compression_state_bytes), in ``static`` too
 
 
 @dataclass(frozen=True)
@@ -571,7 +572,8 @@ class Screen:
             parts = tuple(
                 M.sharded_states(par, *reps, zero=zero, fp8=fp8, optimizer_bytes=optimizer) for zero in range(4)
             )
-            static = tuple(sum(p) for p in parts)
+            comp = M.compression_state_bytes(t.compression, dp * cp, par)
+            static = tuple(sum(p) + comp for p in parts)
             biggest = float((lp[rep.stage, 0] / tp + lp[rep.stage, 1] / expert_split).max())
             zero3 = M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh, zero3_layer_params=biggest)
             capped = min(biggest, O.MAX_LIVE_PARAMS / M.ZERO3_PREFETCH_LAYERS)
@@ -584,6 +586,7 @@ class Screen:
                     rep.dual,
                     parts=parts,
                     zero3_capped=M.buffer_bytes(tp=tp, pp=pp, dp=dp, cp=cp, sbh=sbh, zero3_layer_params=capped),
+                    compression=comp,
                 )
             )
         hit = self.memo.statics[key] = tuple(out)
@@ -691,7 +694,7 @@ class Screen:
         if placed.host > O.host_rates(self.ctx.cluster_spec).host_bytes:
             return math.inf, 0.0
         buffers = (s.zero3_capped if off.params != "none" else s.buffers[1]) if zero == 3 else s.buffers[0]
-        return placed.weights + placed.gradients + placed.optimizer, buffers + placed.extra_buffers
+        return placed.weights + placed.gradients + placed.optimizer + s.compression, buffers + placed.extra_buffers
 
 
 # ---- enumeration (one task per (tp, cp)) ---------------------------------------------------------
