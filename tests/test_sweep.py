@@ -454,3 +454,27 @@ def test_add_sweep_parser_registers_the_command() -> None:
     add_sweep_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "s.yaml", "--workers", "4", "--backend", "ray", "--ray-address", "auto"])
     assert args.func is cmd_sweep and args.workers == 4 and args.backend == "ray" and args.ray_address == "auto"
+
+
+def test_a_swept_vpp_brings_the_interleaved_schedule_with_it() -> None:
+    """parallel.vpp > 1 needs a schedule with model chunks: a sweep over vpp alone switches 1F1B to interleaved
+    at vpp > 1 (and back at vpp 1), as the app's planners do, instead of failing at every such point; a swept
+    schedule is left as swept."""
+    from simulator.search.sweep.spec import derive_schedule
+
+    base = {
+        "model": "llama3-8b",
+        "cluster": {"gpu": "h100-sxm5-80gb", "num_gpus": 16, "node": "dgx-h100"},
+        "parallel": {"tp": 8, "pp": 2, "dp": 1},
+        "training": {"seq_len": 4096, "global_batch": 16, "micro_batch": 1},
+    }
+    frame = sweep(base, {"parallel.vpp": [1, 2]}, kind="training", progress=False)
+    assert list(frame["status"]) == ["ok", "ok"]
+    one, two = frame["step_time_s"]
+    assert two < one  # two chunks per rank halve the bubble
+    data = {"parallel": {"vpp": 1, "schedule": "interleaved"}}
+    derive_schedule(data, {"parallel.vpp": 1})
+    assert data["parallel"]["schedule"] == "1f1b"
+    kept = {"parallel": {"vpp": 2, "schedule": "1f1b"}}
+    derive_schedule(kept, {"parallel.vpp": 2, "parallel.schedule": "1f1b"})
+    assert kept["parallel"]["schedule"] == "1f1b"  # swept too: validation reports the mismatch

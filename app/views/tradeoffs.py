@@ -36,7 +36,7 @@ from hwmodels.errors import ClusterSimError
 from simulator.core.limits import APP_CAPS, CLI_CAPS
 from simulator.search.sweep.knobs import Knob, config_knobs, find_knob, value_at
 from simulator.search.sweep.run import flat_metrics
-from simulator.search.sweep.spec import apply_values, derive_dp
+from simulator.search.sweep.spec import apply_values, derive_dp, derive_schedule
 
 PARAM = PAGE_PARAMS["tradeoffs"][0]
 MODES = {"training": "Training", "serving": "Serving"}
@@ -226,6 +226,8 @@ def _base(mode: str) -> dict[str, Any]:
 def point_config(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """One plan's config: ``values`` (dotted path -> value) set on ``base`` as the sweep engine sets them."""
     data = apply_values(dict(base), values)
+    if "cluster" in data:  # training: a swept vpp brings the interleaved schedule with it
+        derive_schedule(data, values)
     derive_dp(data)
     return data
 

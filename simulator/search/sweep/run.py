@@ -46,6 +46,7 @@ from simulator.search.sweep.spec import (
     apply_values,
     config_kind,
     derive_dp,
+    derive_schedule,
     load_point,
     resolve_base,
     spec_from,
@@ -261,6 +262,8 @@ class _SweepRun:
         """The point's validated config, or None when it is finished already as invalid (or an error)."""
         try:
             data = apply_values(self.base, values)
+            if self.kind == "training":
+                derive_schedule(data, values)
             if self.derived_dp:
                 row["parallel.dp"] = derive_dp(data)
             cfg = load_point(self.kind, data)

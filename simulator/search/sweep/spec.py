@@ -271,6 +271,25 @@ def derive_dp(data: dict[str, Any]) -> Any:
     return par["dp"]
 
 
+def derive_schedule(data: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """A point that sets ``parallel.vpp`` but not ``parallel.schedule`` runs a schedule that takes it: vpp > 1 turns
+    a schedule without model chunks into ``interleaved``, vpp 1 turns ``interleaved`` back into ``1f1b`` (as the
+    app's planners do), so a sweep over vpp does not fail at every point the base schedule cannot run."""
+    par = data.get("parallel")
+    if "parallel.vpp" not in values or "parallel.schedule" in values or not isinstance(par, dict):
+        return
+    vpp, name = par.get("vpp", 1), par.get("schedule", "1f1b")
+    if not isinstance(vpp, int) or isinstance(vpp, bool) or not isinstance(name, str):
+        return  # validation names the bad value
+    from simulator.training.schedules import get_schedule, schedule_names
+
+    chunked = name in schedule_names() and get_schedule(name).interleaved
+    if vpp > 1 and not chunked:
+        par["schedule"] = "interleaved"
+    elif vpp == 1 and name == "interleaved":
+        par["schedule"] = "1f1b"
+
+
 def config_kind(data: Mapping[str, Any]) -> Kind:
     """Training configs have a ``cluster`` section, serving configs a top-level ``gpu``."""
     if "cluster" in data:
