@@ -22,7 +22,7 @@ from hwmodels.errors import ClusterSimError
 from simulator.core.config import load_config
 from simulator.core.resources import data_text
 from simulator.training.simulate import simulate_training
-from simulator.validation.tables import Comparison
+from simulator.validation.tables import Comparison, report_rows
 
 __all__ = ["TABLE", "UNITS", "large_scale", "large_scale_config", "large_scale_report", "large_scale_rows", "row_id"]
 
@@ -156,22 +156,17 @@ def large_scale_report(
     profile: Any = None, progress: Callable[[int, int], None] | None = None
 ) -> tuple[list[Comparison], list[tuple[str, str]]]:
     """Predicted vs published figures of every simulable row, and (id, reason) of the rows left out."""
-    data = large_scale_rows()
-    out: list[Comparison] = []
-    skipped: list[tuple[str, str]] = []
-    for i, r in enumerate(data):
+
+    def predict(r: dict[str, str]) -> tuple[float, dict[str, Any], str]:
         cfg: dict[str, Any] | None = None
         try:
             cfg = large_scale_config(r)
-            predicted, note = _predict(r, cfg, profile)
+            value, note = _predict(r, cfg, profile)
         except ClusterSimError as exc:
-            skipped.append((r["id"], _skip_reason(exc, cfg)))
-        else:
-            unit = UNITS[r["metric"]]
-            out.append(Comparison(TABLE, f"{r['id']} ({unit})", float(r["value"]), predicted, unit, cfg, note))
-        if progress:
-            progress(i + 1, len(data))
-    return out, skipped
+            raise ClusterSimError(_skip_reason(exc, cfg)) from None
+        return value, cfg, note
+
+    return report_rows(TABLE, large_scale_rows(), predict, UNITS, progress)
 
 
 def large_scale(profile: Any = None, progress: Callable[[int, int], None] | None = None) -> list[Comparison]:

@@ -18,7 +18,7 @@ from hwmodels.errors import ClusterSimError
 from simulator.core.config import load_config
 from simulator.core.resources import data_text
 from simulator.training import TrainingResult, simulate_training
-from simulator.validation.tables import Comparison, gpt_spec, megatron_flops
+from simulator.validation.tables import Comparison, gpt_spec, megatron_flops, report_rows
 
 __all__ = ["AUTO_BATCHES", "TABLE", "offload_config", "offload_report", "offload_rows", "offload_table"]
 
@@ -116,20 +116,12 @@ def offload_report(
     profile: Any = None, progress: Callable[[int, int], None] | None = None
 ) -> tuple[list[Comparison], list[tuple[str, str]]]:
     """Predicted vs published figures of every row, and (id, reason) of rows whose config does not run."""
-    data = offload_rows()
-    out: list[Comparison] = []
-    skipped: list[tuple[str, str]] = []
-    for i, r in enumerate(data):
-        try:
-            predicted, cfg = _predict(r, profile)
-        except ClusterSimError as exc:
-            skipped.append((r["id"], str(exc)))
-        else:
-            unit = UNITS[r["metric"]]
-            out.append(Comparison(TABLE, f"{r['id']} ({unit})", float(r["value"]), predicted, unit, cfg))
-        if progress:
-            progress(i + 1, len(data))
-    return out, skipped
+
+    def predict(r: dict[str, str]) -> tuple[float, dict[str, Any], str]:
+        value, cfg = _predict(r, profile)
+        return value, cfg, ""
+
+    return report_rows(TABLE, offload_rows(), predict, UNITS, progress)
 
 
 def offload_table(profile: Any = None) -> list[Comparison]:

@@ -9,7 +9,7 @@ the paper or the code that produced it, never from a row's result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,6 +287,30 @@ def deepseek_v3(profile: Any = None) -> list[Comparison]:
             DEEPSEEK_V3,
         )
     ]
+
+
+def report_rows(
+    table: str,
+    rows: list[dict[str, str]],
+    predict: Callable[[dict[str, str]], tuple[float, dict[str, Any], str]],
+    units: Mapping[str, str],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Comparison], list[tuple[str, str]]]:
+    """Every row of a published table predicted: ``predict(row)`` gives (value, config simulated, note); a
+    ClusterSimError leaves the row out with its reason. Returns (comparisons, [(row id, reason)])."""
+    out: list[Comparison] = []
+    skipped: list[tuple[str, str]] = []
+    for i, r in enumerate(rows):
+        try:
+            predicted, cfg, note = predict(r)
+        except ClusterSimError as exc:
+            skipped.append((r["id"], str(exc)))
+        else:
+            unit = units[r["metric"]]
+            out.append(Comparison(table, f"{r['id']} ({unit})", float(r["value"]), predicted, unit, cfg, note))
+        if progress:
+            progress(i + 1, len(rows))
+    return out, skipped
 
 
 def summary(comparisons: list[Comparison]) -> dict[str, float]:
