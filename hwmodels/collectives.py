@@ -391,7 +391,7 @@ def all_to_all_time(nbytes: float, group: CommGroup) -> float:
     intra = (g - 1) / n * nbytes / group.intra_bytes_s if g > 1 else 0.0
     inter = 0.0
     if group.spans_nodes:
-        inter = (n - g) / n * nbytes / (group.net_bytes_s / g)
+        inter = (n - g) / n * nbytes / (group.all_to_all_net_bytes_s / g)
     return BASE_LATENCY_S + max(intra, inter) + group.hop_latency_s
 
 

@@ -133,15 +133,15 @@ class Cluster:
             raise ClusterSimError(f"a group of {size} ranks at stride {stride} does not fit in {self.num_gpus} GPUs")
         local = min(size, max(1, self.gpus_per_node // stride)) if stride < self.gpus_per_node else 1
         nodes = math.ceil(size / local)
-        net = 0.0
+        net = a2a = 0.0
         if nodes > 1:
             if self.nics_per_node <= 0:
                 raise ClusterSimError(
                     f"node {self.node.id} has no NICs; a group spanning {nodes} nodes needs nics_per_node > 0"
                 )
-            net = self.node_nic_bytes_s * local / self.gpus_per_node
-            if nodes > self.leaf_nodes:  # through the spine: oversubscribed up-links, ECMP collisions
-                net *= self.ecmp_efficiency / self.oversubscription
+            net = a2a = self.node_nic_bytes_s * local / self.gpus_per_node
+            ring, spread = self.spine_factors(nodes, local, max(1, stride // self.gpus_per_node))
+            net, a2a = net * ring, a2a * spread
         return CommGroup(
             size=size,
             local=local,
@@ -150,15 +150,40 @@ class Cluster:
             intra_latency_s=self.intra.latency_s,
             net_bytes_s=net,
             net_latency_s=self.nic.latency_s,
+            a2a_net_bytes_s=a2a,
         )
+
+    def spine_factors(self, nodes: int, local: int, node_step: int = 1) -> tuple[float, float]:
+        """Share of its NIC bandwidth a group keeps when it spans more than one leaf switch: (for rings, trees and
+        point-to-point; for all-to-all). ``node_step``: nodes between consecutive members (a DP group of a
+        TP x PP job placed PP-outermost is one node apart; DP outermost, TP x PP / gpus-per-node apart).
+
+        Every group of a kind communicates at once and each GPU is in one of them. A ring over members spread
+        across leaves crosses the spine only at the leaf boundaries: each group with ``m`` members under a leaf
+        sends one flow out of it (and takes one in, the other direction of the full-duplex links), so the leaf's
+        up-links (its down-links / oversubscription) carry ``1 / m`` of a NIC per GPU under it each way and slow
+        the ring only when ``oversubscription > m``. An
+        all-to-all sends the share ``f`` of its traffic that goes to other leaves through them all at once, so
+        it keeps ``1 / (f x oversubscription)`` of its bandwidth. Flows through the spine also lose
+        ``ecmp_efficiency`` to hash collisions."""
+        span = (nodes - 1) * node_step + 1
+        if span <= self.leaf_nodes:
+            return 1.0, 1.0
+        under_leaf = min(nodes, max(1, math.ceil(self.leaf_nodes / node_step)))  # the group's nodes under one leaf
+        members = under_leaf * (1 if self.rail_optimized else local)  # on one rail leaf, or on one ToR
+        ring = min(1.0, members / self.oversubscription) * self.ecmp_efficiency
+        crossing = 1.0 - under_leaf / nodes
+        spread = min(1.0, 1.0 / (crossing * self.oversubscription)) * self.ecmp_efficiency if crossing > 0 else 1.0
+        return ring, spread
 
 
 @dataclass(frozen=True)
 class CommGroup:
     """A communicating group as the collective models see it.
 
-    ``net_bytes_s`` is this group's share of its nodes' network bandwidth (per direction),
-    zero when the group lives inside one node.
+    ``net_bytes_s`` is this group's share of its nodes' network bandwidth (per direction) as rings, trees
+    and point-to-point transfers see it, zero when the group lives inside one node; all-to-all traffic sees
+    :attr:`all_to_all_net_bytes_s` (:meth:`Cluster.spine_factors`).
     """
 
     size: int
@@ -168,6 +193,14 @@ class CommGroup:
     intra_latency_s: float
     net_bytes_s: float = 0.0
     net_latency_s: float = 0.0
+    #: the group's NIC share for all-to-all traffic (lower than ``net_bytes_s`` through an oversubscribed spine);
+    #: None: the same as ``net_bytes_s``
+    a2a_net_bytes_s: float | None = None
+
+    @property
+    def all_to_all_net_bytes_s(self) -> float:
+        """Network bandwidth of the group's all-to-all traffic (per direction, the group's share of its NICs)."""
+        return self.net_bytes_s if self.a2a_net_bytes_s is None else self.a2a_net_bytes_s
 
     @property
     def spans_nodes(self) -> bool:

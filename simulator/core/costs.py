@@ -323,6 +323,6 @@ def routed_all_to_all_time(intra_bytes: float, inter_bytes: float, group: CommGr
 
     ``intra_bytes`` cross the node fabric and ``inter_bytes`` the rank's NIC share, at once.
     """
-    net = group.net_bytes_s / group.local if group.spans_nodes else float("inf")
+    net = group.all_to_all_net_bytes_s / group.local if group.spans_nodes else float("inf")
     t_intra = intra_bytes / group.intra_bytes_s if group.local > 1 else 0.0
     return max(t_intra, inter_bytes / net) + group.hop_latency_s + collectives.BASE_LATENCY_S

@@ -100,7 +100,9 @@ class Groups:
         def group(size: int, stride: int = 1) -> CommGroup:
             g = cluster.comm_group(size, stride)
             # one degraded NIC paces every group that crosses the network: groups of a kind run in lock-step
-            return replace(g, net_bytes_s=g.net_bytes_s * link) if link < 1.0 and g.spans_nodes else g
+            if link >= 1.0 or not g.spans_nodes:
+                return g
+            return replace(g, net_bytes_s=g.net_bytes_s * link, a2a_net_bytes_s=g.all_to_all_net_bytes_s * link)
 
         return cls(
             tp=group(p.tp),

@@ -89,15 +89,28 @@ def test_strided_groups_share_the_node_nics() -> None:
     assert C.all_reduce_time(1e9, dp) > C.all_reduce_time(1e9, tp)
 
 
-def test_oversubscription_slows_groups_that_leave_the_leaf() -> None:
+def test_oversubscription_slows_all_to_all_across_leaves_more_than_rings() -> None:
+    """A ring crosses the spine only at leaf boundaries (one flow out and one in per group under a leaf), so an
+    oversubscribed spine slows it only when oversubscription > members under the leaf; an all-to-all sends
+    the share of its traffic bound for other leaves through the up-links all at once."""
     flat = ClusterSpec(gpu="h100-sxm5-80gb", num_gpus=8 * 64, node="dgx-h100", nodes_per_leaf=32).resolve()
     thin = ClusterSpec(
-        gpu="h100-sxm5-80gb", num_gpus=8 * 64, node="dgx-h100", nodes_per_leaf=32, oversubscription=2.0
+        gpu="h100-sxm5-80gb", num_gpus=8 * 64, node="dgx-h100", nodes_per_leaf=32, oversubscription=4.0
     ).resolve()
     inside = (flat.comm_group(8 * 16), thin.comm_group(8 * 16))
     across = (flat.comm_group(8 * 64), thin.comm_group(8 * 64))
     assert C.all_reduce_time(1e9, inside[0]) == C.all_reduce_time(1e9, inside[1])
-    assert C.all_reduce_time(1e9, across[1]) > C.all_reduce_time(1e9, across[0])
+    # 32 members of each rail ring under a leaf: one flow each way through up-links worth 32/4 NICs -> no slowdown
+    assert C.all_reduce_time(1e9, across[1]) == C.all_reduce_time(1e9, across[0])
+    # half of an all-to-all's traffic leaves the leaf, through up-links a quarter of the down-links: half speed
+    assert across[1].all_to_all_net_bytes_s == pytest.approx(across[0].all_to_all_net_bytes_s / 2)
+    assert C.all_to_all_time(1e9, across[1]) > C.all_to_all_time(1e9, across[0])
+    # top-of-rack leaves (all 8 NICs of 4 nodes): a DP ring at one member per node has 4 members under a leaf,
+    # so the 8 DP rings of a TP8 job send 8 flows out of a ToR through up-links worth 32/8 NICs: half speed
+    tor = ClusterSpec(
+        gpu="h100-sxm5-80gb", num_gpus=8 * 64, node="dgx-h100", rail_optimized=False, oversubscription=8.0
+    ).resolve()
+    assert tor.comm_group(16, stride=8).net_bytes_s == pytest.approx(flat.comm_group(16, stride=8).net_bytes_s / 2)
 
 
 # ---- against measured NCCL figures (../shared/data/validation/nccl_measured.csv) ------------------

@@ -77,9 +77,10 @@ def test_contention_helpers():
 def test_rail_optimised_and_ecmp_topology():
     rail = ClusterSpec(gpu="h100-sxm5-80gb", num_gpus=8 * 64, node="dgx-h100").resolve()
     tor = ClusterSpec(gpu="h100-sxm5-80gb", num_gpus=8 * 64, node="dgx-h100", rail_optimized=False,
-                      oversubscription=2.0).resolve()  # fmt: skip
+                      oversubscription=8.0).resolve()  # fmt: skip
     ecmp = ClusterSpec(gpu="h100-sxm5-80gb", num_gpus=8 * 64, node="dgx-h100", ecmp_efficiency=0.7).resolve()
-    # a DP group of 16 nodes (one GPU per node) stays under one rail leaf, but leaves a top-of-rack switch
+    # a DP group of 16 nodes (one GPU per node) stays under one rail leaf, but leaves a top-of-rack switch (4 nodes):
+    # 8 rings (one per TP rank) with 4 members under each ToR send 8 flows out through up-links worth 32/8 NICs
     assert rail.comm_group(16, stride=8).net_bytes_s == pytest.approx(2 * tor.comm_group(16, stride=8).net_bytes_s)
     assert rail.comm_group(64, stride=8).net_bytes_s == pytest.approx(ecmp.comm_group(64, stride=8).net_bytes_s / 0.7)
 
