@@ -117,6 +117,17 @@ class Case:
 # ---- building the corpus ------------------------------------------------------------------------------------
 
 
+#: A Hugging Face llama config with a million tiny layers (the issue's 10^6-layer inline model).
+DEEP_HF_MODEL = {
+    "model_type": "llama",
+    "num_hidden_layers": 10**6,
+    "hidden_size": 64,
+    "num_attention_heads": 1,
+    "intermediate_size": 64,
+    "vocab_size": 100,
+}
+
+
 def _set(cfg: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     out = json.loads(json.dumps(cfg))
     node = out
@@ -209,14 +220,7 @@ def value_cases() -> list[Case]:
             {"c.yaml": yaml.safe_dump(_set(TRAIN, "model", hf))},
         )
     )
-    deep = {
-        "model_type": "llama",
-        "num_hidden_layers": 10**6,
-        "hidden_size": 64,
-        "num_attention_heads": 1,
-        "intermediate_size": 64,
-        "vocab_size": 100,
-    }
+    deep = DEEP_HF_MODEL
     cases.append(
         _cli(
             "train-inline-model-10^6-layers",
@@ -793,16 +797,7 @@ def app_cases() -> list[Case]:
         (
             "training",
             "train",
-            {
-                "model": {
-                    "model_type": "llama",
-                    "num_hidden_layers": 10**6,
-                    "hidden_size": 64,
-                    "num_attention_heads": 1,
-                    "intermediate_size": 64,
-                    "vocab_size": 100,
-                }
-            },
+            {"model": DEEP_HF_MODEL},
         ),
         ("training", "train", {"model": "/etc/passwd"}),
         ("training", "train", {"model": "{DIR}/secret.json"}),

@@ -533,13 +533,7 @@ def _compression_effects(cfg: dict[str, Any], run_cfg: Any, r: Any) -> None:
             delta_color="inverse",
             help="per step, what each GPU contributes to its data-parallel collectives (GB = 10^9 bytes)",
         )
-        dp = r.exposed_comm_s.get("dp", 0.0)
-        cols[1].metric(
-            "exposed DP comm",
-            f"{dp:.3f} s",
-            _delta(dp, ref, lambda x: x.exposed_comm_s.get("dp", 0.0), "+.3f", " s"),
-            delta_color="inverse",
-        )
+        _exposed_metric(cols[1], "dp", r, ref)
         cols[2].metric("(de)compression compute", f"{over['compute_s']:.3f} s", help="per step, on the critical path")
         state = r.memory_per_gpu_gb.compression * 1e9
         cols[3].metric("compression state", f"{state / GIB:.2f} GiB", help="error feedback, PowerSGD (in the peak)")
@@ -557,6 +551,17 @@ def _compression_effects(cfg: dict[str, Any], run_cfg: Any, r: Any) -> None:
         if state and not r.fits_in_memory:
             st.warning(f"with its compression state this plan needs {mem:.1f} GiB per GPU: it does not fit")
         _traffic_table(rows, dense_rows)
+
+
+def _exposed_metric(col: Any, kind: str, r: Any, ref: Any) -> None:
+    """Exposed communication of one kind (dp, ep, ...) per step, with its change against the reference plan."""
+    secs = r.exposed_comm_s.get(kind, 0.0)
+    col.metric(
+        f"exposed {kind.upper()} comm",
+        f"{secs:.3f} s",
+        _delta(secs, ref, lambda x: x.exposed_comm_s.get(kind, 0.0), "+.3f", " s"),
+        delta_color="inverse",
+    )
 
 
 def _traffic_table(rows: list[Any], dense_rows: list[Any]) -> None:
@@ -630,13 +635,7 @@ def _routing_effects(cfg: dict[str, Any], run_cfg: Any, r: Any) -> None:
         )
         cols[1].metric("expert load max/mean", f"{et.load_factor:.2f}", help="busiest EP rank over the mean")
         cols[2].metric("token copies dropped", f"{et.dropped_fraction:.1%}", help="by the capacity factor")
-        ep = r.exposed_comm_s.get("ep", 0.0)
-        cols[3].metric(
-            "exposed EP comm",
-            f"{ep:.3f} s",
-            _delta(ep, ref, lambda x: x.exposed_comm_s.get("ep", 0.0), "+.3f", " s"),
-            delta_color="inverse",
-        )
+        _exposed_metric(cols[3], "ep", r, ref)
         _step_metrics(st.columns(2), r, ref, "uniform routing")
 
 
