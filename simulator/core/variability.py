@@ -19,10 +19,18 @@ Where ranks wait for each other in a training step, and what this model charges 
   replicas' accumulated noise (relative spread ``cv / sqrt(segments)``) adds ``E[max of dp]`` of it.
 * **a slow node** (``slow_nodes``, ``slow_node_factor``): its GPUs run that much slower; the job runs
   at the slower of it and the persistent spread.
+* **host pauses** (``gc_pause_s``, ``gc_interval_steps``): Python's automatic garbage collector stops a
+  rank's host thread for a full collection now and then; no new kernels start meanwhile, so the ranks
+  coupled to it (its tensor- and pipeline-parallel peers, every micro-batch) wait too. Within a replica
+  the pauses of its ranks add up; at the gradient sync the job waits for the replica that paused most:
+  the expected maximum of ``dp`` Poisson counts (:func:`gc_stall_s`). Frameworks that collect on every
+  rank at the same step (``gc_aligned`` stacks: torchtitan's ``gc_freq``, Megatron's ``--manual-gc``,
+  NeMo's ``gc_interval``) pay one pause per interval instead.
 
 Sources for the defaults: :data:`GPU_SPEED_CV` (Sinha et al., SC'22), :data:`MTBF_GPU_HOURS` and
-:data:`CHECKPOINT_WRITE_GBPS_PER_NODE` (Llama 3, arXiv 2407.21783, sec. 3.3.4 and 3.3.1);
-:data:`SYNC_JITTER_CV` and :data:`RESTART_S` are estimates (see their comments).
+:data:`CHECKPOINT_WRITE_GBPS_PER_NODE` (Llama 3, arXiv 2407.21783, sec. 3.3.4 and 3.3.1), :data:`GC_PAUSE_S`
+(Lin et al., OSDI'25); :data:`SYNC_JITTER_CV`, :data:`RESTART_S` and :data:`GC_INTERVAL_STEPS` are estimates
+(see their comments; docs/research/stragglers-at-scale.md).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from scipy import integrate, stats
 
 __all__ = [
     "CHECKPOINT_WRITE_GBPS_PER_NODE",
+    "GC_INTERVAL_STEPS",
+    "GC_PAUSE_S",
     "GPU_SPEED_CV",
     "MTBF_GPU_HOURS",
     "RESTART_S",
@@ -43,6 +53,8 @@ __all__ = [
     "Goodput",
     "VariabilitySpec",
     "expected_max_normal",
+    "expected_max_poisson",
+    "gc_stall_s",
     "goodput",
     "Stretch",
     "monte_carlo_max",
@@ -78,6 +90,21 @@ CHECKPOINT_WRITE_GBPS_PER_NODE = 2000.0 / 2048.0
 #: which this default, its MTBF and a Young-optimal checkpoint interval reproduce for 405B on 16K GPUs.
 RESTART_S = 600.0
 
+#: Seconds one full automatic garbage collection holds up a rank's host thread (and so the GPU once its
+#: queue of launched kernels drains). Lin et al., "Understanding Stragglers in Large Model Training Using
+#: What-if Analysis" (OSDI'25, arXiv 2505.05713, sec. 5): "Once triggered, GC can take 100s of
+#: milliseconds, and during this period the user program is paused and new kernels cannot be started";
+#: the low end is taken (pauses also grow as a run goes on, which this does not model).
+GC_PAUSE_S = 0.1
+
+#: Training steps between one rank's full automatic collections. An ESTIMATE (no source measures it), kept
+#: consistent with the two published gains from collecting on all ranks at once: torchtitan PR #148 ("~1.5% per
+#: iter" on 512-GPU FSDP, where every rank's pause stalls all: 512 / 1000 x 0.1 s is 1.5% of a 3.4 s step; the
+#: PR gives no step time) and Lin et al. (+12.6% on a 128-DP-rank job collecting on all ranks every 500 steps,
+#: so the automatic collections came more often than that on some rank of each step). Megatron launch scripts
+#: set manual intervals of 10-1,000 steps.
+GC_INTERVAL_STEPS = 1000.0
+
 
 class VariabilitySpec(BaseModel):
     """What makes real ranks differ, and how often a run fails (the ``variability:`` config section)."""
@@ -108,6 +135,12 @@ class VariabilitySpec(BaseModel):
     )
     async_checkpoint: bool = Field(
         default=False, description="copy to host and write in the background: only the device-to-host copy stalls"
+    )
+    gc_pause_s: float = Field(
+        default=GC_PAUSE_S, ge=0, le=60, description="seconds a full automatic garbage collection stops a rank's host"
+    )
+    gc_interval_steps: float = Field(
+        default=GC_INTERVAL_STEPS, ge=1, le=1e9, description="training steps between one rank's full collections"
     )
 
 
@@ -213,6 +246,41 @@ def step_stretch(spec: VariabilitySpec, *, num_gpus: int, tp: int, cp: int, ep: 
     return Stretch(
         gpu=gpu, jitter=slowest_factor(sync, spec.sync_jitter_cv), layer_group=group, dp_replicas=max(1, dp * cp)
     )
+
+
+@lru_cache(maxsize=4096)
+def expected_max_poisson(mean: float, n: int) -> float:
+    """E[max of ``n`` i.i.d. Poisson(``mean``) counts]: the sum over k >= 0 of P(max > k) = 1 - F(k)^n."""
+    if n < 1 or mean < 0:
+        raise ValueError(f"need n >= 1 draws and mean >= 0, got n={n}, mean={mean}")
+    if mean == 0:
+        return 0.0
+    total, k = 0.0, 0
+    while True:
+        tail = -math.expm1(n * float(stats.poisson.logcdf(k, mean)))  # P(max > k), accurate when tiny
+        if tail < 1e-12 and k > mean:
+            return total
+        total += tail
+        k += 1
+
+
+def gc_stall_s(
+    spec: VariabilitySpec, *, num_gpus: int, tp: int, pp: int, cp: int, ep: int, zero: int, aligned: bool
+) -> float:
+    """Expected seconds per step a job on ``num_gpus`` GPUs stalls on host garbage-collection pauses.
+
+    The ranks that wait for each other within a step (tensor, context, expert and pipeline peers; with ZeRO-3
+    the whole job, whose parameter gathers couple every layer) form a replica. Unaligned, each rank pauses
+    ``gc_pause_s`` once every ``gc_interval_steps`` steps at its own time, a replica's pauses add up, and the
+    job waits for the replica that paused most: the expected maximum of the replicas' Poisson counts.
+    ``aligned``: every rank collects at the same step, one pause per interval for the whole job."""
+    if spec.gc_pause_s <= 0:
+        return 0.0
+    if aligned:
+        return spec.gc_pause_s / spec.gc_interval_steps
+    coupled = num_gpus if zero == 3 else max(1, min(num_gpus, pp * tp * cp * ep))
+    mean = coupled / spec.gc_interval_steps
+    return spec.gc_pause_s * expected_max_poisson(mean, max(1, num_gpus // coupled))
 
 
 def replica_wait_s(spec: VariabilitySpec, busy_s: float, segments: int, replicas: int) -> float:

@@ -206,6 +206,11 @@ class StackSpec(BaseModel):
         description="ZeRO-3 with full recompute gathers the parameters again for the backward after the recomputed "
         "forward released them (DeepSpeed's hooks); False: the recompute's gather serves the backward (FSDP)",
     )
+    gc_aligned: bool = Field(
+        default=False,
+        description="the framework runs Python's garbage collection on every rank at the same step (torchtitan "
+        "gc_freq, Megatron --manual-gc, NeMo gc_interval); False: the interpreter's automatic collection",
+    )
     vocab_divisible_by: int = Field(
         default=1, ge=1, description="the LM head's vocabulary is padded to a multiple of this x tp (1 = no padding)"
     )

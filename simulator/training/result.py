@@ -72,6 +72,9 @@ class TrainingResult(BaseModel):
     sync_stretch: float = Field(
         default=1.0, description="compute stretch from waiting for the slowest rank (GPU spread, jitter, stragglers)"
     )
+    gc_pause_s: float = Field(
+        default=0.0, description="expected seconds per step waiting on ranks' garbage-collection pauses (variability)"
+    )
     goodput: Goodput | None = Field(default=None, description="useful share of wall time over a long run")
     energy_j: dict[str, float] = Field(default_factory=dict, description="per step: gpu, node, facility (x PUE), J")
     energy_per_token_j: float = Field(default=0.0, description="facility energy per trained token, J")

@@ -23,7 +23,7 @@ from simulator.core.contention import nic_sharing_factor, overlap_interference_s
 from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.timeline import Timeline
-from simulator.core.variability import Goodput, Stretch, goodput, replica_wait_s, step_stretch
+from simulator.core.variability import Goodput, Stretch, gc_stall_s, goodput, replica_wait_s, step_stretch
 from simulator.energy.accounting import footprint, gpu_energy_j, hottest_window_w
 from simulator.training import offload, param_server
 from simulator.training.engine import PipelineEngine, PipelineRun, RankStats
@@ -56,6 +56,7 @@ class RankTail:
     optimizer_s: float = 0.0
     gather_s: float = 0.0
     replica_wait_s: float = 0.0  # waiting at the gradient sync for the slowest data-parallel replica
+    gc_s: float = 0.0  # host garbage-collection pauses the step waits for (variability.gc_stall_s)
     host_s: float = 0.0  # exposed host-side optimizer step (CPU Adam, weights back over PCIe; training.offload)
     host_step: offload.OptimizerStep | None = None  # that step's CPU, PCIe and NVMe seconds
     interference_s: float = 0.0  # compute slowed by the SMs that overlapped gradient-sync kernels take
@@ -66,7 +67,7 @@ class RankTail:
         """When this rank's step is done: after its gradient sync (which waits for the slowest replica),
         optimizer step and parameter gather."""
         last = max(self.pipeline_end + self.interference_s, self.dp_end)
-        return last + self.replica_wait_s + self.optimizer_s + self.host_s + self.gather_s
+        return last + self.replica_wait_s + self.gc_s + self.optimizer_s + self.host_s + self.gather_s
 
     @property
     def exposed_dp_s(self) -> float:
@@ -223,6 +224,7 @@ def _rank_tail(
     if comm and p.dp * p.cp > 1:
         segments = 2 * layout.num_microbatches * len(positions) * max(1, sum(len(chunks[q].layers) for q in positions))
         tail.replica_wait_s = replica_wait_s(cfg.variability, stats.busy_s, segments, p.dp * p.cp)
+    tail.gc_s = gc_pause_s(cfg)
     params = sum(chunks[pos].params for pos in positions)
     if comm and t.compression is not None and p.dp * p.cp > 1:  # compress + decompress before the optimizer
         extra = compression_compute_s(t.compression, params, profile, grad_comm_bytes(t.precision), dp_size=p.dp)
@@ -233,7 +235,7 @@ def _rank_tail(
     opt = cfg.stack.optimizer
     tensors = PARAM_TENSORS_PER_LAYER * cfg.model.num_layers / p.pp
     traced = traced_optimizer_s(cfg, profile) if cfg.stack.traced else None
-    opt_start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s
+    opt_start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s + tail.gc_s
     if t.offload.optimizer != "none":  # ZeRO-Offload: CPU Adam, weights back over PCIe (simulator.training.offload)
         host = tail.host_step = offload.optimizer_step(t.offload, cfg.cluster, shard)
         window = stats.last_end_s - (stats.first_start_s or 0.0)
@@ -378,6 +380,21 @@ def _costs_at(cfg: RunConfig, prof: Profile, cluster: Any, layout: Layout, ratio
         for r in sorted(set(ratios))
     }
     return [by_ratio[ratios[stage[pos]]][pos].stretched(factor) for pos in range(layout.positions)]
+
+
+def gc_pause_s(cfg: RunConfig) -> float:
+    """Expected seconds per step ``cfg`` waits on ranks' garbage-collection pauses (variability.gc_stall_s)."""
+    p = cfg.parallel
+    return gc_stall_s(
+        cfg.variability,
+        num_gpus=cfg.cluster.num_gpus,
+        tp=p.tp,
+        pp=p.pp,
+        cp=p.cp,
+        ep=p.ep,
+        zero=p.zero,
+        aligned=cfg.stack.gc_aligned,
+    )
 
 
 def stretch_of(cfg: RunConfig) -> Stretch:
@@ -538,6 +555,7 @@ def simulate_training(
         time_to_train_days=ttt_days,
         time_to_train_wall_days=None if ttt_days is None else ttt_days / max(good.fraction, 1e-9),
         sync_stretch=stretch_of(cfg).compute,
+        gc_pause_s=tails[critical].gc_s,
         goodput=good,
         timeline=Timeline(tuple(sorted(events))),
         **energy,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hwmodels.errors import ClusterSimError
@@ -11,6 +12,8 @@ from simulator.core.contention import COMM_SMS, nic_sharing_factor, overlap_inte
 from simulator.core.variability import (
     VariabilitySpec,
     expected_max_normal,
+    expected_max_poisson,
+    gc_stall_s,
     goodput,
     monte_carlo_max,
     slowest_factor,
@@ -106,6 +109,45 @@ def test_stragglers_and_degraded_link_slow_the_step():
     assert base.step_time_s < link.step_time_s
     assert base.sync_stretch > 1.0 and ideal.sync_stretch == 1.0
     assert base.goodput is not None and 0.5 < base.goodput.fraction < 1.0
+
+
+@pytest.mark.parametrize(("mean", "n"), [(0.008, 1), (0.008, 288), (0.128, 64), (2.0, 8), (5.12, 1000)])
+def test_poisson_order_statistic_matches_monte_carlo(mean, n):
+    """E[max of n Poisson counts] (the replica that paused most) within 2% of a brute-force draw."""
+    rng = np.random.default_rng(11)
+    trials = max(2000, 2_000_000 // n)
+    mc = float(rng.poisson(mean, size=(trials, n)).max(axis=1).mean())
+    model = expected_max_poisson(mean, n)
+    print(f"mean={mean} n={n}: model {model:.4f} Monte-Carlo {mc:.4f}")
+    assert model == pytest.approx(mc, rel=0.02, abs=2e-3)
+
+
+def test_gc_stall_grows_with_replicas_and_alignment_removes_it():
+    """Unaligned collection: the job waits for the replica that paused most, which grows with the replicas;
+    aligned collection costs one pause per interval whatever the scale; no pause, no stall."""
+    spec = VariabilitySpec()
+    plan = {"tp": 8, "pp": 1, "cp": 1, "ep": 1, "zero": 1}
+    by_gpus = [gc_stall_s(spec, num_gpus=n, aligned=False, **plan) for n in (8, 768, 2304, 16384)]
+    assert by_gpus == sorted(by_gpus) and by_gpus[0] < 0.01 * spec.gc_pause_s < by_gpus[-1]
+    assert by_gpus[-1] <= 2 * spec.gc_pause_s
+    aligned = gc_stall_s(spec, num_gpus=16384, aligned=True, **plan)
+    assert aligned == pytest.approx(spec.gc_pause_s / spec.gc_interval_steps)
+    # FSDP (ZeRO-3) couples every rank at every layer: pauses add up over the whole job
+    fsdp = gc_stall_s(spec, num_gpus=512, tp=1, pp=1, cp=1, ep=1, zero=3, aligned=False)
+    assert fsdp == pytest.approx(spec.gc_pause_s * 512 / spec.gc_interval_steps, rel=1e-6)
+    assert gc_stall_s(VariabilitySpec(gc_pause_s=0), num_gpus=4096, aligned=False, **plan) == 0.0
+
+
+def test_gc_pauses_lengthen_the_step_unless_aligned():
+    base = simulate_training(_BASE)
+    longer = simulate_training(_with("variability", gc_pause_s=0.5))
+    none = simulate_training(_with("variability", gc_pause_s=0.0))
+    assert none.gc_pause_s == 0.0 < base.gc_pause_s < longer.gc_pause_s
+    assert none.step_time_s < base.step_time_s < longer.step_time_s
+    assert longer.step_time_s - none.step_time_s == pytest.approx(longer.gc_pause_s, rel=1e-6)
+    stack = {"base": "megatron-te", "gc_aligned": True}
+    aligned = simulate_training({**_BASE, "stack": stack, "variability": {"gc_pause_s": 0.5}})
+    assert aligned.gc_pause_s == pytest.approx(0.5 / 1000)
 
 
 def test_llama3_layers_per_stage_with_interleaving():

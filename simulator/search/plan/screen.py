@@ -28,7 +28,7 @@ from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec
 from simulator.core.costs import comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.host_tiers import OffloadSpec
-from simulator.core.variability import step_stretch
+from simulator.core.variability import VariabilitySpec, gc_stall_s, step_stretch
 from simulator.energy.accounting import PowerSpec, SiteSpec
 from simulator.models import ModelSpec
 from simulator.moe.routing import MoERouting
@@ -58,6 +58,8 @@ from simulator.training.simulate import PARAM_TENSORS_PER_LAYER
 
 #: A screened plan: (step seconds, peak memory bytes, key); tuples sort by time, then memory, then key.
 Screened = tuple[float, float, PlanKey]
+#: The variability every plan runs with (SearchContext.run_config sets none, so the default).
+_VARIABILITY = VariabilitySpec()
 
 
 @dataclass
@@ -468,7 +470,18 @@ class Screen:
         end = self._rank_tail(st, 0, total, key)
         if pp > 1:
             end = max(end, self._rank_tail(st, 1, total - early, key))
-        return end
+        # host garbage-collection pauses, as simulate_training charges them (plans run the default variability)
+        gc = gc_stall_s(
+            _VARIABILITY,
+            num_gpus=self.ctx.num_gpus,
+            tp=tp,
+            pp=pp,
+            cp=cp,
+            ep=key[4],
+            zero=zero,
+            aligned=self.ctx.stack.gc_aligned,
+        )
+        return end + gc
 
     # -- memory (the memory model's functions over per-layer arrays) --
 
