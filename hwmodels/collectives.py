@@ -7,7 +7,8 @@ Algorithms (``n`` ranks, ``g`` per node, ``m`` nodes, message ``S`` bytes, per-h
 * tree: NCCL's intra-node chain + inter-node double binary tree; the same bandwidth term as the
   ring, but ``2((g-1) a_intra + ceil(log2 m) a_net)`` latency, so it wins for small messages.
   (NCCL's tuner offers tree for all-reduce only; the all-gather/reduce-scatter tree here charges
-  half that latency, close to what NCCL >= 2.23's PAT does at one rank per node.)
+  half that latency, close to what NCCL >= 2.23's PAT does, and like PAT runs only with one rank
+  per node: elsewhere ``auto`` and a forced ``tree`` run the ring for them, as NCCL does.)
 * hierarchical: reduce-scatter inside the node over NVLink, all-reduce of ``S/g`` across nodes on
   this rank's NIC share, all-gather inside the node: three collectives one after the other, as a
   framework composes them (Horovod's hierarchical all-reduce, 2D all-reduce). It sends only
@@ -554,10 +555,17 @@ register_algorithm(
         protocol_costs={k: {p: _ring_protocol_cost(k, p) for p in PROTOCOLS} for k in COLLECTIVE_KINDS},
     )
 )
+def _tree_runs_on(kind: str, group: CommGroup) -> bool:
+    """NCCL's tree is an all-reduce algorithm; its all-gather/reduce-scatter counterpart, PAT (NCCL >= 2.23),
+    runs only with one rank per node (NVIDIA/nccl src/enqueue.cc: PAT needs nRanks == nNodes)."""
+    return kind == "all_reduce" or (group.local == 1 and group.nodes > 1)
+
+
 register_algorithm(
     CollectiveAlgorithm(
         "tree",
         {"all_reduce": _tree_all_reduce, "all_gather": _tree_all_gather, "reduce_scatter": _tree_all_gather},
+        runs_on=_tree_runs_on,
         summary="NCCL double binary tree across nodes, chain inside; latency logarithmic in nodes",
         protocol_costs={"all_reduce": {p: _tree_protocol_cost(p) for p in PROTOCOLS}},  # tree AG/RS: fitted
     )

@@ -181,9 +181,26 @@ def test_a_new_algorithm_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("kind", ["all_reduce", "all_gather", "reduce_scatter"])
 @pytest.mark.parametrize("n", [2, 8, 64, 1024])
 def test_default_is_exactly_the_faster_of_ring_and_tree(kind: str, n: int) -> None:
+    """``default`` keeps the rule the training validation was fitted with: the faster of the fitted ring and tree
+    costs everywhere (the tree's all-gather/reduce-scatter too, which NCCL itself runs only as PAT)."""
     fn = getattr(C, f"{kind}_time")
+    tree = C.get_algorithm("tree").cost(kind, "fitted")
     for S in [8.0, 1e5, 1e7, 1e9]:  # the fitted single-protocol costs the training validation was fitted with
-        assert fn(S, group(n)) == min(fn(S, group(n), "ring/fitted"), fn(S, group(n), "tree/fitted"))
+        assert fn(S, group(n)) == min(fn(S, group(n), "ring/fitted"), C.BASE_LATENCY_S + tree(S, group(n)))
+
+
+@pytest.mark.parametrize("kind", ["all_gather", "reduce_scatter"])
+def test_tree_gather_and_scatter_run_only_with_one_rank_per_node(kind: str) -> None:
+    """NCCL has no tree all-gather/reduce-scatter; PAT (>= 2.23) takes their place only at one rank per node.
+    Elsewhere ``auto`` and a forced ``tree`` run the ring, whose latency grows with the ranks."""
+    fn = getattr(C, f"{kind}_time")
+    packed = group(1024)  # 8 ranks per node
+    assert C.choose_algorithm(kind, 1e6, packed, "tree") == "ring"
+    assert fn(1e6, packed, "tree") == fn(1e6, packed, "ring")
+    assert C.choose_algorithm(kind, 1e6, packed, "auto") == "ring"
+    spread = _cluster("dgx-h100", 1024 * 8).comm_group(1024, stride=8)  # one rank per node, as a TP8 job's DP
+    assert C.choose_algorithm(kind, 1e6, spread, "auto") == "tree"
+    assert fn(1e6, spread, "auto") < fn(1e6, spread, "ring") / 2
 
 
 @pytest.mark.parametrize("node,expected", [("dgx-a100", "tree"), ("dgx-h100", "nvls")])
