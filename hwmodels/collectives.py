@@ -471,8 +471,12 @@ def _nvls_all_reduce(nbytes: float, group: CommGroup) -> float:
     intra = (1.0 + 1.0 / g) * nbytes / (NVLS_EFFICIENCY * group.intra_bytes_s)
     if m == 1:
         return intra + NVLS_LATENCY_S
-    # NVLSTree: each rank's S/g shard goes round a tree of nodes on its NIC share, pipelined with NVLS
-    inter = 2.0 * (m - 1) / m * (nbytes / g) / (group.net_bytes_s / g)
+    # NVLSTree: each rank's S/g shard is reduced up a tree of nodes and broadcast back down on its NIC share,
+    # pipelined with NVLS. A tree node sends (and receives) its shard twice, up and down, whatever the node
+    # count: NCCL's tuner takes a tree's algorithm bandwidth as half its bus bandwidth (tuning.cc, ratio .5),
+    # not a ring's n / 2(n-1). (Was 2(m-1)/m of the shard: 475 GB/s busbw on 4 DGX H100 where NVIDIA quotes
+    # ~370-380 for NVLS+Tree and users measure 320-357; nccl_published.csv.)
+    inter = 2.0 * (nbytes / g) / (group.net_bytes_s / g)
     return max(intra, inter) + NVLS_LATENCY_S + 2.0 * math.ceil(math.log2(m)) * group.net_latency_s
 
 
