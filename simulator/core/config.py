@@ -69,10 +69,11 @@ class ParallelSpec(BaseModel):
         default_factory=ParameterServerSpec, description="server machines and placement for dp_mode=parameter_server"
     )
     collective_algorithm: str = Field(
-        default="default",
-        description="all-reduce/all-gather/reduce-scatter algorithm (hwmodels.collectives): default = the faster "
-        "of ring and tree per call (the validated model); auto = NCCL's tuner, the fastest of ring, tree and nvls "
-        "where the node has NVLink SHARP; or force ring, tree, hierarchical or nvls",
+        default="auto",
+        description="all-reduce/all-gather/reduce-scatter algorithm (hwmodels.collectives): auto (default) = "
+        "NCCL's tuner, the fastest of ring, tree and nvls (where the node has NVLink SHARP) with their LL/LL128/"
+        "Simple protocols; default = the faster of ring and tree with fitted single-protocol costs (the envelope, "
+        "optimistic for mid-size messages across many nodes); or force ring, tree, hierarchical or nvls",
     )
 
     @field_validator("collective_algorithm")

@@ -25,7 +25,7 @@ import numpy as np
 from hwmodels.profile import Profile
 from hwmodels.topology import Cluster, ClusterSpec, CommGroup
 from simulator.core.config import ParallelSpec, RunConfig, TrainingSpec
-from simulator.core.costs import comm_time, optimizer_step_time
+from simulator.core.costs import CommAlgorithm, comm_time, optimizer_step_time
 from simulator.core.device_memory import usable_memory_bytes
 from simulator.core.host_tiers import OffloadSpec
 from simulator.core.variability import VariabilitySpec, gc_stall_s, step_stretch
@@ -78,11 +78,13 @@ class SearchContext:
     keep: int  # screened plans per task returned to the parent (the fastest)
     stack: StackSpec = field(default_factory=lambda: get_stack(DEFAULT_STACK))  # named in every plan's config
     cluster: Cluster = field(init=False)
+    algorithm: CommAlgorithm = field(init=False)  # the collective rule every plan runs (ParallelSpec's default)
     capacity: float = field(init=False)
     screen_profile: Profile = field(init=False)  # the profile at the job's SM share and clock
 
     def __post_init__(self) -> None:
         self.cluster = self.cluster_spec.resolve()
+        self.algorithm = CommAlgorithm.of(ParallelSpec().collective_algorithm, self.cluster)
         self.capacity = usable_memory_bytes(self.cluster_spec.gpu)
         sms = self.cluster.gpu.sms
         prof = (
@@ -287,7 +289,7 @@ class Screen:
         key = (kind, nbytes, size, stride)
         t = self.memo.comm.get(key)
         if t is None:
-            t = self.memo.comm[key] = comm_time(kind, nbytes, self._group(size, stride))
+            t = self.memo.comm[key] = comm_time(kind, nbytes, self._group(size, stride), self.ctx.algorithm)
         return t
 
     def _optimizer_step(self, nbytes: float, launches: float = 0.0) -> float:
