@@ -81,6 +81,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from hwmodels.errors import ClusterSimError
@@ -352,6 +353,16 @@ def _time(kind: str, nbytes: float, group: CommGroup, algorithm: str, features: 
     _check(nbytes, algorithm, features)
     if group.size == 1 or nbytes == 0:
         return 0.0
+    return _cached_time(kind, float(nbytes), group, algorithm, frozenset(features), tuple(_REGISTRY))
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_time(
+    kind: str, nbytes: float, group: CommGroup, algorithm: str, features: frozenset[str], registered: tuple[str, ...]
+) -> float:
+    """:func:`_time` after its checks, memoised: a training step asks for the same few collectives many times
+    and ``auto`` prices every algorithm x protocol pair. ``registered`` (the registry's names) keys the cache,
+    so an algorithm registered later is seen."""
     return BASE_LATENCY_S + _best(kind, nbytes, group, algorithm, features)[2]
 
 
