@@ -225,6 +225,7 @@ def register_algorithm(algo: CollectiveAlgorithm) -> CollectiveAlgorithm:
             f"{', '.join(PROTOCOLS)}, got {bad or sorted(set(algo.protocol_costs) - set(algo.costs))}"
         )
     _REGISTRY[algo.name] = algo
+    _cached_time.cache_clear()
     return algo
 
 
@@ -487,7 +488,8 @@ def _nvls_all_reduce(nbytes: float, group: CommGroup) -> float:
     # count: NCCL's tuner takes a tree's algorithm bandwidth as half its bus bandwidth (tuning.cc, ratio .5),
     # not a ring's n / 2(n-1). (Was 2(m-1)/m of the shard: 475 GB/s busbw on 4 DGX H100 where NVIDIA quotes
     # ~370-380 for NVLS+Tree and users measure 320-357; nccl_published.csv.)
-    inter = 2.0 * (nbytes / g) / (group.net_bytes_s / g)
+    # Two nodes only swap their shards: once per direction.
+    inter = (1.0 if m == 2 else 2.0) * (nbytes / g) / (group.net_bytes_s / g)
     return max(intra, inter) + NVLS_LATENCY_S + 2.0 * math.ceil(math.log2(m)) * group.net_latency_s
 
 
@@ -570,6 +572,8 @@ register_algorithm(
         protocol_costs={k: {p: _ring_protocol_cost(k, p) for p in PROTOCOLS} for k in COLLECTIVE_KINDS},
     )
 )
+
+
 def _tree_runs_on(kind: str, group: CommGroup) -> bool:
     """NCCL's tree is an all-reduce algorithm; its all-gather/reduce-scatter counterpart, PAT (NCCL >= 2.23),
     runs only with one rank per node (NVIDIA/nccl src/enqueue.cc: PAT needs nRanks == nNodes)."""

@@ -72,8 +72,9 @@ class ParallelSpec(BaseModel):
         default="auto",
         description="all-reduce/all-gather/reduce-scatter algorithm (hwmodels.collectives): auto (default) = "
         "NCCL's tuner, the fastest of ring, tree and nvls (where the node has NVLink SHARP) with their LL/LL128/"
-        "Simple protocols; default = the faster of ring and tree with fitted single-protocol costs (the envelope, "
-        "optimistic for mid-size messages across many nodes); or force ring, tree, hierarchical or nvls",
+        "Simple protocols; default = the faster of ring and tree with fitted single-protocol costs (the envelope "
+        "the validation was first fitted with); or force ring, tree, hierarchical or nvls. Mid-size messages "
+        "across tens of nodes run slower than both rules predict (a forced ring follows them: docs/collectives.md)",
     )
 
     @field_validator("collective_algorithm")
@@ -250,7 +251,7 @@ class RunConfig(BaseModel):
     def _collective_algorithm_fits_nodes(self) -> RunConfig:
         """A forced algorithm must run on the nodes: nvls needs an NVSwitch that reduces in-switch."""
         name = self.parallel.collective_algorithm
-        if name != "default":
+        if name not in ("default", "auto"):  # the rules run on any node
             cluster = self.cluster.resolve()
             where = f"node {cluster.node.id}"
             check_algorithm(name, node_features(cluster), where=where, what="parallel.collective_algorithm")

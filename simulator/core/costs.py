@@ -68,6 +68,9 @@ class CommAlgorithm:
         return cls(name, features)
 
 
+#: The fitted envelope rule (``default``): what callers without a run config get -- serving's tensor-parallel
+#: all-reduce, whose validation was fitted with it. Training and the plan search run the config's
+#: ``parallel.collective_algorithm`` (``auto`` by default) through :meth:`CommAlgorithm.of`.
 DEFAULT_ALGORITHM = CommAlgorithm()
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from hwmodels.dtypes import bytes_per_element
 from hwmodels.profile import Profile, load_profile
 from simulator.core.config import RunConfig
-from simulator.core.costs import OpCost, op_cost
+from simulator.core.costs import CommAlgorithm, OpCost, op_cost
 from simulator.core.workload import Op, head_ops, layer_ops
 
 
@@ -130,8 +130,10 @@ def layer_cost_report(cfg: RunConfig, profile: Profile | str | None = None) -> L
     }
     mb, seq = t.micro_batch, t.seq_len
 
+    algorithm = CommAlgorithm.of(p.collective_algorithm, cluster)
+
     def cost(ops: list[Op]) -> list[OpCost]:
-        return [op_cost(op, prof, groups, dtype) for op in ops]
+        return [op_cost(op, prof, groups, dtype, algorithm) for op in ops]
 
     layer_costs: dict[bool, list[OpCost]] = {}
     fwd = bwd = 0.0

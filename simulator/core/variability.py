@@ -255,7 +255,11 @@ def expected_max_poisson(mean: float, n: int) -> float:
         raise ValueError(f"need n >= 1 draws and mean >= 0, got n={n}, mean={mean}")
     if mean == 0:
         return 0.0
-    total, k = 0.0, 0
+    if n == 1:
+        return float(mean)
+    # below mean - 10 sd every count is (to 1e-12) exceeded by the maximum: start the sum there
+    k = max(0, int(mean - 10.0 * math.sqrt(mean)))
+    total = float(k)
     while True:
         tail = -math.expm1(n * float(stats.poisson.logcdf(k, mean)))  # P(max > k), accurate when tiny
         if tail < 1e-12 and k > mean:

@@ -30,8 +30,9 @@ from typing import Any
 from hwmodels.errors import ClusterSimError
 from hwmodels.profile import Profile, load_profile
 
-#: Timeline streams that are not busy time in the energy model (overlapped sends, gradient sync).
-NOT_BUSY_STREAMS = ("pp", "dp")
+#: Timeline streams that are not GPU busy time in the energy model (overlapped sends, gradient sync, host-side
+#: work the GPU waits on: CPU Adam, garbage-collection pauses).
+NOT_BUSY_STREAMS = ("pp", "dp", "host")
 
 
 @dataclass(frozen=True)

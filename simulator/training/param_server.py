@@ -75,10 +75,11 @@ def balance(nbytes: float, n: int, k: int, rates: tuple[float, float, float, flo
 
 def push_pull_s(cfg: RunConfig, nbytes: float, group: CommGroup, algorithm: CommAlgorithm | None = None) -> float:
     """Seconds for one push/pull of ``nbytes`` gradient bytes per rank of data-parallel ``group``."""
-    if not group.spans_nodes:  # one node: BytePS runs NCCL (non-distributed mode)
-        return comm_time("all_reduce", nbytes, group, algorithm or CommAlgorithm())
-    spec = cfg.parallel.parameter_server
     cluster = cfg.cluster.resolve()
+    algorithm = algorithm or CommAlgorithm.of(cfg.parallel.collective_algorithm, cluster)
+    if not group.spans_nodes:  # one node: BytePS runs NCCL (non-distributed mode)
+        return comm_time("all_reduce", nbytes, group, algorithm)
+    spec = cfg.parallel.parameter_server
     share = group.net_bytes_s / cluster.node_nic_bytes_s  # this group's part of a node's (and a server's) NICs
     server_nic = spec.server_nic_gbps * 1e9 if spec.server_nic_gbps else cluster.node_nic_bytes_s
     node_dram = cluster.node.host_figure("host_memory_bandwidth_gbps", "parallel.dp_mode=parameter_server") * 1e9
@@ -90,5 +91,6 @@ def push_pull_s(cfg: RunConfig, nbytes: float, group: CommGroup, algorithm: Comm
     local = replace(group, size=group.local, nodes=1, net_bytes_s=0.0)
     intra = 0.0
     if group.local > 1:
-        intra = comm_time("reduce_scatter", nbytes, local) + comm_time("all_gather", nbytes, local)
+        scatter = comm_time("reduce_scatter", nbytes, local, algorithm)
+        intra = scatter + comm_time("all_gather", nbytes, local, algorithm)
     return max(slowest, intra) + 2.0 * group.net_latency_s

@@ -224,7 +224,8 @@ def _rank_tail(
     if comm and p.dp * p.cp > 1:
         segments = 2 * layout.num_microbatches * len(positions) * max(1, sum(len(chunks[q].layers) for q in positions))
         tail.replica_wait_s = replica_wait_s(cfg.variability, stats.busy_s, segments, p.dp * p.cp)
-    tail.gc_s = gc_pause_s(cfg)
+    if comm:  # like the replica wait, a wait for other ranks
+        _gc_wait(cfg, tail, rank)
     params = sum(chunks[pos].params for pos in positions)
     if comm and t.compression is not None and p.dp * p.cp > 1:  # compress + decompress before the optimizer
         extra = compression_compute_s(t.compression, params, profile, grad_comm_bytes(t.precision), dp_size=p.dp)
@@ -255,6 +256,14 @@ def _rank_tail(
     if comm and p.zero in (1, 2) and p.dp * p.cp > 1:
         _param_gather(cfg, tail, rank, stats, chunks, positions, groups, opt_start + tail.optimizer_s + tail.host_s)
     return tail
+
+
+def _gc_wait(cfg: RunConfig, tail: RankTail, rank: int) -> None:
+    """Charge the expected wait on garbage-collection pauses before the optimizer, with its timeline event."""
+    tail.gc_s = gc_pause_s(cfg)
+    if tail.gc_s > 0:
+        start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s
+        tail.events.append((start, start + tail.gc_s, rank, "host", "garbage-collection pauses", "OPT", -1, 0))
 
 
 def _param_gather(

@@ -421,7 +421,8 @@ def c9() -> ClaimRow:
 
     def round_trip(link: str) -> float:
         run = load_config({**cfg, "cluster": {**cfg["cluster"], "nic_link": link}})
-        return push_pull_s(run, float(s["message_bytes"]), Groups.of(run, run.cluster.resolve()).grad)
+        groups = Groups.of(run, run.cluster.resolve())
+        return push_pull_s(run, float(s["message_bytes"]), groups.grad, groups.algorithm)
 
     tcp, rdma = round_trip(s["tcp_link"]), round_trip(s["rdma_link"])
     ps = _train(cfg)
