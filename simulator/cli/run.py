@@ -91,6 +91,11 @@ def train_summary(r: Any, cfg: Any) -> str:
         ("pipeline bubble", f"{r.bubble_fraction:.1%} of busy time"),
         ("exposed comm", comm),
         (
+            "synchronisation",
+            f"compute x{r.sync_stretch:.3f} waiting for the slowest rank, {fmt(r.gc_pause_s)} s per step on "
+            "garbage-collection pauses",
+        ),
+        (
             "memory per GPU",
             f"{fmt(mem.peak)} of {fmt(mem.capacity)} GB usable ({fmt(mem.capacity * 1e9 / 2**30)} GiB) on stage "
             f"{mem.stage} -> {fits} (weights {fmt(mem.weights)}, "
