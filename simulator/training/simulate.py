@@ -224,8 +224,6 @@ def _rank_tail(
     if comm and p.dp * p.cp > 1:
         segments = 2 * layout.num_microbatches * len(positions) * max(1, sum(len(chunks[q].layers) for q in positions))
         tail.replica_wait_s = replica_wait_s(cfg.variability, stats.busy_s, segments, p.dp * p.cp)
-    if comm:  # like the replica wait, a wait for other ranks
-        _gc_wait(cfg, tail, rank)
     params = sum(chunks[pos].params for pos in positions)
     if comm and t.compression is not None and p.dp * p.cp > 1:  # compress + decompress before the optimizer
         extra = compression_compute_s(t.compression, params, profile, grad_comm_bytes(t.precision), dp_size=p.dp)
@@ -236,7 +234,10 @@ def _rank_tail(
     opt = cfg.stack.optimizer
     tensors = PARAM_TENSORS_PER_LAYER * cfg.model.num_layers / p.pp
     traced = traced_optimizer_s(cfg, profile) if cfg.stack.traced else None
-    opt_start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s + tail.gc_s
+    synced = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s
+    if comm:  # like the replica wait, a wait for other ranks
+        _gc_wait(cfg, tail, rank, synced)
+    opt_start = synced + tail.gc_s
     if t.offload.optimizer != "none":  # ZeRO-Offload: CPU Adam, weights back over PCIe (simulator.training.offload)
         host = tail.host_step = offload.optimizer_step(t.offload, cfg.cluster, shard)
         window = stats.last_end_s - (stats.first_start_s or 0.0)
@@ -258,11 +259,11 @@ def _rank_tail(
     return tail
 
 
-def _gc_wait(cfg: RunConfig, tail: RankTail, rank: int) -> None:
-    """Charge the expected wait on garbage-collection pauses before the optimizer, with its timeline event."""
+def _gc_wait(cfg: RunConfig, tail: RankTail, rank: int, start: float) -> None:
+    """Charge the expected wait on garbage-collection pauses from ``start`` (the gradient sync's end, before the
+    optimizer), with its timeline event."""
     tail.gc_s = gc_pause_s(cfg)
     if tail.gc_s > 0:
-        start = max(tail.pipeline_end + tail.interference_s, tail.dp_end) + tail.replica_wait_s
         tail.events.append((start, start + tail.gc_s, rank, "host", "garbage-collection pauses", "OPT", -1, 0))
 
 
